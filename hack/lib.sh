@@ -1,0 +1,135 @@
+# shellcheck shell=bash
+# The one shared bash library. Every script sources it, resolved from its own path:
+#   source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
+# It sets strict mode, REPO_ROOT, SELFHEAL_HOME (caches and local-cluster state) and puts the
+# pinned tools first on PATH; it defines namespaced helpers: log::*, util::*.
+
+set -o errexit -o nounset -o pipefail
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Everything built or downloaded lives here, keyed by version, never in the repo.
+SELFHEAL_HOME="${SELFHEAL_HOME:-${HOME}/.cache/selfheal}"
+SELFHEAL_BIN="${SELFHEAL_HOME}/bin"
+export REPO_ROOT SELFHEAL_HOME SELFHEAL_BIN
+case ":${PATH}:" in
+  *":${SELFHEAL_BIN}:"*) ;;
+  *) export PATH="${SELFHEAL_BIN}:${PATH}" ;;
+esac
+# shellcheck source=hack/versions.sh
+source "${REPO_ROOT}/hack/versions.sh"
+
+# ---------------------------------------------------------------------------------------------
+# Logging: timestamped, to stderr, so stdout stays clean for data (json, kubeconfig paths).
+# ---------------------------------------------------------------------------------------------
+log::_ts() { date -u +%H:%M:%S; }
+# log::step "doing X": the start of a step a reader follows.
+log::step() { printf '%s >>> %s\n' "$(log::_ts)" "$*" >&2; }
+log::info() { printf '%s     %s\n' "$(log::_ts)" "$*" >&2; }
+# log::ok "X": a check that passed.
+log::ok() { printf '%s ✔ %s\n' "$(log::_ts)" "$*" >&2; }
+log::warn() { printf '%s !!! warning: %s\n' "$(log::_ts)" "$*" >&2; }
+log::error() { printf '%s !!! error: %s\n' "$(log::_ts)" "$*" >&2; }
+# log::fatal "why": print and exit 1. Bad usage should exit 2 through util::usage_error instead.
+log::fatal() {
+  log::error "$*"
+  exit 1
+}
+
+# ---------------------------------------------------------------------------------------------
+# Utilities
+# ---------------------------------------------------------------------------------------------
+
+# util::usage_error "msg": bad command line; the caller's usage() is printed, exit 2.
+util::usage_error() {
+  log::error "$*"
+  if declare -F usage >/dev/null; then usage >&2; fi
+  exit 2
+}
+
+# util::require_tools tool...: fail with one message naming every missing tool and the fix.
+util::require_tools() {
+  local missing=() t
+  for t in "$@"; do
+    command -v "${t}" >/dev/null 2>&1 || missing+=("${t}")
+  done
+  if ((${#missing[@]})); then
+    log::fatal "missing tools: ${missing[*]} (install them with: ${REPO_ROOT}/hack/tools.sh install)"
+  fi
+}
+
+# util::require_root "what": the local cluster needs root (mounts, iptables, containerd).
+util::require_root() {
+  [[ "$(uname -s)" == Linux ]] || log::fatal "$1 needs Linux; on macOS or Windows use minikube (see README)"
+  [[ "$(id -u)" == 0 ]] || log::fatal "$1 needs root (it starts containerd, kubelet and iptables rules); run it with sudo, or use minikube instead"
+}
+
+# util::run cmd...: print the command; skip it when DRY_RUN=1. Use for every cluster change.
+util::run() {
+  if [[ "${DRY_RUN:-0}" == 1 ]]; then
+    printf '%s [dry-run] %s\n' "$(log::_ts)" "$*" >&2
+    return 0
+  fi
+  printf '%s     + %s\n' "$(log::_ts)" "$*" >&2
+  "$@"
+}
+
+# util::wait_for "what" timeout_seconds cmd...: poll cmd once a second until it succeeds.
+# Prints progress every 10 s and returns 1 (not exit) on timeout so callers can dump diagnostics.
+util::wait_for() {
+  local what="$1" timeout="$2"
+  shift 2
+  local start now
+  start="$(date +%s)"
+  local next_report=$((start + 10))
+  until "$@" >/dev/null 2>&1; do
+    now="$(date +%s)"
+    if ((now - start >= timeout)); then
+      log::error "timed out after ${timeout}s waiting for ${what}"
+      return 1
+    fi
+    if ((now >= next_report)); then
+      log::info "still waiting for ${what} ($((now - start))s/${timeout}s)"
+      next_report=$((now + 10))
+    fi
+    sleep 1
+  done
+  log::info "${what}: ok after $(($(date +%s) - start))s"
+}
+
+# util::trap_add "cmd" [signal]: add to a trap instead of replacing it, so cleanups compose.
+util::trap_add() {
+  local cmd="$1" sig="${2:-EXIT}" current=""
+  local -a parsed=()
+  # `trap -p` prints a shell-quoted "trap -- 'cmd' SIG"; let the shell unquote it.
+  eval "parsed=($(trap -p "${sig}"))"
+  ((${#parsed[@]} >= 3)) && current="${parsed[2]}"
+  trap -- "${current:+${current}; }${cmd}" "${sig}"
+}
+
+# util::port_in_use PORT: true when something listens on the TCP port.
+util::port_in_use() {
+  ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
+}
+
+# util::host_ip: the node's primary IPv4 address (the source address of the default route).
+util::host_ip() {
+  local ip
+  ip="$(ip -4 route get 1.1.1.1 2>/dev/null | awk '{for (i = 1; i <= NF; i++) if ($i == "src") print $(i + 1)}')"
+  [[ -n "${ip}" ]] || ip="$(hostname -I 2>/dev/null | awk '{print $1}')"
+  [[ -n "${ip}" ]] || log::fatal "cannot find this machine's IPv4 address (no default route, hostname -I empty)"
+  printf '%s\n' "${ip}"
+}
+
+# ---------------------------------------------------------------------------------------------
+# The local cluster's paths (hack/cluster.sh owns them; others read them).
+# ---------------------------------------------------------------------------------------------
+CLUSTER_STATE="${SELFHEAL_HOME}/cluster"
+CLUSTER_KUBECONFIG="${CLUSTER_STATE}/kubeconfig"
+CONTAINERD_SOCK="${CLUSTER_STATE}/run/containerd.sock"
+IMAGES_DIR="${SELFHEAL_HOME}/images"
+export CLUSTER_STATE CLUSTER_KUBECONFIG CONTAINERD_SOCK IMAGES_DIR
+
+# util::ctr args...: ctr against the local cluster's containerd, in the namespace the kubelet uses.
+util::ctr() {
+  ctr --address "${CONTAINERD_SOCK}" --namespace k8s.io "$@"
+}

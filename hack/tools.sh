@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Installs the project's pinned tools into ~/.cache/selfheal, keyed by version, and links them
+# into ~/.cache/selfheal/bin (which hack/lib.sh puts first on PATH). Versions: hack/versions.sh.
+# Go-built tools come from the Go module proxy; system parts (containerd, etcd, ...) from apt.
+# Prerequisites: go, and root for the apt step.
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ALL_TOOLS=(apt kubernetes coredns metrics-server helm actionlint promtool)
+
+usage() {
+  cat <<EOF
+Usage: hack/tools.sh <command> [tool...]
+
+Commands:
+  install [tool...]   build or install the tools (default: all), skipping cached ones
+  list                print each tool, its pinned version and whether it is installed
+  path                print the bin directory to put on PATH
+
+Tools: ${ALL_TOOLS[*]}
+  apt             Debian packages: ${SELFHEAL_APT_PACKAGES[*]}
+  kubernetes      kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
+                  kubectl ${KUBE_VERSION} (from the k8s.io/kubernetes Go module, ~8 min cold)
+  coredns         CoreDNS ${COREDNS_VERSION}
+  metrics-server  metrics-server ${METRICS_SERVER_VERSION}
+  helm            Helm ${HELM_VERSION}
+  actionlint      actionlint ${ACTIONLINT_VERSION}
+  promtool        promtool from Prometheus ${PROMETHEUS_VERSION}
+
+Environment:
+  SELFHEAL_HOME   cache root (default ~/.cache/selfheal); binaries land in \$SELFHEAL_HOME/bin
+  *_VERSION       override a pin from hack/versions.sh
+
+Example:
+  hack/tools.sh install helm actionlint && export PATH="\$(hack/tools.sh path):\$PATH"
+EOF
+}
+
+TOOLS_DIR="${SELFHEAL_HOME}/tools"
+
+# tools::link DIR: link every executable in DIR into the bin directory.
+tools::link() {
+  local dir="$1" f
+  mkdir -p "${SELFHEAL_BIN}"
+  for f in "${dir}"/*; do
+    [[ -x "${f}" && -f "${f}" ]] && ln -sfn "${f}" "${SELFHEAL_BIN}/$(basename "${f}")"
+  done
+  return 0
+}
+
+# tools::go_install NAME VERSION PACKAGE@VERSION [ldflags]: one binary from the module proxy,
+# built into a temporary dir and moved into place, so an interrupted build leaves no half tool.
+tools::go_install() {
+  local name="$1" version="$2" pkg="$3" ldflags="${4:-}"
+  local dest="${TOOLS_DIR}/${name}-${version}"
+  if [[ -d "${dest}" ]]; then
+    tools::link "${dest}"
+    log::info "${name} ${version}: cached"
+    return 0
+  fi
+  util::require_tools go
+  log::step "building ${name} ${version} from the Go module proxy"
+  local tmp start
+  tmp="$(mktemp -d "${TOOLS_DIR}/.${name}.XXXXXX")"
+  start="$(date +%s)"
+  GOBIN="${tmp}" CGO_ENABLED=0 GOFLAGS=-trimpath go install -ldflags "-s -w ${ldflags}" "${pkg}"
+  mv "${tmp}" "${dest}"
+  tools::link "${dest}"
+  log::ok "${name} ${version} built in $(($(date +%s) - start))s"
+}
+
+tools::apt() {
+  local missing=() p
+  for p in "${SELFHEAL_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "${p}" 2>/dev/null | grep -q 'install ok installed' || missing+=("${p}")
+  done
+  if ((${#missing[@]} == 0)); then
+    log::info "apt packages: installed"
+    return 0
+  fi
+  [[ "$(id -u)" == 0 ]] || log::fatal "apt packages missing: ${missing[*]}; install them as root: sudo apt-get install ${missing[*]}"
+  log::step "installing apt packages: ${missing[*]}"
+  # No init system here: keep package scripts from starting containerd/etcd as services.
+  local policy=/usr/sbin/policy-rc.d created=0
+  if [[ ! -e "${policy}" ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"${policy}" && chmod +x "${policy}" && created=1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  ((created)) && rm -f "${policy}"
+  log::ok "apt packages installed"
+}
+
+# Kubernetes' go.mod replaces every staging module with a local path, so it cannot be required
+# as is: build from a wrapper module that pins each staging module to its published v0.X.Y.
+tools::kubernetes() {
+  local dest="${TOOLS_DIR}/kubernetes-${KUBE_VERSION}"
+  if [[ -d "${dest}" ]]; then
+    tools::link "${dest}"
+    log::info "kubernetes ${KUBE_VERSION}: cached"
+    return 0
+  fi
+  util::require_tools go
+  local wrap="${SELFHEAL_HOME}/build/kubernetes-${KUBE_VERSION}" staging="v0.${KUBE_VERSION#v1.}"
+  log::step "building Kubernetes ${KUBE_VERSION} server binaries and kubectl (about 8 min on 2 cores when cold)"
+  local start
+  start="$(date +%s)"
+  mkdir -p "${wrap}"
+  (
+    cd "${wrap}" || exit 1
+    go mod download "k8s.io/kubernetes@${KUBE_VERSION}"
+    local moddir gover
+    moddir="$(go env GOMODCACHE)/k8s.io/kubernetes@${KUBE_VERSION}"
+    gover="$(awk '$1 == "go" {print $2}' "${moddir}/go.mod")"
+    {
+      printf 'module selfheal.local/kubernetes\n\ngo %s\n\nrequire k8s.io/kubernetes %s\n\n' "${gover}" "${KUBE_VERSION}"
+      grep -E '=> \./staging/src/' "${moddir}/go.mod" | awk -v v="${staging}" '{print "replace " $1 " => " $1 " " v}'
+    } >go.mod
+    cat >tools.go <<'GO'
+//go:build tools
+
+// Package wrap only imports the commands so that go mod tidy keeps their dependencies.
+package wrap
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+)
+GO
+    printf 'package wrap\n' >doc.go
+    # -e: a few staging modules (sample-*) are not served; the commands never import them.
+    go mod tidy -e >/dev/null 2>&1 || go mod tidy -e
+    local major minor ldflags="-s -w" pkg
+    major="$(cut -d. -f1 <<<"${KUBE_VERSION#v}")"
+    minor="$(cut -d. -f2 <<<"${KUBE_VERSION#v}")"
+    # Without stamping, the binaries report v0.0.0-master and kubectl warns about skew.
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ldflags+=" -X ${pkg}.gitVersion=${KUBE_VERSION} -X ${pkg}.gitMajor=${major} -X ${pkg}.gitMinor=${minor}"
+      ldflags+=" -X ${pkg}.gitTreeState=clean -X ${pkg}.gitCommit=0000000000000000000000000000000000000000"
+      ldflags+=" -X ${pkg}.buildDate=1970-01-01T00:00:00Z"
+    done
+    local tmp
+    tmp="$(mktemp -d "${TOOLS_DIR}/.kubernetes.XXXXXX")"
+    CGO_ENABLED=0 go build -trimpath -ldflags="${ldflags}" -o "${tmp}/" \
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet \
+      k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl
+    mv "${tmp}" "${dest}"
+  )
+  tools::link "${dest}"
+  log::ok "kubernetes ${KUBE_VERSION} built in $(($(date +%s) - start))s"
+}
+
+tools::install_one() {
+  case "$1" in
+    apt) tools::apt ;;
+    kubernetes) tools::kubernetes ;;
+    coredns)
+      tools::go_install coredns "${COREDNS_VERSION}" "github.com/coredns/coredns@${COREDNS_VERSION}"
+      ;;
+    metrics-server)
+      tools::go_install metrics-server "${METRICS_SERVER_VERSION}" \
+        "sigs.k8s.io/metrics-server/cmd/metrics-server@${METRICS_SERVER_VERSION}" \
+        "-X k8s.io/client-go/pkg/version.gitVersion=${METRICS_SERVER_VERSION} -X k8s.io/client-go/pkg/version.gitTreeState=clean"
+      ;;
+    helm)
+      tools::go_install helm "${HELM_VERSION}" "helm.sh/helm/v4/cmd/helm@${HELM_VERSION}" \
+        "-X helm.sh/helm/v4/internal/version.version=${HELM_VERSION}"
+      ;;
+    actionlint)
+      tools::go_install actionlint "${ACTIONLINT_VERSION}" \
+        "github.com/rhysd/actionlint/cmd/actionlint@${ACTIONLINT_VERSION}" \
+        "-X github.com/rhysd/actionlint.version=${ACTIONLINT_VERSION}"
+      ;;
+    promtool)
+      tools::go_install promtool "${PROMETHEUS_VERSION}" \
+        "github.com/prometheus/prometheus/cmd/promtool@${PROMETHEUS_VERSION}"
+      ;;
+    *) util::usage_error "unknown tool: $1" ;;
+  esac
+}
+
+tools::version_of() {
+  case "$1" in
+    apt) echo "debian" ;;
+    kubernetes) echo "${KUBE_VERSION}" ;;
+    coredns) echo "${COREDNS_VERSION}" ;;
+    metrics-server) echo "${METRICS_SERVER_VERSION}" ;;
+    helm) echo "${HELM_VERSION}" ;;
+    actionlint) echo "${ACTIONLINT_VERSION}" ;;
+    promtool) echo "${PROMETHEUS_VERSION}" ;;
+  esac
+}
+
+main() {
+  local cmd="${1:-}"
+  [[ -n "${cmd}" ]] || util::usage_error "no command given"
+  shift
+  case "${cmd}" in
+    -h | --help | help)
+      usage
+      ;;
+    install)
+      local tools=("$@") t
+      ((${#tools[@]})) || tools=("${ALL_TOOLS[@]}")
+      mkdir -p "${TOOLS_DIR}" "${SELFHEAL_BIN}"
+      for t in "${tools[@]}"; do tools::install_one "${t}"; done
+      ;;
+    list)
+      local t state
+      for t in "${ALL_TOOLS[@]}"; do
+        state="missing"
+        if [[ "${t}" == apt ]]; then
+          state="(see dpkg)"
+        elif [[ -d "${TOOLS_DIR}/${t}-$(tools::version_of "${t}")" ]]; then
+          state="installed"
+        fi
+        printf '%-16s %-10s %s\n' "${t}" "$(tools::version_of "${t}")" "${state}"
+      done
+      ;;
+    path) printf '%s\n' "${SELFHEAL_BIN}" ;;
+    *) util::usage_error "unknown command: ${cmd}" ;;
+  esac
+}
+
+main "$@"

@@ -1,0 +1,25 @@
+# shellcheck shell=bash
+# The one version table. Every pinned tool, cluster component and image the project builds or
+# installs is named here; hack/tools.sh and hack/cluster.sh read it. Caches are keyed by these
+# values, so bumping one rebuilds exactly that piece on the next run.
+# Each value can be overridden from the environment (e.g. KUBE_VERSION=v1.35.4 make cluster-up).
+
+# Kubernetes server components and kubectl, built from the k8s.io/kubernetes Go module.
+# v1.37.2 is the newest verified here; Debian's containerd 1.6 is not supported past 1.37.
+: "${KUBE_VERSION:=v1.37.2}"
+# CoreDNS (cluster DNS) and metrics-server (HPA, kubectl top), built from their Go modules.
+: "${COREDNS_VERSION:=v1.12.4}"
+: "${METRICS_SERVER_VERSION:=v0.9.0}"
+# Helm 4 (scripts accept Helm 3 too), actionlint, promtool (from the prometheus module, v0.MAJORMINOR.PATCH = 3.x).
+: "${HELM_VERSION:=v4.3.1}"
+: "${ACTIONLINT_VERSION:=v1.7.12}"
+: "${PROMETHEUS_VERSION:=v0.316.0}"
+# Pause image tag: must match containerd's sandbox_image.
+: "${PAUSE_IMAGE:=registry.k8s.io/pause:3.10.1}"
+# Debian packages the local cluster runs on (containerd, runc, CNI plugins, etcd) and the
+# static busybox that the test toolbox image is made of.
+# shellcheck disable=SC2034 # read by hack/tools.sh
+SELFHEAL_APT_PACKAGES=(containerd runc containernetworking-plugins etcd-server etcd-client
+  iptables conntrack socat iproute2 ethtool openssl jq busybox-static shellcheck gcc libc6-dev make)
+export KUBE_VERSION COREDNS_VERSION METRICS_SERVER_VERSION HELM_VERSION ACTIONLINT_VERSION \
+  PROMETHEUS_VERSION PAUSE_IMAGE
