@@ -1,0 +1,71 @@
+# shellcheck shell=bash
+# Helpers for the cluster tests in e2e/: a namespace per test file (deleted at exit), checks
+# that count passes and failures, and a closing "N passed, N failed" line.
+# Tests run against $KUBECONFIG (hack/cluster.sh's cluster by default, or minikube).
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
+
+E2E_PASSED=0
+E2E_FAILED=0
+E2E_FAILURES=()
+export KUBECONFIG="${KUBECONFIG:-${CLUSTER_KUBECONFIG}}"
+
+# e2e::require_cluster: fail loudly, never skip, when there is no cluster to test.
+e2e::require_cluster() {
+  util::require_tools kubectl
+  if ! kubectl get --raw /readyz >/dev/null 2>&1; then
+    log::fatal "no cluster reachable with KUBECONFIG=${KUBECONFIG}: start one with 'make cluster-up' (or point KUBECONFIG at minikube)"
+  fi
+}
+
+# e2e::namespace PREFIX: create a fresh namespace, delete it (without waiting) at exit.
+# The namespace enforces the restricted Pod Security Standard, like the platform's own.
+e2e::namespace() {
+  local ns
+  ns="$1-$(date +%s)-${RANDOM}"
+  kubectl create namespace "${ns}" >/dev/null
+  kubectl label namespace "${ns}" pod-security.kubernetes.io/enforce=restricted selfheal.io/e2e=true >/dev/null
+  util::trap_add "kubectl delete namespace '${ns}' --wait=false >/dev/null 2>&1 || true"
+  printf '%s\n' "${ns}"
+}
+
+# e2e::check "what" cmd...: run cmd; count and print the result. Never exits the script.
+e2e::check() {
+  local what="$1"
+  shift
+  if "$@"; then
+    E2E_PASSED=$((E2E_PASSED + 1))
+    log::ok "${what} passed"
+  else
+    E2E_FAILED=$((E2E_FAILED + 1))
+    E2E_FAILURES+=("${what}")
+    log::error "${what} FAILED"
+  fi
+  return 0
+}
+
+# e2e::eventually TIMEOUT cmd...: true once cmd succeeds within TIMEOUT seconds.
+e2e::eventually() {
+  local timeout="$1"
+  shift
+  local deadline=$(($(date +%s) + timeout))
+  until "$@" >/dev/null 2>&1; do
+    (($(date +%s) < deadline)) || return 1
+    sleep 1
+  done
+}
+
+# e2e::dump NS: what a reader needs when a check failed.
+e2e::dump() {
+  log::info "diagnostics for namespace $1:"
+  kubectl -n "$1" get all -o wide >&2 || true
+  kubectl -n "$1" get events --sort-by=.lastTimestamp >&2 || true
+}
+
+# e2e::summary NAME: the closing line; exit status says whether everything passed.
+e2e::summary() {
+  local f
+  for f in "${E2E_FAILURES[@]}"; do log::error "failed: ${f}"; done
+  printf '%s: %d passed, %d failed\n' "$1" "${E2E_PASSED}" "${E2E_FAILED}"
+  ((E2E_FAILED == 0))
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Every static check, each with the real tool: rustfmt, clippy (-D warnings), shellcheck,
+# actionlint (workflows), helm lint (chart), promtool (alert rules), python byte-compile.
+# A check whose subject does not exist yet (no chart, no workflow) says so and is not counted.
+# Prerequisites: cargo; the other tools come from hack/tools.sh when needed.
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  cat <<EOF
+Usage: hack/lint.sh [-h|--help]
+
+Runs every linter over the repository and prints "lint: N passed, N failed".
+Exit status 0 only when every check passed. Installs missing pinned tools first.
+EOF
+}
+
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  "") ;;
+  *) util::usage_error "unknown argument: $1" ;;
+esac
+
+PASSED=0
+FAILED=0
+FAILURES=()
+
+# lint::check "what" cmd...: run, count, keep going.
+lint::check() {
+  local what="$1"
+  shift
+  log::step "${what}"
+  if "$@"; then
+    PASSED=$((PASSED + 1))
+    log::ok "${what} passed"
+  else
+    FAILED=$((FAILED + 1))
+    FAILURES+=("${what}")
+    log::error "${what} FAILED"
+  fi
+}
+
+cd "${REPO_ROOT}"
+mapfile -t SHELL_FILES < <({ git ls-files '*.sh'; printf '.ci/run\n'; } | sort -u | while read -r f; do [[ -f "${f}" ]] && echo "${f}"; done)
+mapfile -t WORKFLOWS < <(git ls-files '.github/workflows/*.yml' '.github/workflows/*.yaml')
+mapfile -t RULES < <(git ls-files 'self-healing/*.rules.yml' 'self-healing/*.rules.yaml' 'self-healing/rules/*.yml' 'self-healing/rules/*.yaml')
+mapfile -t PYTHON < <(git ls-files '*.py')
+
+if [[ -n "$(cargo metadata --no-deps --format-version 1 2>/dev/null | jq -r '.packages[].name' 2>/dev/null)" ]]; then
+  lint::check "cargo fmt --check" cargo fmt --all -- --check
+  lint::check "cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
+else
+  log::info "no Rust crates yet: fmt and clippy not run"
+fi
+
+util::require_tools shellcheck
+lint::check "shellcheck (${#SHELL_FILES[@]} scripts)" shellcheck -x "${SHELL_FILES[@]}"
+
+if ((${#PYTHON[@]})); then
+  lint::check "python byte-compile (${#PYTHON[@]} files)" python3 -m py_compile "${PYTHON[@]}"
+fi
+
+if ((${#WORKFLOWS[@]})); then
+  "${REPO_ROOT}/hack/tools.sh" install actionlint
+  lint::check "actionlint (${#WORKFLOWS[@]} workflows)" actionlint "${WORKFLOWS[@]}"
+else
+  log::info "no workflows yet: actionlint not run"
+fi
+
+if [[ -f helm-chart/Chart.yaml ]]; then
+  "${REPO_ROOT}/hack/tools.sh" install helm
+  lint::check "helm lint --strict helm-chart" helm lint --strict helm-chart
+else
+  log::info "no chart yet: helm lint not run"
+fi
+
+if ((${#RULES[@]})); then
+  "${REPO_ROOT}/hack/tools.sh" install promtool
+  lint::check "promtool check rules (${#RULES[@]} files)" promtool check rules "${RULES[@]}"
+else
+  log::info "no alert rules yet: promtool not run"
+fi
+
+# Every Makefile target documents itself in `make help`.
+help_lists_every_target() {
+  local out target unlisted=0
+  out="$(make --no-print-directory -C "${REPO_ROOT}" help)"
+  while read -r target; do
+    grep -qE "^ *${target} " <<<"${out}" || { log::error "make help does not list '${target}'"; unlisted=1; }
+  done < <(grep -E '^[a-z][a-z0-9-]*:' "${REPO_ROOT}/Makefile" | cut -d: -f1)
+  return "${unlisted}"
+}
+lint::check "make help lists every target" help_lists_every_target
+
+for f in "${FAILURES[@]}"; do log::error "failed: ${f}"; done
+printf 'lint: %d passed, %d failed\n' "${PASSED}" "${FAILED}"
+((FAILED == 0))

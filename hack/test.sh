@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# The test entry point behind `make test` and `make test-unit`. `all` installs what it needs,
+# lints, starts the local cluster, runs every Rust test (unit, integration and the ones that
+# need the cluster) and every e2e check, then stops what it started. It ends with one summary
+# line per runner and a total "N passed, N failed".
+# Prerequisites: cargo, go, root (for the local cluster); everything else is installed.
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  cat <<EOF
+Usage: hack/test.sh [all|unit|cluster|lint]
+
+  all       lint + unit + cluster tests on the local cluster (default; what 'make test' runs)
+  unit      Rust tests that need no cluster (everything but tests/cluster_*.rs)
+  cluster   Rust cluster tests and e2e/ on the cluster in KUBECONFIG (no start/stop)
+  lint      hack/lint.sh
+
+Environment:
+  KUBECONFIG      for 'cluster': the cluster to test (default: the local cluster's)
+  KEEP_CLUSTER=1  'all' leaves the local cluster running at the end (for debugging)
+  CARGO_TEST_ARGS extra arguments for cargo test (e.g. -- --nocapture)
+EOF
+}
+
+SUMMARY=()
+FAILED_STEPS=()
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+LOG_DIR="$(mktemp -d)"
+util::trap_add "rm -rf '${LOG_DIR}'"
+
+# test::record NAME LOGFILE RC: pick the "N passed, N failed" figures out of a runner's output.
+test::record() {
+  local name="$1" log="$2" rc="$3" passed failed line
+  line="$(grep -E '^[a-z-]+: [0-9]+ passed, [0-9]+ failed' "${log}" | tail -n 1 || true)"
+  passed="$(sed -E 's/^[^:]+: ([0-9]+) passed.*/\1/' <<<"${line}")"
+  failed="$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"${line}")"
+  [[ -n "${line}" ]] || { passed=0; failed=0; }
+  # A runner that died before its summary still counts as a failure.
+  ((rc != 0 && failed == 0)) && failed=1
+  TOTAL_PASSED=$((TOTAL_PASSED + passed))
+  TOTAL_FAILED=$((TOTAL_FAILED + failed))
+  SUMMARY+=("${name}: ${passed} passed, ${failed} failed")
+  ((rc == 0)) || FAILED_STEPS+=("${name}")
+}
+
+# test::run NAME cmd...: run a step with its output shown and kept, then record it.
+test::run() {
+  local name="$1" log="${LOG_DIR}/$1.log" rc=0
+  shift
+  "$@" 2>&1 | tee "${log}" || rc="${PIPESTATUS[0]}"
+  test::record "${name}" "${log}" "${rc}"
+}
+
+# Cargo prints one "test result:" line per test binary; add them up into one summary line.
+test::cargo() {
+  local log="${LOG_DIR}/cargo.raw" rc=0
+  # shellcheck disable=SC2086 # CARGO_TEST_ARGS is a word list on purpose
+  cargo test --locked "$@" ${CARGO_TEST_ARGS:-} 2>&1 | tee "${log}" || rc="${PIPESTATUS[0]}"
+  awk '/^test result:/ {
+         for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i }
+       } END { printf "cargo: %d passed, %d failed\n", p, f }' "${log}"
+  return "${rc}"
+}
+
+# Integration-test targets that do not need a cluster (tests/cluster_*.rs do).
+test::unit_targets() {
+  cargo metadata --no-deps --format-version 1 |
+    jq -r '.packages[].targets[] | select(.kind == ["test"]) | .name | select(startswith("cluster") | not)'
+}
+
+test::unit() {
+  local args=(--workspace --lib --bins) t
+  while read -r t; do [[ -n "${t}" ]] && args+=(--test "${t}"); done < <(test::unit_targets)
+  test::run unit test::cargo "${args[@]}"
+}
+
+test::cluster() {
+  test::kubeconfig
+  test::run cargo test::cargo --workspace
+  test::run smoke "${REPO_ROOT}/e2e/smoke.sh"
+}
+
+test::kubeconfig() {
+  export KUBECONFIG="${KUBECONFIG:-${CLUSTER_KUBECONFIG}}"
+  log::info "testing the cluster in KUBECONFIG=${KUBECONFIG}"
+}
+
+test::print_summary() {
+  local s
+  printf '\n==== test summary ====\n'
+  for s in "${SUMMARY[@]}"; do printf '%s\n' "${s}"; done
+  for s in "${FAILED_STEPS[@]}"; do printf 'FAILED step: %s\n' "${s}"; done
+  printf '%d passed, %d failed\n' "${TOTAL_PASSED}" "${TOTAL_FAILED}"
+  ((TOTAL_FAILED == 0 && ${#FAILED_STEPS[@]} == 0))
+}
+
+test::all() {
+  local t0
+  t0="$(date +%s)"
+  log::step "installing tools (cached after the first run)"
+  "${REPO_ROOT}/hack/tools.sh" install apt kubernetes coredns metrics-server
+  test::run lint "${REPO_ROOT}/hack/lint.sh"
+  local started=0
+  if ! "${REPO_ROOT}/hack/cluster.sh" status >/dev/null 2>&1; then
+    started=1
+    # Whatever happens from here on, do not leave the cluster running.
+    [[ "${KEEP_CLUSTER:-0}" == 1 ]] || util::trap_add "'${REPO_ROOT}/hack/cluster.sh' down >/dev/null 2>&1 || true"
+  fi
+  "${REPO_ROOT}/hack/cluster.sh" up
+  unset KUBECONFIG
+  test::cluster
+  if ((started)) && [[ "${KEEP_CLUSTER:-0}" != 1 ]]; then
+    test::run lifecycle "${REPO_ROOT}/e2e/cluster-lifecycle.sh"
+  else
+    log::info "lifecycle test not run: the cluster was already up before the tests (or KEEP_CLUSTER=1), so it stays up"
+  fi
+  log::info "all tests took $(($(date +%s) - t0))s"
+}
+
+main() {
+  local mode="${1:-all}"
+  case "${mode}" in
+    -h | --help) usage; exit 0 ;;
+    all) test::all ;;
+    unit) test::unit ;;
+    cluster) test::cluster ;;
+    lint) test::run lint "${REPO_ROOT}/hack/lint.sh" ;;
+    *) util::usage_error "unknown mode: ${mode}" ;;
+  esac
+  test::print_summary
+}
+
+main "$@"
