@@ -1,0 +1,527 @@
+//! Injected faults: what is active, until when, and the CPU burner threads.
+//!
+//! Each fault mode is the trigger of one recovery layer (see `app/README.md`). State lives behind
+//! a short-lived `std::sync::Mutex`; time is passed in (`now`) so expiry is testable without sleeps.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{Config, FaultProfile};
+
+/// A fault mode of `POST /crash?mode=...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    /// Exit the process with [`CRASH_EXIT_CODE`].
+    Exit,
+    /// `/health` answers 503.
+    Unhealthy,
+    /// `/ready` answers 503.
+    Unready,
+    /// Burn CPU on N threads.
+    Cpu,
+    /// `/` answers P % of requests with 500.
+    Errors,
+    /// `/` is slowed down by N ms.
+    Latency,
+    /// Clear every fault.
+    Reset,
+}
+
+impl FaultKind {
+    /// Every kind, for pre-registering metric label values.
+    pub const ALL: [FaultKind; 7] = [
+        FaultKind::Exit,
+        FaultKind::Unhealthy,
+        FaultKind::Unready,
+        FaultKind::Cpu,
+        FaultKind::Errors,
+        FaultKind::Latency,
+        FaultKind::Reset,
+    ];
+
+    /// Name used in query parameters, JSON and the `kind` metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Exit => "exit",
+            FaultKind::Unhealthy => "unhealthy",
+            FaultKind::Unready => "unready",
+            FaultKind::Cpu => "cpu",
+            FaultKind::Errors => "errors",
+            FaultKind::Latency => "latency",
+            FaultKind::Reset => "reset",
+        }
+    }
+
+    /// Parses a mode name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// Exit code of `POST /crash?mode=exit`, distinct from start-up failures (1) and panics (101).
+pub const CRASH_EXIT_CODE: i32 = 3;
+
+/// Upper bounds that keep a typo from wedging a node.
+pub const MAX_SECONDS: u64 = 24 * 3600;
+/// Largest accepted `ms` for the latency fault.
+pub const MAX_LATENCY_MS: u64 = 120_000;
+/// Largest accepted `threads` for the CPU fault.
+pub const MAX_CPU_THREADS: u32 = 64;
+
+/// When a fault ends: at a deadline, or when reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Until `mode=reset` (or a restart).
+    Reset,
+    /// Until this instant.
+    Deadline(Instant),
+}
+
+impl Until {
+    fn from_seconds(now: Instant, seconds: Option<u64>) -> Self {
+        match seconds {
+            Some(s) => Until::Deadline(now + Duration::from_secs(s)),
+            None => Until::Reset,
+        }
+    }
+
+    fn active(self, now: Instant) -> bool {
+        match self {
+            Until::Reset => true,
+            Until::Deadline(d) => now < d,
+        }
+    }
+
+    fn remaining_secs(self, now: Instant) -> Option<u64> {
+        match self {
+            Until::Reset => None,
+            Until::Deadline(d) => Some(d.saturating_duration_since(now).as_secs()),
+        }
+    }
+}
+
+/// A validated fault request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Injection {
+    /// Exit the process.
+    Exit,
+    /// Fail liveness until reset.
+    Unhealthy,
+    /// Fail readiness for `seconds` (or until reset).
+    Unready {
+        /// Duration; `None` = until reset.
+        seconds: Option<u64>,
+    },
+    /// Burn CPU.
+    Cpu {
+        /// Duration.
+        seconds: u64,
+        /// Busy threads.
+        threads: u32,
+    },
+    /// Serve errors on `/`.
+    Errors {
+        /// Error rate in percent.
+        percent: u8,
+        /// Duration; `None` = until reset.
+        seconds: Option<u64>,
+    },
+    /// Slow `/` down.
+    Latency {
+        /// Added delay in milliseconds.
+        ms: u64,
+        /// Duration; `None` = until reset.
+        seconds: Option<u64>,
+    },
+    /// Clear everything.
+    Reset,
+}
+
+impl Injection {
+    /// The mode of this injection.
+    pub fn kind(&self) -> FaultKind {
+        match self {
+            Injection::Exit => FaultKind::Exit,
+            Injection::Unhealthy => FaultKind::Unhealthy,
+            Injection::Unready { .. } => FaultKind::Unready,
+            Injection::Cpu { .. } => FaultKind::Cpu,
+            Injection::Errors { .. } => FaultKind::Errors,
+            Injection::Latency { .. } => FaultKind::Latency,
+            Injection::Reset => FaultKind::Reset,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    unhealthy: bool,
+    unready: Option<Active<()>>,
+    errors: Option<Active<u8>>,
+    latency: Option<Active<u64>>,
+    cpu: Option<CpuBurn>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Active<T> {
+    value: T,
+    until: Until,
+    from_profile: bool,
+}
+
+#[derive(Debug)]
+struct CpuBurn {
+    threads: u32,
+    until: Until,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for CpuBurn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The fault switchboard shared by all handlers.
+#[derive(Debug, Default)]
+pub struct Faults {
+    state: Mutex<State>,
+    /// Requests seen by `/`, to spread errors evenly (no RNG: exactly P of every 100).
+    served: AtomicU64,
+}
+
+/// Active faults, as reported by `GET /crash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Snapshot {
+    /// `/health` fails.
+    pub unhealthy: bool,
+    /// `/ready` fails.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unready: Option<FaultStatus>,
+    /// Error rate on `/` in percent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<FaultStatus>,
+    /// Added latency on `/` in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<FaultStatus>,
+    /// CPU burner threads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<FaultStatus>,
+}
+
+/// One active fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FaultStatus {
+    /// Percent, ms or threads, depending on the fault; 0 when it has none.
+    pub value: u64,
+    /// Seconds left; absent = until reset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_secs: Option<u64>,
+    /// Set by the start-up fault profile rather than `POST /crash`.
+    pub from_profile: bool,
+}
+
+impl Snapshot {
+    /// Names of the active faults, for logs and metrics.
+    pub fn active_kinds(&self) -> Vec<FaultKind> {
+        let mut kinds = Vec::new();
+        if self.unhealthy {
+            kinds.push(FaultKind::Unhealthy);
+        }
+        if self.unready.is_some() {
+            kinds.push(FaultKind::Unready);
+        }
+        if self.cpu.is_some() {
+            kinds.push(FaultKind::Cpu);
+        }
+        if self.errors.is_some() {
+            kinds.push(FaultKind::Errors);
+        }
+        if self.latency.is_some() {
+            kinds.push(FaultKind::Latency);
+        }
+        kinds
+    }
+}
+
+impl Faults {
+    /// Faults as set by the start-up profile of `cfg`.
+    pub fn from_profile(cfg: &Config) -> Self {
+        let faults = Faults::default();
+        {
+            let mut st = faults.lock();
+            match cfg.fault_profile {
+                FaultProfile::None => {}
+                FaultProfile::Unready => st.unready = profile_fault(()),
+                FaultProfile::Errors => st.errors = profile_fault(cfg.fault_error_percent),
+                FaultProfile::Latency => st.latency = profile_fault(cfg.fault_latency_ms),
+                FaultProfile::Unhealthy => st.unhealthy = true,
+            }
+        }
+        faults
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the plain-data state inconsistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies an injection (not `Exit`, which the caller handles).
+    pub fn apply(&self, injection: Injection, now: Instant) {
+        let mut st = self.lock();
+        fn active<T>(value: T, now: Instant, seconds: Option<u64>) -> Option<Active<T>> {
+            Some(Active {
+                value,
+                until: Until::from_seconds(now, seconds),
+                from_profile: false,
+            })
+        }
+        match injection {
+            Injection::Exit => {}
+            Injection::Unhealthy => st.unhealthy = true,
+            Injection::Unready { seconds } => st.unready = active((), now, seconds),
+            Injection::Errors { percent, seconds } => st.errors = active(percent, now, seconds),
+            Injection::Latency { ms, seconds } => st.latency = active(ms, now, seconds),
+            Injection::Cpu { seconds, threads } => {
+                let until = Until::from_seconds(now, Some(seconds));
+                let stop = Arc::new(AtomicBool::new(false));
+                spawn_burners(threads, now + Duration::from_secs(seconds), &stop);
+                // Replacing the old burn drops it, which stops its threads.
+                st.cpu = Some(CpuBurn {
+                    threads,
+                    until,
+                    stop,
+                });
+            }
+            Injection::Reset => *st = State::default(),
+        }
+    }
+
+    /// Whether `/health` must fail.
+    pub fn unhealthy(&self) -> bool {
+        self.lock().unhealthy
+    }
+
+    /// Whether `/ready` must fail because of a fault; `Some(from_profile)` when it must.
+    pub fn unready(&self, now: Instant) -> Option<bool> {
+        self.lock()
+            .unready
+            .filter(|a| a.until.active(now))
+            .map(|a| a.from_profile)
+    }
+
+    /// Decides the fate of one request to `/`: added latency and whether it fails.
+    pub fn on_request(&self, now: Instant) -> RequestFault {
+        let (percent, latency) = {
+            let st = self.lock();
+            (
+                st.errors.filter(|a| a.until.active(now)).map(|a| a.value),
+                st.latency.filter(|a| a.until.active(now)).map(|a| a.value),
+            )
+        };
+        let fail = match percent {
+            Some(p) => {
+                let n = self.served.fetch_add(1, Ordering::Relaxed);
+                spread_hit(n, p)
+            }
+            None => false,
+        };
+        RequestFault {
+            delay: latency.map(Duration::from_millis),
+            fail,
+        }
+    }
+
+    /// Active faults at `now` (expired ones are omitted).
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let st = self.lock();
+        let status = |value: u64, until: Until, from_profile: bool| FaultStatus {
+            value,
+            remaining_secs: until.remaining_secs(now),
+            from_profile,
+        };
+        Snapshot {
+            unhealthy: st.unhealthy,
+            unready: st
+                .unready
+                .filter(|a| a.until.active(now))
+                .map(|a| status(0, a.until, a.from_profile)),
+            errors: st
+                .errors
+                .filter(|a| a.until.active(now))
+                .map(|a| status(u64::from(a.value), a.until, a.from_profile)),
+            latency: st
+                .latency
+                .filter(|a| a.until.active(now))
+                .map(|a| status(a.value, a.until, a.from_profile)),
+            cpu: st
+                .cpu
+                .as_ref()
+                .filter(|c| c.until.active(now) && !c.stop.load(Ordering::Relaxed))
+                .map(|c| status(u64::from(c.threads), c.until, false)),
+        }
+    }
+}
+
+fn profile_fault<T>(value: T) -> Option<Active<T>> {
+    Some(Active {
+        value,
+        until: Until::Reset,
+        from_profile: true,
+    })
+}
+
+/// What the `/` handler must do to one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RequestFault {
+    /// Sleep this long first.
+    pub delay: Option<Duration>,
+    /// Answer 500.
+    pub fail: bool,
+}
+
+/// True for exactly `percent` of every 100 consecutive `n`, evenly spread.
+fn spread_hit(n: u64, percent: u8) -> bool {
+    let p = u64::from(percent.min(100));
+    ((n % 100) + 1) * p / 100 > (n % 100) * p / 100
+}
+
+fn spawn_burners(threads: u32, deadline: Instant, stop: &Arc<AtomicBool>) {
+    for i in 0..threads {
+        let stop = Arc::clone(stop);
+        let spawned = std::thread::Builder::new()
+            .name(format!("cpu-burn-{i}"))
+            .spawn(move || {
+                let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    for _ in 0..10_000 {
+                        // xorshift: cheap work the optimiser cannot remove
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                    }
+                    std::hint::black_box(x);
+                }
+            });
+        if let Err(err) = spawned {
+            tracing::warn!(error = %err, "cannot spawn cpu burner thread");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_hit_fails_exactly_percent_of_each_hundred() {
+        for p in [0u8, 1, 10, 33, 50, 99, 100] {
+            let hits = (0..1000).filter(|&n| spread_hit(n, p)).count();
+            assert_eq!(hits, usize::from(p) * 10, "percent {p}");
+        }
+    }
+
+    #[test]
+    fn timed_unready_expires_at_deadline() {
+        let faults = Faults::default();
+        let t0 = Instant::now();
+        faults.apply(Injection::Unready { seconds: Some(5) }, t0);
+        assert_eq!(faults.unready(t0 + Duration::from_secs(4)), Some(false));
+        assert_eq!(faults.unready(t0 + Duration::from_secs(5)), None);
+    }
+
+    #[test]
+    fn unready_without_seconds_lasts_until_reset() {
+        let faults = Faults::default();
+        let t0 = Instant::now();
+        faults.apply(Injection::Unready { seconds: None }, t0);
+        assert!(
+            faults
+                .unready(t0 + Duration::from_secs(MAX_SECONDS))
+                .is_some()
+        );
+        faults.apply(Injection::Reset, t0);
+        assert!(faults.unready(t0).is_none());
+    }
+
+    #[test]
+    fn reset_clears_every_fault_and_stops_cpu_burners() {
+        let faults = Faults::default();
+        let t0 = Instant::now();
+        faults.apply(Injection::Unhealthy, t0);
+        faults.apply(
+            Injection::Errors {
+                percent: 100,
+                seconds: None,
+            },
+            t0,
+        );
+        faults.apply(
+            Injection::Latency {
+                ms: 10,
+                seconds: None,
+            },
+            t0,
+        );
+        faults.apply(
+            Injection::Cpu {
+                seconds: 60,
+                threads: 1,
+            },
+            t0,
+        );
+        let stop = Arc::clone(&faults.lock().cpu.as_ref().unwrap().stop);
+        assert_eq!(faults.snapshot(t0).active_kinds().len(), 4);
+        faults.apply(Injection::Reset, t0);
+        assert_eq!(faults.snapshot(t0), Snapshot::default());
+        assert!(stop.load(Ordering::Relaxed), "burner threads told to stop");
+    }
+
+    #[test]
+    fn errors_fault_fails_requests_and_latency_adds_delay() {
+        let faults = Faults::default();
+        let t0 = Instant::now();
+        faults.apply(
+            Injection::Errors {
+                percent: 100,
+                seconds: Some(1),
+            },
+            t0,
+        );
+        faults.apply(
+            Injection::Latency {
+                ms: 250,
+                seconds: None,
+            },
+            t0,
+        );
+        let f = faults.on_request(t0);
+        assert!(f.fail);
+        assert_eq!(f.delay, Some(Duration::from_millis(250)));
+        let later = faults.on_request(t0 + Duration::from_secs(2));
+        assert!(!later.fail, "errors expired after 1 s");
+    }
+
+    #[test]
+    fn profile_faults_are_marked_as_such() {
+        let mut cfg = Config::for_tests();
+        cfg.fault_profile = FaultProfile::Errors;
+        cfg.fault_error_percent = 20;
+        let snap = Faults::from_profile(&cfg).snapshot(Instant::now());
+        let errors = snap.errors.unwrap();
+        assert_eq!(errors.value, 20);
+        assert!(errors.from_profile);
+        assert_eq!(errors.remaining_secs, None);
+    }
+
+    #[test]
+    fn fault_kind_names_round_trip() {
+        for k in FaultKind::ALL {
+            assert_eq!(FaultKind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(FaultKind::parse("boom"), None);
+    }
+}

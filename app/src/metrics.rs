@@ -1,0 +1,274 @@
+//! Prometheus metrics: one registry owned by the app state, typed fields, bounded labels.
+
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::config::Track;
+use crate::faults::{FaultKind, Snapshot};
+use crate::{Error, Result};
+
+/// Request latency buckets in seconds (sub-ms hello-world up to the injected-latency range).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Every collector of the app, registered in [`Metrics::new`].
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `http_requests_total{method,route,status}`.
+    pub http_requests_total: IntCounterVec,
+    /// `http_request_duration_seconds{method,route}`.
+    pub http_request_duration_seconds: HistogramVec,
+    /// `http_requests_in_flight`.
+    pub http_requests_in_flight: IntGauge,
+    /// `selfheal_app_info{version,track}` = 1.
+    pub info: IntGaugeVec,
+    /// `selfheal_app_ready`: 1 when `/ready` answers 200.
+    pub ready: IntGauge,
+    /// `selfheal_app_healthy`: 1 when `/health` answers 200.
+    pub healthy: IntGauge,
+    /// `selfheal_app_faults_injected_total{kind}`.
+    pub faults_injected_total: IntCounterVec,
+    /// `selfheal_app_fault_active{kind}`: 1 while a fault of that kind is active.
+    pub fault_active: IntGaugeVec,
+}
+
+impl Metrics {
+    /// Creates the registry and registers every collector (plus process metrics on Linux).
+    pub fn new(version: &str, track: Track) -> Result<Self> {
+        let registry = Registry::new();
+        let http_requests_total = IntCounterVec::new(
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by method, route template and status code.",
+            ),
+            &["method", "route", "status"],
+        )?;
+        let http_request_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency in seconds, by method and route template.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method", "route"],
+        )?;
+        let http_requests_in_flight = IntGauge::new(
+            "http_requests_in_flight",
+            "HTTP requests currently being served.",
+        )?;
+        let info = IntGaugeVec::new(
+            Opts::new(
+                "selfheal_app_info",
+                "Build and deployment information; always 1.",
+            ),
+            &["version", "track"],
+        )?;
+        let ready = IntGauge::new(
+            "selfheal_app_ready",
+            "Whether /ready answers 200 (1) or 503 (0).",
+        )?;
+        let healthy = IntGauge::new(
+            "selfheal_app_healthy",
+            "Whether /health answers 200 (1) or 503 (0).",
+        )?;
+        let faults_injected_total = IntCounterVec::new(
+            Opts::new(
+                "selfheal_app_faults_injected_total",
+                "Faults injected through POST /crash, by mode.",
+            ),
+            &["kind"],
+        )?;
+        let fault_active = IntGaugeVec::new(
+            Opts::new(
+                "selfheal_app_fault_active",
+                "Whether a fault of this kind is active (1) or not (0).",
+            ),
+            &["kind"],
+        )?;
+
+        registry.register(Box::new(http_requests_total.clone()))?;
+        registry.register(Box::new(http_request_duration_seconds.clone()))?;
+        registry.register(Box::new(http_requests_in_flight.clone()))?;
+        registry.register(Box::new(info.clone()))?;
+        registry.register(Box::new(ready.clone()))?;
+        registry.register(Box::new(healthy.clone()))?;
+        registry.register(Box::new(faults_injected_total.clone()))?;
+        registry.register(Box::new(fault_active.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        info.with_label_values(&[version, track.as_str()]).set(1);
+        for kind in FaultKind::ALL {
+            // Pre-create series so rate() works from the first injection.
+            faults_injected_total.with_label_values(&[kind.as_str()]);
+            if !matches!(kind, FaultKind::Exit | FaultKind::Reset) {
+                fault_active.with_label_values(&[kind.as_str()]).set(0);
+            }
+        }
+
+        Ok(Self {
+            registry,
+            http_requests_total,
+            http_request_duration_seconds,
+            http_requests_in_flight,
+            info,
+            ready,
+            healthy,
+            faults_injected_total,
+            fault_active,
+        })
+    }
+
+    /// Counts one injection.
+    pub fn fault_injected(&self, kind: FaultKind) {
+        self.faults_injected_total
+            .with_label_values(&[kind.as_str()])
+            .inc();
+    }
+
+    /// Sets the gauges derived from live state (called on scrape).
+    pub fn observe_state(&self, ready: bool, healthy: bool, faults: &Snapshot) {
+        self.ready.set(i64::from(ready));
+        self.healthy.set(i64::from(healthy));
+        let active = faults.active_kinds();
+        for kind in [
+            FaultKind::Unhealthy,
+            FaultKind::Unready,
+            FaultKind::Cpu,
+            FaultKind::Errors,
+            FaultKind::Latency,
+        ] {
+            self.fault_active
+                .with_label_values(&[kind.as_str()])
+                .set(i64::from(active.contains(&kind)));
+        }
+    }
+
+    /// Starts timing one request; dropping the guard records count, latency and in-flight.
+    pub fn request(&self, method: &'static str, route: String) -> RequestTimer<'_> {
+        self.http_requests_in_flight.inc();
+        RequestTimer {
+            metrics: self,
+            method,
+            route,
+            status: 0,
+            start: Instant::now(),
+        }
+    }
+
+    /// Text exposition of the registry.
+    pub fn encode(&self) -> Result<String> {
+        let mut buf = Vec::with_capacity(8 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .map_err(Error::MetricsFailed)?;
+        String::from_utf8(buf)
+            .map_err(|e| Error::MetricsFailed(prometheus::Error::Msg(e.to_string())))
+    }
+}
+
+/// Measures one request; `Drop` observes the histogram so every exit path is counted.
+#[derive(Debug)]
+pub struct RequestTimer<'a> {
+    metrics: &'a Metrics,
+    method: &'static str,
+    route: String,
+    status: u16,
+    start: Instant,
+}
+
+impl RequestTimer<'_> {
+    /// Records the response status (0 = the request was dropped before answering).
+    pub fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+}
+
+impl Drop for RequestTimer<'_> {
+    fn drop(&mut self) {
+        let m = self.metrics;
+        m.http_requests_in_flight.dec();
+        let status = self.status.to_string();
+        m.http_requests_total
+            .with_label_values(&[self.method, self.route.as_str(), status.as_str()])
+            .inc();
+        m.http_request_duration_seconds
+            .with_label_values(&[self.method, self.route.as_str()])
+            .observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+/// Bounded `method` label: the standard methods, everything else is `OTHER`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::PATCH => "PATCH",
+        http::Method::TRACE => "TRACE",
+        http::Method::CONNECT => "CONNECT",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_exposes_every_family_with_help() {
+        let m = Metrics::new("1.2.3", Track::Canary).unwrap();
+        {
+            let mut t = m.request("GET", "/".into());
+            t.set_status(200);
+        }
+        let text = m.encode().unwrap();
+        for name in [
+            "http_requests_total",
+            "http_request_duration_seconds",
+            "http_requests_in_flight",
+            "selfheal_app_info",
+            "selfheal_app_ready",
+            "selfheal_app_healthy",
+            "selfheal_app_faults_injected_total",
+            "selfheal_app_fault_active",
+        ] {
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "missing HELP for {name}"
+            );
+        }
+        assert!(text.contains(r#"selfheal_app_info{track="canary",version="1.2.3"} 1"#));
+        assert!(text.contains(r#"http_requests_total{method="GET",route="/",status="200"} 1"#));
+        assert!(text.contains("http_requests_in_flight 0"));
+    }
+
+    #[test]
+    fn dropped_request_is_counted_with_status_zero() {
+        let m = Metrics::new("v", Track::Stable).unwrap();
+        drop(m.request("POST", "/crash".into()));
+        assert_eq!(
+            m.http_requests_total
+                .with_label_values(&["POST", "/crash", "0"])
+                .get(),
+            1
+        );
+    }
+
+    #[test]
+    fn unknown_methods_share_one_label() {
+        let m = http::Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&m), "OTHER");
+        assert_eq!(method_label(&http::Method::GET), "GET");
+    }
+}
