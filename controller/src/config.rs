@@ -1,0 +1,249 @@
+//! Every knob is a flag and an environment variable (`CONTROLLER_*`, or the standard name where
+//! one exists: `POD_NAME`, `POD_NAMESPACE`, `OTEL_EXPORTER_OTLP_ENDPOINT`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::policy::Policy;
+
+/// Namespaces the controller never acts in unless told otherwise (its own is added at runtime).
+pub const DEFAULT_EXCLUDED_NAMESPACES: &str = "kube-system,kube-public,kube-node-lease";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines, for terminals.
+    Text,
+    /// One JSON object per line, for log collectors in the cluster.
+    Json,
+}
+
+/// `selfheal-controller` configuration, parsed once in `main`.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "selfheal-controller", version, about)]
+pub struct Config {
+    /// Recycle when the pod's total container restarts exceed this count.
+    #[arg(long, env = "CONTROLLER_RESTART_THRESHOLD", default_value_t = 3)]
+    pub restart_threshold: u32,
+
+    /// Restart-rate trigger: recycle when this many restarts happen within the rate window (0 = off).
+    #[arg(long, env = "CONTROLLER_RATE_RESTARTS", default_value_t = 3)]
+    pub rate_restarts: u32,
+
+    /// Length of the restart-rate window.
+    #[arg(long, env = "CONTROLLER_RATE_WINDOW_SECS", default_value_t = 300)]
+    pub rate_window_secs: u64,
+
+    /// A container waiting in ImagePullBackOff/ErrImagePull for a pod older than this is recycled.
+    #[arg(long, env = "CONTROLLER_IMAGE_PULL_GRACE_SECS", default_value_t = 300)]
+    pub image_pull_grace_secs: u64,
+
+    /// Pods younger than this are never recycled (they are re-checked when they reach it).
+    #[arg(long, env = "CONTROLLER_MIN_POD_AGE_SECS", default_value_t = 60)]
+    pub min_pod_age_secs: u64,
+
+    /// Minimum time between two recycles of the same workload.
+    #[arg(long, env = "CONTROLLER_COOLDOWN_SECS", default_value_t = 300)]
+    pub cooldown_secs: u64,
+
+    /// At most this many recycles per workload within the recycle window.
+    #[arg(long, env = "CONTROLLER_MAX_RECYCLES_PER_WINDOW", default_value_t = 3)]
+    pub max_recycles_per_window: u32,
+
+    /// Length of the per-workload recycle window.
+    #[arg(long, env = "CONTROLLER_RECYCLE_WINDOW_SECS", default_value_t = 3600)]
+    pub recycle_window_secs: u64,
+
+    /// After this many recycles of one workload (within the give-up window) stop and emit `GivingUp`.
+    #[arg(long, env = "CONTROLLER_MAX_RETRIES", default_value_t = 5)]
+    pub max_retries: u32,
+
+    /// How long recycles count towards `max_retries`; a workload that stays quiet this long starts afresh.
+    #[arg(long, env = "CONTROLLER_GIVEUP_WINDOW_SECS", default_value_t = 86_400)]
+    pub giveup_window_secs: u64,
+
+    /// Only watch these namespaces (comma-separated); empty = all namespaces not excluded.
+    #[arg(long, env = "CONTROLLER_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+
+    /// Never act in these namespaces (comma-separated); the controller's own namespace is always added.
+    #[arg(long, env = "CONTROLLER_EXCLUDE_NAMESPACES", value_delimiter = ',', default_value = DEFAULT_EXCLUDED_NAMESPACES)]
+    pub exclude_namespaces: Vec<String>,
+
+    /// Only watch pods matching this label selector (e.g. `app.kubernetes.io/part-of=shop`).
+    #[arg(long, env = "CONTROLLER_LABEL_SELECTOR")]
+    pub label_selector: Option<String>,
+
+    /// Decide, log and record Events, but evict nothing.
+    #[arg(long, env = "CONTROLLER_DRY_RUN", default_value_t = false)]
+    pub dry_run: bool,
+
+    /// Upper bound of the previous container's log tail quoted in the evidence Event.
+    #[arg(long, env = "CONTROLLER_LOG_TAIL_BYTES", default_value_t = 512)]
+    pub log_tail_bytes: usize,
+
+    /// Lines of the previous container's log requested for the evidence.
+    #[arg(long, env = "CONTROLLER_LOG_TAIL_LINES", default_value_t = 20)]
+    pub log_tail_lines: i64,
+
+    /// First retry delay after an API error or a PDB refusal; doubles on each failure.
+    #[arg(long, env = "CONTROLLER_BACKOFF_BASE_MS", default_value_t = 1000)]
+    pub backoff_base_ms: u64,
+
+    /// Cap of the exponential backoff.
+    #[arg(long, env = "CONTROLLER_BACKOFF_MAX_MS", default_value_t = 300_000)]
+    pub backoff_max_ms: u64,
+
+    /// Pods reconciled in parallel.
+    #[arg(long, env = "CONTROLLER_CONCURRENCY", default_value_t = 4)]
+    pub concurrency: u16,
+
+    /// Elect a leader through a Lease; off = this process always acts (single replica, tests).
+    #[arg(long, env = "CONTROLLER_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+
+    /// Name of the leader Lease (in `POD_NAMESPACE`).
+    #[arg(
+        long,
+        env = "CONTROLLER_LEASE_NAME",
+        default_value = "selfheal-controller"
+    )]
+    pub lease_name: String,
+
+    /// A leader that has not renewed for this long is replaced.
+    #[arg(long, env = "CONTROLLER_LEASE_DURATION_SECS", default_value_t = 15)]
+    pub lease_duration_secs: u64,
+
+    /// A leader that cannot renew within this long steps down (must be < lease duration).
+    #[arg(
+        long,
+        env = "CONTROLLER_LEASE_RENEW_DEADLINE_SECS",
+        default_value_t = 10
+    )]
+    pub lease_renew_deadline_secs: u64,
+
+    /// How often the Lease is tried or renewed.
+    #[arg(long, env = "CONTROLLER_LEASE_RETRY_PERIOD_SECS", default_value_t = 2)]
+    pub lease_retry_period_secs: u64,
+
+    /// This replica's identity (Lease holder, Event reporting instance); Downward API.
+    #[arg(long, env = "POD_NAME", default_value = "selfheal-controller-local")]
+    pub pod_name: String,
+
+    /// Namespace the controller runs in (Lease namespace, always excluded); Downward API.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "selfheal-system")]
+    pub pod_namespace: String,
+
+    /// Address of the `/metrics`, `/healthz`, `/readyz` server.
+    #[arg(long, env = "CONTROLLER_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "CONTROLLER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// OTLP/HTTP endpoint for traces (e.g. `http://jaeger-collector:4318`); unset = no export.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Config {
+    /// The decision thresholds, as the pure policy sees them.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            restart_threshold: self.restart_threshold,
+            rate_restarts: self.rate_restarts,
+            rate_window: secs(self.rate_window_secs),
+            image_pull_grace: secs(self.image_pull_grace_secs),
+            min_pod_age: secs(self.min_pod_age_secs),
+            cooldown: secs(self.cooldown_secs),
+            max_recycles_per_window: self.max_recycles_per_window,
+            recycle_window: secs(self.recycle_window_secs),
+            max_retries: self.max_retries,
+            giveup_window: secs(self.giveup_window_secs),
+            namespaces: self
+                .namespaces
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect(),
+            excluded_namespaces: self.excluded_namespaces(),
+        }
+    }
+
+    /// Excluded namespaces, always including the controller's own.
+    pub fn excluded_namespaces(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .exclude_namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect();
+        if !out.contains(&self.pod_namespace) {
+            out.push(self.pod_namespace.clone());
+        }
+        out
+    }
+
+    /// Exponential backoff bounds.
+    pub fn backoff(&self) -> (Duration, Duration) {
+        (
+            Duration::from_millis(self.backoff_base_ms),
+            Duration::from_millis(self.backoff_max_ms),
+        )
+    }
+}
+
+fn secs(s: u64) -> k8s_openapi::jiff::SignedDuration {
+    k8s_openapi::jiff::SignedDuration::from_secs(i64::try_from(s).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_values() {
+        let cfg = Config::try_parse_from(["selfheal-controller"]).expect("defaults parse");
+        assert_eq!(cfg.restart_threshold, 3);
+        assert_eq!(cfg.min_pod_age_secs, 60);
+        assert!(!cfg.dry_run);
+        assert!(cfg.leader_election);
+        assert_eq!(cfg.http_addr.port(), 8080);
+        assert_eq!(
+            cfg.excluded_namespaces(),
+            [
+                "kube-system",
+                "kube-public",
+                "kube-node-lease",
+                "selfheal-system"
+            ]
+        );
+    }
+
+    #[test]
+    fn namespace_lists_are_comma_separated_and_own_namespace_is_always_excluded() {
+        let cfg = Config::try_parse_from([
+            "selfheal-controller",
+            "--namespaces=a,b",
+            "--exclude-namespaces=x",
+            "--pod-namespace=ops",
+            "--leader-election=false",
+            "--dry-run",
+        ])
+        .expect("flags parse");
+        assert_eq!(cfg.namespaces, ["a", "b"]);
+        assert_eq!(cfg.excluded_namespaces(), ["x", "ops"]);
+        assert!(!cfg.leader_election);
+        assert!(cfg.dry_run);
+        assert_eq!(cfg.policy().namespaces, ["a", "b"]);
+    }
+
+    #[test]
+    fn bad_numbers_are_rejected() {
+        assert!(Config::try_parse_from(["selfheal-controller", "--restart-threshold=-1"]).is_err());
+        assert!(Config::try_parse_from(["selfheal-controller", "--http-addr=nope"]).is_err());
+    }
+}

@@ -1,0 +1,83 @@
+//! `selfheal-controller`: recycles pods whose containers restart too often, safely.
+//!
+//! The binary (`src/main.rs`) only wires these modules together; the cluster tests in `tests/`
+//! drive the same library API in-process.
+
+/// Command-line flags and environment variables.
+pub mod config;
+/// Per-workload recycle history and per-pod restart-rate tracking (pure, no I/O).
+pub mod history;
+/// `/metrics`, `/healthz` and `/readyz` on their own port.
+pub mod http;
+/// Leader election on a `coordination.k8s.io/v1` Lease.
+pub mod leader;
+/// Prometheus metrics in the controller's own registry.
+pub mod metrics;
+/// Resolution of a pod's controlling workload (ReplicaSet → Deployment).
+pub mod owner;
+/// The pure decision: recycle, skip, wait or give up.
+pub mod policy;
+/// Kubernetes I/O: watch, evidence, Events, evictions.
+pub mod reconcile;
+
+/// Builders for pods and policies used by the unit tests.
+#[cfg(test)]
+pub mod fixtures;
+
+/// Everything that can fail in the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Eviction API call failed with something other than a PDB refusal.
+    #[error("evicting pod failed: {0}")]
+    EvictFailed(#[source] kube::Error),
+    /// Reading the pod's owner (ReplicaSet) failed.
+    #[error("resolving pod owner failed: {0}")]
+    OwnerLookupFailed(#[source] kube::Error),
+    /// Publishing a Kubernetes Event failed.
+    #[error("publishing event failed: {0}")]
+    EventFailed(#[source] kube::Error),
+    /// Reading, creating or renewing the leader Lease failed.
+    #[error("lease operation failed: {0}")]
+    LeaseFailed(#[source] kube::Error),
+    /// The pod lacks a field the controller cannot do without (name or namespace).
+    #[error("pod is missing {0}")]
+    MissingField(&'static str),
+}
+
+impl Error {
+    /// Bounded label for `reconcile_errors_total{error}`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::EvictFailed(_) => "evict_failed",
+            Error::OwnerLookupFailed(_) => "owner_lookup_failed",
+            Error::EventFailed(_) => "event_failed",
+            Error::LeaseFailed(_) => "lease_failed",
+            Error::MissingField(_) => "missing_field",
+        }
+    }
+}
+
+/// Result with the controller's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+pub use reconcile::{Context, run};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_distinct_metric_label() {
+        let errs = [
+            Error::MissingField("name"),
+            Error::EvictFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::OwnerLookupFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::EventFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::LeaseFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
+        ];
+        let mut labels: Vec<_> = errs.iter().map(Error::metric_label).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), errs.len());
+    }
+}

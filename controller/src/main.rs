@@ -1,0 +1,116 @@
+//! `selfheal-controller`: recycles pods whose containers restart too often.
+//!
+//! Run locally against the cluster in `KUBECONFIG`:
+//! `cargo run -p selfheal-controller -- --leader-election=false --dry-run`
+//! (`--help` lists every flag and its `CONTROLLER_*` environment variable).
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use selfheal_controller::config::{Config, LogFormat};
+use selfheal_controller::http::{self, HttpState};
+use selfheal_controller::leader::{LeaderConfig, LeaderElector};
+use selfheal_controller::metrics::Metrics;
+use selfheal_controller::reconcile::{self, Context};
+use tokio::sync::watch;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cfg = Config::parse();
+    let mut tcfg =
+        telemetry::TelemetryConfig::new("selfheal-controller", env!("CARGO_PKG_VERSION"));
+    tcfg.log_format = match cfg.log_format {
+        LogFormat::Json => telemetry::LogFormat::Json,
+        LogFormat::Text => telemetry::LogFormat::Text,
+    };
+    tcfg.otlp_endpoint = cfg.otlp_endpoint.clone();
+    tcfg.resource_attributes = vec![
+        ("k8s.pod.name".into(), cfg.pod_name.clone()),
+        ("k8s.namespace.name".into(), cfg.pod_namespace.clone()),
+    ];
+    let telemetry = telemetry::init(&tcfg).context("initialising telemetry")?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        dry_run = cfg.dry_run,
+        "starting selfheal-controller"
+    );
+
+    let client = kube::Client::try_default()
+        .await
+        .context("loading kubeconfig")?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let (leader_rx, elector) = if cfg.leader_election {
+        let elector = LeaderElector::new(
+            client.clone(),
+            LeaderConfig {
+                lease_name: cfg.lease_name.clone(),
+                namespace: cfg.pod_namespace.clone(),
+                identity: cfg.pod_name.clone(),
+                lease_duration: Duration::from_secs(cfg.lease_duration_secs),
+                renew_deadline: Duration::from_secs(cfg.lease_renew_deadline_secs),
+                retry_period: Duration::from_secs(cfg.lease_retry_period_secs),
+            },
+        );
+        (
+            elector.subscribe(),
+            Some(tokio::spawn(elector.run(stopped()))),
+        )
+    } else {
+        (watch::channel(true).1, None)
+    };
+
+    let server = tokio::spawn(http::serve(
+        cfg.http_addr,
+        HttpState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
+        stopped(),
+    ));
+    let ctx = Arc::new(Context::new(client, cfg, metrics, leader_rx));
+    let controller = tokio::spawn(reconcile::run(ctx, ready, stopped()));
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    controller.await.context("controller task")?;
+    if let Some(elector) = elector {
+        elector.await.context("leader election task")?;
+    }
+    server.await.context("http task")?.context("http server")?;
+    telemetry.shutdown().context("flushing spans")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

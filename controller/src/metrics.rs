@@ -1,0 +1,172 @@
+//! Metrics in the controller's own registry, names prefixed `selfheal_controller_`.
+
+use std::time::Instant;
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Prefix of every metric name.
+pub const PREFIX: &str = "selfheal_controller";
+
+/// Every collector the controller exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Pods evicted, by namespace and reason (`policy::Reason::label`).
+    pub recycles_total: IntCounterVec,
+    /// Evictions refused by a PodDisruptionBudget (HTTP 429).
+    pub evictions_blocked_total: IntCounter,
+    /// Workloads given up on after `max_retries`.
+    pub giveups_total: IntCounter,
+    /// Unhealthy pods left alone, by reason (opted_out, no_controller, min_age, cooldown, rate_limited).
+    pub not_recycled_total: IntCounterVec,
+    /// Reconcile failures, by `Error::metric_label`.
+    pub reconcile_errors_total: IntCounterVec,
+    /// Time spent in one reconcile.
+    pub reconcile_duration_seconds: Histogram,
+    /// Pods in the controller's cache.
+    pub watched_pods: IntGauge,
+    /// 1 while this replica holds the Lease.
+    pub leader: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Create and register every collector.
+    #[allow(clippy::expect_used)] // startup invariant: names are static and unique
+    pub fn new() -> Self {
+        let registry =
+            Registry::new_custom(Some(PREFIX.into()), None).expect("valid metric prefix");
+        let recycles_total = IntCounterVec::new(
+            Opts::new(
+                "recycles_total",
+                "Pods evicted so their owner replaces them",
+            ),
+            &["namespace", "reason"],
+        )
+        .expect("valid metric");
+        let evictions_blocked_total = IntCounter::new(
+            "evictions_blocked_total",
+            "Evictions refused by a PodDisruptionBudget (HTTP 429)",
+        )
+        .expect("valid metric");
+        let giveups_total =
+            IntCounter::new("giveups_total", "Workloads given up on after max retries")
+                .expect("valid metric");
+        let not_recycled_total = IntCounterVec::new(
+            Opts::new(
+                "not_recycled_total",
+                "Unhealthy pods deliberately left alone",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let reconcile_errors_total = IntCounterVec::new(
+            Opts::new("reconcile_errors_total", "Reconcile failures by error kind"),
+            &["error"],
+        )
+        .expect("valid metric");
+        let reconcile_duration_seconds = Histogram::with_opts(
+            HistogramOpts::new("reconcile_duration_seconds", "Duration of one reconcile").buckets(
+                vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ],
+            ),
+        )
+        .expect("valid metric");
+        let watched_pods =
+            IntGauge::new("watched_pods", "Pods in the controller's cache").expect("valid metric");
+        let leader = IntGauge::new("leader", "1 while this replica holds the leader Lease")
+            .expect("valid metric");
+        for c in [
+            Box::new(recycles_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(evictions_blocked_total.clone()),
+            Box::new(giveups_total.clone()),
+            Box::new(not_recycled_total.clone()),
+            Box::new(reconcile_errors_total.clone()),
+            Box::new(reconcile_duration_seconds.clone()),
+            Box::new(watched_pods.clone()),
+            Box::new(leader.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        Self {
+            registry,
+            recycles_total,
+            evictions_blocked_total,
+            giveups_total,
+            not_recycled_total,
+            reconcile_errors_total,
+            reconcile_duration_seconds,
+            watched_pods,
+            leader,
+        }
+    }
+
+    /// Text exposition of the registry.
+    pub fn encode(&self) -> String {
+        TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
+    }
+
+    /// Start timing a reconcile; the duration is observed when the guard drops.
+    pub fn time_reconcile(&self) -> ReconcileTimer {
+        ReconcileTimer {
+            start: Instant::now(),
+            histogram: self.reconcile_duration_seconds.clone(),
+        }
+    }
+}
+
+/// Observes the reconcile duration on drop.
+pub struct ReconcileTimer {
+    start: Instant,
+    histogram: Histogram,
+}
+
+impl Drop for ReconcileTimer {
+    fn drop(&mut self) {
+        self.histogram.observe(self.start.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exported_with_the_prefix() {
+        let m = Metrics::new();
+        m.recycles_total
+            .with_label_values(&["shop", "crash_loop_back_off"])
+            .inc();
+        m.not_recycled_total.with_label_values(&["opted_out"]).inc();
+        m.reconcile_errors_total
+            .with_label_values(&["evict_failed"])
+            .inc();
+        drop(m.time_reconcile());
+        let text = m.encode();
+        for name in [
+            "recycles_total{namespace=\"shop\",reason=\"crash_loop_back_off\"} 1",
+            "evictions_blocked_total 0",
+            "giveups_total 0",
+            "not_recycled_total{reason=\"opted_out\"} 1",
+            "reconcile_errors_total{error=\"evict_failed\"} 1",
+            "reconcile_duration_seconds_count 1",
+            "watched_pods 0",
+            "leader 0",
+        ] {
+            assert!(
+                text.contains(&format!("{PREFIX}_{name}")),
+                "missing {name} in:\n{text}"
+            );
+        }
+    }
+}

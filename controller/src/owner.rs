@@ -1,0 +1,136 @@
+//! Which workload a pod belongs to: the pod's controller owner, followed from a ReplicaSet to its
+//! Deployment (read-only `get` on replicasets, cached by UID).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Api, Client};
+
+use crate::history::WorkloadKey;
+use crate::{Error, Result};
+
+/// Bound of the ReplicaSet → workload cache; cleared when reached (ReplicaSets churn with rollouts).
+const CACHE_MAX: usize = 4096;
+
+/// The workload a pod belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    /// Key of the recycle history.
+    pub key: WorkloadKey,
+    /// Reference used for Events on the owner.
+    pub reference: ObjectReference,
+}
+
+/// The owner reference with `controller: true`, if any.
+pub fn controller_ref(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .as_deref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+}
+
+/// The workload named by an owner reference in `namespace`.
+pub fn workload_of(namespace: &str, owner: &OwnerReference) -> Workload {
+    Workload {
+        key: WorkloadKey {
+            kind: owner.kind.clone(),
+            namespace: namespace.into(),
+            name: owner.name.clone(),
+        },
+        reference: ObjectReference {
+            api_version: Some(owner.api_version.clone()),
+            kind: Some(owner.kind.clone()),
+            name: Some(owner.name.clone()),
+            namespace: Some(namespace.into()),
+            uid: Some(owner.uid.clone()),
+            ..ObjectReference::default()
+        },
+    }
+}
+
+/// Resolves and caches pod owners.
+pub struct OwnerResolver {
+    client: Client,
+    replicasets: Mutex<HashMap<String, Workload>>,
+}
+
+impl OwnerResolver {
+    /// Resolver using `client`.
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            replicasets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The pod's workload; `None` for a bare pod.
+    pub async fn resolve(&self, pod: &Pod) -> Result<Option<Workload>> {
+        let Some(owner) = controller_ref(&pod.metadata) else {
+            return Ok(None);
+        };
+        let ns = pod
+            .metadata
+            .namespace
+            .as_deref()
+            .ok_or(Error::MissingField("namespace"))?;
+        let direct = workload_of(ns, owner);
+        if owner.kind != "ReplicaSet" || owner.api_version != "apps/v1" {
+            return Ok(Some(direct));
+        }
+        if let Some(w) = self.cached(&owner.uid) {
+            return Ok(Some(w));
+        }
+        let rs = Api::<ReplicaSet>::namespaced(self.client.clone(), ns)
+            .get_opt(&owner.name)
+            .await
+            .map_err(Error::OwnerLookupFailed)?;
+        // NB: a ReplicaSet without a controller (or already gone) is the workload itself.
+        let workload = rs
+            .as_ref()
+            .and_then(|rs| controller_ref(&rs.metadata))
+            .map_or(direct, |up| workload_of(ns, up));
+        if let Ok(mut cache) = self.replicasets.lock() {
+            if cache.len() >= CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(owner.uid.clone(), workload.clone());
+        }
+        Ok(Some(workload))
+    }
+
+    fn cached(&self, uid: &str) -> Option<Workload> {
+        self.replicasets.lock().ok()?.get(uid).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::pod;
+
+    #[test]
+    fn controller_ref_ignores_non_controller_owners() {
+        let p = pod()
+            .owned_by_non_controller("cm")
+            .owned_by_rs("web-7d9")
+            .build();
+        assert_eq!(
+            controller_ref(&p.metadata).map(|o| o.name.as_str()),
+            Some("web-7d9")
+        );
+        let bare = pod().owned_by_non_controller("cm").build();
+        assert!(controller_ref(&bare.metadata).is_none());
+    }
+
+    #[test]
+    fn workload_reference_points_at_the_owner() {
+        let p = pod().owned_by("apps/v1", "StatefulSet", "db", true).build();
+        let w = workload_of("shop", controller_ref(&p.metadata).expect("owner"));
+        assert_eq!(w.key.to_string(), "StatefulSet/shop/db");
+        assert_eq!(w.reference.kind.as_deref(), Some("StatefulSet"));
+        assert_eq!(w.reference.uid.as_deref(), Some("uid-db"));
+    }
+}
