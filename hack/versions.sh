@@ -20,6 +20,6 @@
 # static busybox that the test toolbox image is made of.
 # shellcheck disable=SC2034 # read by hack/tools.sh
 SELFHEAL_APT_PACKAGES=(containerd runc containernetworking-plugins etcd-server etcd-client
-  iptables conntrack socat iproute2 ethtool openssl jq busybox-static shellcheck gcc libc6-dev make)
+  iptables conntrack socat iproute2 ethtool openssl jq busybox-static shellcheck gcc libc6-dev make bc curl)
 export KUBE_VERSION COREDNS_VERSION METRICS_SERVER_VERSION HELM_VERSION ACTIONLINT_VERSION \
   PROMETHEUS_VERSION PAUSE_IMAGE
