@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
 
     let guard = telemetry::init(&telemetry_config(&cfg)).context("initialising telemetry")?;
     let state = AppState::new(&cfg).context("building app state")?;
+    let signal = shutdown::signal().context("installing signal handlers")?;
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| selfheal_app::Error::BindFailed {
@@ -43,13 +44,7 @@ async fn main() -> anyhow::Result<()> {
         "listening"
     );
 
-    let stopped = selfheal_app::serve(
-        listener,
-        state,
-        shutdown::signal(),
-        ShutdownTiming::from(&cfg),
-    )
-    .await;
+    let stopped = selfheal_app::serve(listener, state, signal, ShutdownTiming::from(&cfg)).await;
     flush(guard);
     match stopped.context("serving HTTP")? {
         Stopped::Signal => Ok(()),

@@ -1,6 +1,7 @@
 //! Prometheus metrics: one registry owned by the app state, typed fields, bounded labels.
 
-use std::time::Instant;
+// tokio's clock (real time in production) so paused-time tests see injected latency.
+use tokio::time::Instant;
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,

@@ -41,32 +41,33 @@ pub enum Stopped {
     Crash(i32),
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-pub async fn signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::warn!(error = %err, "cannot listen for SIGINT");
+/// Installs the SIGTERM/SIGINT handlers *now* and returns a future that resolves on either.
+///
+/// Call it before announcing readiness: a signal arriving before the handlers exist would
+/// kill the process with the default action instead of draining it.
+#[cfg(unix)]
+pub fn signal() -> std::io::Result<impl Future<Output = ()> + Send> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutdown signal received"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutdown signal received"),
+        }
+    })
+}
+
+/// Resolves on Ctrl-C (non-Unix fallback).
+#[cfg(not(unix))]
+pub fn signal() -> std::io::Result<impl Future<Output = ()> + Send> {
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            tracing::info!(signal = "ctrl-c", "shutdown signal received");
+        } else {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown signal received"),
-        () = term => tracing::info!(signal = "SIGTERM", "shutdown signal received"),
-    }
+    })
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves or an exit is requested.
