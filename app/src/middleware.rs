@@ -75,7 +75,10 @@ fn make_span(req: &Request) -> Span {
         trace_id = tracing::field::Empty,
     );
     telemetry::set_parent_from_headers(&span, req.headers());
-    if let Some(id) = telemetry::trace_id(&span) {
+    // Without an exporter there is no local trace, but the caller's trace id still joins logs.
+    if let Some(id) =
+        telemetry::trace_id(&span).or_else(|| telemetry::trace_id_from_headers(req.headers()))
+    {
         span.record("trace_id", id);
     }
     span

@@ -146,11 +146,20 @@ fn probe_against_a_closed_port_fails_with_a_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_logs_are_json_and_skip_probe_paths() {
+async fn request_logs_are_json_carry_the_trace_id_and_skip_probe_paths() {
     let app = App::start(&[]);
     app.get("/health").await;
     app.get("/ready").await;
-    app.get("/").await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    selfheal_app::probe::request(
+        "GET",
+        &app.url("/"),
+        &[("traceparent", traceparent)],
+        "",
+        common::DEADLINE,
+    )
+    .await
+    .unwrap();
     let mut seen = Vec::new();
     let line = eventually("the access log line of GET /", || {
         seen.extend(app.drain_logs());
@@ -170,4 +179,8 @@ async fn request_logs_are_json_and_skip_probe_paths() {
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["span"]["http.route"], "/", "{line}");
     assert_eq!(v["status"], 200, "{line}");
+    assert_eq!(
+        v["span"]["trace_id"], "0af7651916cd43dd8448eb211c80319c",
+        "the caller's trace id joins the log line even without an exporter: {line}"
+    );
 }

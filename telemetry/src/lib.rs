@@ -302,6 +302,14 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
     sc.is_valid().then(|| sc.trace_id().to_string())
 }
 
+/// The trace id a caller sent in `traceparent`, as 32 hex digits (works without an OTLP layer,
+/// so logs can carry the caller's trace id even when this process exports nothing).
+pub fn trace_id_from_headers(headers: &http::HeaderMap) -> Option<String> {
+    let cx = extract_context(headers);
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
 
 impl Extractor for HeaderExtractor<'_> {
@@ -347,6 +355,18 @@ mod tests {
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         assert_eq!(sc.span_id().to_string(), "00f067aa0ba902b7");
+    }
+
+    #[test]
+    fn trace_id_is_read_from_traceparent_without_an_otlp_layer() {
+        opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(trace_id_from_headers(&headers), None);
+        headers.insert("traceparent", http::HeaderValue::from_static(PARENT));
+        assert_eq!(
+            trace_id_from_headers(&headers).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
     }
 
     #[test]
