@@ -137,7 +137,7 @@ pub struct Config {
     pub pod_namespace: String,
 
     /// Address of the `/metrics`, `/healthz`, `/readyz` server.
-    #[arg(long, env = "CONTROLLER_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = "CONTROLLER_HTTP_ADDR", default_value = "0.0.0.0:8081")]
     pub http_addr: SocketAddr,
 
     /// Log format.
@@ -211,7 +211,7 @@ mod tests {
         assert_eq!(cfg.min_pod_age_secs, 60);
         assert!(!cfg.dry_run);
         assert!(cfg.leader_election);
-        assert_eq!(cfg.http_addr.port(), 8080);
+        assert_eq!(cfg.http_addr.port(), 8081);
         assert_eq!(
             cfg.excluded_namespaces(),
             [

@@ -43,9 +43,11 @@ async fn main() -> anyhow::Result<()> {
         .context("loading kubeconfig")?;
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
+    // Two stop signals: the controller stops first, the Lease is released only after it has.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = move || {
-        let mut rx = stop_rx.clone();
+    let (release_tx, release_rx) = watch::channel(false);
+    let on = |rx: &watch::Receiver<bool>| {
+        let mut rx = rx.clone();
         async move {
             let _ = rx.wait_for(|s| *s).await;
         }
@@ -65,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         );
         (
             elector.subscribe(),
-            Some(tokio::spawn(elector.run(stopped()))),
+            Some(tokio::spawn(elector.run(on(&release_rx)))),
         )
     } else {
         (watch::channel(true).1, None)
@@ -77,15 +79,16 @@ async fn main() -> anyhow::Result<()> {
             metrics: metrics.clone(),
             ready: ready.clone(),
         },
-        stopped(),
+        on(&stop_rx),
     ));
     let ctx = Arc::new(Context::new(client, cfg, metrics, leader_rx));
-    let controller = tokio::spawn(reconcile::run(ctx, ready, stopped()));
+    let controller = tokio::spawn(reconcile::run(ctx, ready, on(&stop_rx)));
 
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     controller.await.context("controller task")?;
+    let _ = release_tx.send(true);
     if let Some(elector) = elector {
         elector.await.context("leader election task")?;
     }

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub watched_pods: IntGauge,
     /// 1 while this replica holds the Lease.
     pub leader: IntGauge,
+    /// Requests sent to the API server, by verb (`watch` counted apart from `get`/`list`).
+    pub api_requests_total: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -84,6 +86,14 @@ impl Metrics {
             IntGauge::new("watched_pods", "Pods in the controller's cache").expect("valid metric");
         let leader = IntGauge::new("leader", "1 while this replica holds the leader Lease")
             .expect("valid metric");
+        let api_requests_total = IntCounterVec::new(
+            Opts::new(
+                "api_requests_total",
+                "Requests sent to the Kubernetes API server",
+            ),
+            &["verb"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(recycles_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(evictions_blocked_total.clone()),
@@ -93,6 +103,7 @@ impl Metrics {
             Box::new(reconcile_duration_seconds.clone()),
             Box::new(watched_pods.clone()),
             Box::new(leader.clone()),
+            Box::new(api_requests_total.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -106,6 +117,7 @@ impl Metrics {
             reconcile_duration_seconds,
             watched_pods,
             leader,
+            api_requests_total,
         }
     }
 
@@ -125,6 +137,21 @@ impl Metrics {
     }
 }
 
+/// Bounded verb label of an API request: the HTTP method, or `watch` for watch requests.
+pub fn request_verb(method: &http::Method, query: Option<&str>) -> &'static str {
+    if query.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1")) {
+        return "watch";
+    }
+    match *method {
+        http::Method::GET => "get",
+        http::Method::POST => "post",
+        http::Method::PUT => "put",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
 /// Observes the reconcile duration on drop.
 pub struct ReconcileTimer {
     start: Instant,
@@ -140,6 +167,19 @@ impl Drop for ReconcileTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_requests_are_told_apart_from_gets() {
+        assert_eq!(
+            request_verb(&http::Method::GET, Some("watch=true&resourceVersion=1")),
+            "watch"
+        );
+        assert_eq!(
+            request_verb(&http::Method::GET, Some("labelSelector=a")),
+            "get"
+        );
+        assert_eq!(request_verb(&http::Method::POST, None), "post");
+    }
 
     #[test]
     fn every_metric_is_exported_with_the_prefix() {

@@ -163,6 +163,27 @@ fn to_std(d: SignedDuration) -> Duration {
     Duration::try_from(d).unwrap_or(Duration::ZERO)
 }
 
+/// A client for the cluster in the environment (in-cluster or `KUBECONFIG`) that counts its
+/// requests in `api_requests_total{verb}`: proof that an idle controller does not poll.
+pub async fn client(metrics: &Metrics) -> Result<Client, kube::Error> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    let counter = metrics.api_requests_total.clone();
+    let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+        counter
+            .with_label_values(&[crate::metrics::request_verb(
+                req.method(),
+                req.uri().query(),
+            )])
+            .inc();
+        req
+    });
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&count)
+        .build())
+}
+
 /// Keep only what the decision, the evidence and the eviction need: the cache holds thousands of
 /// pods, and managedFields, specs and most of the status are most of their weight.
 pub fn trim(pod: &mut Pod) {

@@ -1,0 +1,326 @@
+//! Recycling against the real API server of the local cluster (`make cluster-up`, or any cluster in
+//! `KUBECONFIG`): real crashing containers, real evictions, real PodDisruptionBudgets and Events.
+//! Each test runs the reconciler in-process, scoped to its own namespace.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::api::PostParams;
+use kube::{Api, ResourceExt};
+
+const SLOW: Duration = Duration::from_secs(180);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_deployment_is_evicted_replaced_and_reported_with_evidence() {
+    in_namespace("sh-recycle", |client, ns| async move {
+        let ctl = start(client.clone(), config(&ns, &[]));
+        create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
+
+        wait_for("the first pod", SLOW, || async {
+            !live_pods(&client, &ns, "web").await.is_empty()
+        })
+        .await;
+        let first_uid = live_pods(&client, &ns, "web").await[0]
+            .uid()
+            .unwrap_or_default();
+        wait_for("a Recycled event on the pod", SLOW, || async {
+            our_events(&client, &ns, "Recycled")
+                .await
+                .iter()
+                .any(|e| regarding_kind(e) == "Pod")
+        })
+        .await;
+
+        let on_owner = our_events(&client, &ns, "Recycled").await;
+        let owner_event = on_owner
+            .iter()
+            .find(|e| regarding_kind(e) == "Deployment")
+            .unwrap_or_else(|| panic!("no Recycled event on the Deployment: {on_owner:#?}"));
+        let note = owner_event.note.clone().unwrap_or_default();
+        assert!(
+            note.contains("exit 3"),
+            "evidence lacks the exit code: {note}"
+        );
+        assert!(
+            note.contains("boom-from-web"),
+            "evidence lacks the log tail: {note}"
+        );
+        assert!(
+            recycles(&ctl.metrics, &ns) >= 1,
+            "recycles_total not incremented"
+        );
+
+        wait_for("a replacement pod with a new UID", SLOW, || async {
+            live_pods(&client, &ns, "web")
+                .await
+                .iter()
+                .any(|p| p.uid().unwrap_or_default() != first_uid)
+        })
+        .await;
+        let evicted = Api::<Pod>::namespaced(client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .into_iter()
+            .find(|p| p.uid().unwrap_or_default() == first_uid);
+        assert!(
+            evicted.is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+            "the original pod is still alive"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disruption_budget_blocks_eviction_which_is_retried_never_forced() {
+    in_namespace("sh-pdb", |client, ns| async move {
+        let pdb = PodDisruptionBudget {
+            metadata: ObjectMeta {
+                name: Some("web".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(0)),
+                selector: Some(LabelSelector {
+                    match_labels: Some(BTreeMap::from([("app".to_owned(), "web".to_owned())])),
+                    ..LabelSelector::default()
+                }),
+                ..PodDisruptionBudgetSpec::default()
+            }),
+            ..PodDisruptionBudget::default()
+        };
+        Api::<PodDisruptionBudget>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &pdb)
+            .await
+            .expect("creating PDB");
+        let ctl = start(client.clone(), config(&ns, &[]));
+        create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
+
+        wait_for(
+            "two refused evictions (first try and a retry)",
+            SLOW,
+            || async { ctl.metrics.evictions_blocked_total.get() >= 2 },
+        )
+        .await;
+        let blocked = our_events(&client, &ns, "RecycleBlocked").await;
+        assert!(
+            blocked.iter().any(|e| regarding_kind(e) == "Pod"),
+            "no RecycleBlocked on the pod: {blocked:#?}"
+        );
+        assert!(
+            blocked.iter().any(|e| regarding_kind(e) == "Deployment"),
+            "no RecycleBlocked on the owner"
+        );
+        assert_eq!(
+            recycles(&ctl.metrics, &ns),
+            0,
+            "a blocked eviction was counted as a recycle"
+        );
+        assert!(
+            our_events(&client, &ns, "Recycled").await.is_empty(),
+            "pod was recycled despite the PDB"
+        );
+        let pods = live_pods(&client, &ns, "web").await;
+        assert_eq!(pods.len(), 1, "pod was removed despite the PDB");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_pod_is_never_evicted_and_the_refusal_is_reported() {
+    in_namespace("sh-bare", |client, ns| async move {
+        let ctl = start(client.clone(), config(&ns, &[]));
+        let pod = Pod {
+            metadata: ObjectMeta {
+                name: Some("bare".into()),
+                labels: Some(BTreeMap::from([("app".to_owned(), "bare".to_owned())])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(crashing_spec("boom-bare")),
+            ..Pod::default()
+        };
+        let created = Api::<Pod>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("creating bare pod");
+
+        wait_for("a NotRecycled event on the bare pod", SLOW, || async {
+            !our_events(&client, &ns, "NotRecycled").await.is_empty()
+        })
+        .await;
+        let events = our_events(&client, &ns, "NotRecycled").await;
+        let note = events[0].note.clone().unwrap_or_default();
+        assert!(
+            note.contains("no controller owner"),
+            "NotRecycled does not say why: {note}"
+        );
+        let now = live_pods(&client, &ns, "bare").await;
+        assert_eq!(now.len(), 1, "bare pod is gone");
+        assert_eq!(now[0].uid(), created.uid());
+        assert!(restarts(&now[0]) > 1, "pod did not cross the threshold");
+        assert_eq!(
+            ctl.metrics
+                .not_recycled_total
+                .with_label_values(&["no_controller"])
+                .get(),
+            1
+        );
+        assert_eq!(recycles(&ctl.metrics, &ns), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opted_out_pod_is_never_evicted_and_the_refusal_is_reported() {
+    in_namespace("sh-optout", |client, ns| async move {
+        let ctl = start(client.clone(), config(&ns, &[]));
+        create_deployment(
+            &client,
+            &ns,
+            &crashing_deployment("web", 1, &[("selfheal.io/ignore", "true")]),
+        )
+        .await;
+
+        wait_for("a NotRecycled event", SLOW, || async {
+            our_events(&client, &ns, "NotRecycled")
+                .await
+                .iter()
+                .any(|e| regarding_kind(e) == "Pod")
+        })
+        .await;
+        let note = our_events(&client, &ns, "NotRecycled").await[0]
+            .note
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            note.contains("opted out"),
+            "NotRecycled does not say why: {note}"
+        );
+        // Let a few more restarts happen: still untouched.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let pods = live_pods(&client, &ns, "web").await;
+        assert_eq!(pods.len(), 1);
+        assert!(restarts(&pods[0]) > 1);
+        assert_eq!(recycles(&ctl.metrics, &ns), 0);
+        assert_eq!(
+            ctl.metrics
+                .not_recycled_total
+                .with_label_values(&["opted_out"])
+                .get(),
+            1
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_is_given_up_on_after_max_retries() {
+    in_namespace("sh-giveup", |client, ns| async move {
+        let ctl = start(
+            client.clone(),
+            config(
+                &ns,
+                &[
+                    "--restart-threshold=0",
+                    "--max-retries=2",
+                    "--max-recycles-per-window=10",
+                ],
+            ),
+        );
+        create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
+
+        wait_for(
+            "a GivingUp event on the Deployment",
+            Duration::from_secs(300),
+            || async {
+                our_events(&client, &ns, "GivingUp")
+                    .await
+                    .iter()
+                    .any(|e| regarding_kind(e) == "Deployment")
+            },
+        )
+        .await;
+        assert_eq!(
+            recycles(&ctl.metrics, &ns),
+            2,
+            "expected exactly max-retries recycles"
+        );
+        assert_eq!(ctl.metrics.giveups_total.get(), 1);
+        let giving_up = our_events(&client, &ns, "GivingUp").await;
+        let note = giving_up[0].note.clone().unwrap_or_default();
+        assert!(
+            note.contains("recycled 2 times"),
+            "GivingUp does not say what it saw: {note}"
+        );
+        assert_eq!(giving_up[0].type_.as_deref(), Some("Warning"));
+        // Given up means given up: the crashing pod stays.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(recycles(&ctl.metrics, &ns), 2);
+        assert_eq!(live_pods(&client, &ns, "web").await.len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excluded_namespace_is_left_untouched() {
+    in_namespace("sh-excluded", |client, ns| async move {
+        let exclude = format!("--exclude-namespaces=kube-system,{ns}");
+        let ctl = start(
+            client.clone(),
+            config(&ns, &[exclude.as_str(), "--restart-threshold=0"]),
+        );
+        create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
+
+        wait_for("the pod to restart twice", SLOW, || async {
+            live_pods(&client, &ns, "web")
+                .await
+                .first()
+                .is_some_and(|p| restarts(p) >= 2)
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(recycles(&ctl.metrics, &ns), 0);
+        assert_eq!(
+            ctl.metrics.watched_pods.get(),
+            0,
+            "excluded namespace was watched"
+        );
+        for reason in ["Recycled", "NotRecycled", "RecycleBlocked", "GivingUp"] {
+            assert!(
+                our_events(&client, &ns, reason).await.is_empty(),
+                "{reason} event in an excluded namespace"
+            );
+        }
+        assert_eq!(live_pods(&client, &ns, "web").await.len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_records_the_decision_but_evicts_nothing() {
+    in_namespace("sh-dryrun", |client, ns| async move {
+        let ctl = start(client.clone(), config(&ns, &["--dry-run"]));
+        create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
+        wait_for("a dry-run Recycled event", SLOW, || async {
+            our_events(&client, &ns, "Recycled")
+                .await
+                .iter()
+                .any(|e| e.action.as_deref() == Some("DryRun"))
+        })
+        .await;
+        let pods = live_pods(&client, &ns, "web").await;
+        assert_eq!(pods.len(), 1);
+        assert!(pods[0].metadata.deletion_timestamp.is_none());
+        assert_eq!(recycles(&ctl.metrics, &ns), 0);
+    })
+    .await;
+}

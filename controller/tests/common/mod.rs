@@ -1,0 +1,306 @@
+//! Shared helpers of the cluster tests: a client that fails loudly without a cluster, a throw-away
+//! namespace per test, an in-process controller, and crashing workloads.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use futures::FutureExt;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, Namespace, Pod, PodSecurityContext, PodSpec, PodTemplateSpec,
+    SeccompProfile, SecurityContext,
+};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::{Api, Client};
+use selfheal_controller::config::Config;
+use selfheal_controller::metrics::Metrics;
+use selfheal_controller::reconcile::{self, Context, REPORTING_CONTROLLER};
+use tokio::sync::{oneshot, watch};
+
+/// Image with a static busybox, present in the local cluster's containerd.
+pub const TOOLBOX: &str = "localhost/selfheal-toolbox:dev";
+
+const NO_CLUSTER: &str = "no cluster: run `make cluster-up` or set KUBECONFIG";
+
+/// Client for the cluster in `KUBECONFIG`; panics with how to start one when there is none.
+pub async fn client() -> Client {
+    let client = match Client::try_default().await {
+        Ok(c) => c,
+        Err(e) => panic!("{NO_CLUSTER} ({e})"),
+    };
+    match tokio::time::timeout(Duration::from_secs(10), client.apiserver_version()).await {
+        Ok(Ok(_)) => client,
+        Ok(Err(e)) => panic!("{NO_CLUSTER} (API server unreachable: {e})"),
+        Err(_) => panic!("{NO_CLUSTER} (API server did not answer within 10 s)"),
+    }
+}
+
+/// Run `body` in a fresh namespace `<prefix>-<random>`, deleted afterwards even if `body` panics.
+pub async fn in_namespace<F, Fut>(prefix: &str, body: F)
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let client = client().await;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let name = format!("{prefix}-{:x}", nanos ^ std::process::id());
+    let nss: Api<Namespace> = Api::all(client.clone());
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            labels: Some(BTreeMap::from([(
+                "selfheal.io/test".to_owned(),
+                "controller".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    nss.create(&PostParams::default(), &ns)
+        .await
+        .expect("creating test namespace");
+    wait_for("default ServiceAccount", Duration::from_secs(30), || {
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        async move { sa.get_opt("default").await.ok().flatten().is_some() }
+    })
+    .await;
+    let result = std::panic::AssertUnwindSafe(body(client.clone(), name.clone()))
+        .catch_unwind()
+        .await;
+    if let Err(e) = nss.delete(&name, &DeleteParams::default()).await {
+        eprintln!("deleting namespace {name} failed: {e}");
+    }
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Config for an in-process controller scoped to `ns`: no leader election, no minimum age, no
+/// cooldown, threshold 1 (recycle at the 2nd restart), fast backoff; `extra` flags override.
+pub fn config(ns: &str, extra: &[&str]) -> Config {
+    let mut args: Vec<String> = [
+        "selfheal-controller",
+        "--leader-election=false",
+        "--min-pod-age-secs=0",
+        "--cooldown-secs=0",
+        "--restart-threshold=1",
+        "--rate-restarts=0",
+        "--backoff-base-ms=500",
+        "--backoff-max-ms=4000",
+        "--pod-name=selfheal-controller-test",
+        "--pod-namespace=selfheal-controller-test",
+        "--exclude-namespaces=kube-system",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.push(format!("--namespaces={ns}"));
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    Config::try_parse_from(args).expect("test config parses")
+}
+
+/// An in-process controller; stops when dropped.
+pub struct Running {
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    _leader: watch::Sender<bool>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Start the reconciler in-process (the same library code the binary runs).
+pub fn start(client: Client, cfg: Config) -> Running {
+    let metrics = Arc::new(Metrics::new());
+    let (leader_tx, leader_rx) = watch::channel(true);
+    let ctx = Arc::new(Context::new(client, cfg, metrics.clone(), leader_rx));
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    tokio::spawn(reconcile::run(
+        ctx,
+        Arc::new(AtomicBool::new(false)),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    Running {
+        metrics,
+        stop: Some(stop_tx),
+        _leader: leader_tx,
+    }
+}
+
+/// Poll `check` every 500 ms until it holds; panic with `desc` after `timeout`.
+pub async fn wait_for<F, Fut>(desc: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {desc}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn security_context() -> (PodSecurityContext, SecurityContext) {
+    (
+        PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                localhost_profile: None,
+            }),
+            ..PodSecurityContext::default()
+        },
+        SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: None,
+            }),
+            ..SecurityContext::default()
+        },
+    )
+}
+
+/// Pod spec of a container that prints a marker and exits 3 after a second, forever.
+pub fn crashing_spec(marker: &str) -> PodSpec {
+    let (pod_sc, sc) = security_context();
+    PodSpec {
+        containers: vec![Container {
+            name: "crasher".into(),
+            image: Some(TOOLBOX.into()),
+            image_pull_policy: Some("Never".into()),
+            command: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo {marker}; sleep 1; exit 3"),
+            ]),
+            security_context: Some(sc),
+            ..Container::default()
+        }],
+        security_context: Some(pod_sc),
+        termination_grace_period_seconds: Some(1),
+        automount_service_account_token: Some(false),
+        ..PodSpec::default()
+    }
+}
+
+/// A Deployment of `replicas` crashing pods labelled `app=<name>`, with pod annotations.
+pub fn crashing_deployment(name: &str, replicas: i32, annotations: &[(&str, &str)]) -> Deployment {
+    let labels = BTreeMap::from([("app".to_owned(), name.to_owned())]);
+    let annotations: BTreeMap<String, String> = annotations
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        spec: DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..LabelSelector::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: (!annotations.is_empty()).then_some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(crashing_spec(&format!("boom-from-{name}"))),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    }
+}
+
+/// Create a Deployment in `ns`.
+pub async fn create_deployment(client: &Client, ns: &str, d: &Deployment) {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), d)
+        .await
+        .expect("creating deployment");
+}
+
+/// Pods of `app=<app>` in `ns` that are not terminating.
+pub async fn live_pods(client: &Client, ns: &str, app: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .expect("listing pods")
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect()
+}
+
+/// Total restarts of a pod.
+pub fn restarts(p: &Pod) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| c.restart_count).sum())
+        .unwrap_or(0)
+}
+
+/// Our Events in `ns` with `reason`.
+pub async fn our_events(client: &Client, ns: &str, reason: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("listing events")
+        .items
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some(REPORTING_CONTROLLER))
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect()
+}
+
+/// Kind of the object an Event is about.
+pub fn regarding_kind(e: &Event) -> &str {
+    e.regarding
+        .as_ref()
+        .and_then(|r| r.kind.as_deref())
+        .unwrap_or_default()
+}
+
+/// Counter value for `recycles_total{namespace=ns}` summed over reasons.
+pub fn recycles(m: &Metrics, ns: &str) -> u64 {
+    [
+        "restart_threshold",
+        "restart_rate",
+        "crash_loop_back_off",
+        "oom_killed",
+        "image_pull_back_off",
+    ]
+    .iter()
+    .map(|r| m.recycles_total.with_label_values(&[ns, r]).get())
+    .sum()
+}
