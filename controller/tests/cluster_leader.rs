@@ -136,3 +136,176 @@ async fn follower_takes_over_within_the_lease_duration_when_the_leader_dies() {
     })
     .await;
 }
+
+/// A `selfheal-controller` process, killed when dropped.
+struct Process {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn spawn_controller(identity: &str, ns: &str, lease_ns: &str) -> Process {
+    let port = free_port();
+    let log =
+        std::fs::File::create(std::env::temp_dir().join(format!("{lease_ns}-{identity}.log")))
+            .expect("log file");
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_selfheal-controller"))
+        .args([
+            format!("--pod-name={identity}"),
+            format!("--pod-namespace={lease_ns}"),
+            format!("--namespaces={ns}"),
+            format!("--http-addr=127.0.0.1:{port}"),
+            "--leader-election=true".into(),
+            "--lease-duration-secs=4".into(),
+            "--lease-renew-deadline-secs=3".into(),
+            "--lease-retry-period-secs=1".into(),
+            "--restart-threshold=1".into(),
+            "--rate-restarts=0".into(),
+            "--min-pod-age-secs=0".into(),
+            "--cooldown-secs=0".into(),
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting selfheal-controller");
+    Process { child, port }
+}
+
+async fn scrape(port: u16, metric: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.ok()?;
+    body.lines().find_map(|l| {
+        l.strip_prefix(metric)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+async fn holder(client: &Client, lease_ns: &str) -> Option<String> {
+    Api::<Lease>::namespaced(client.clone(), lease_ns)
+        .get_opt("selfheal-controller")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec?.holder_identity)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_controller_processes_only_the_leader_acts_and_the_follower_takes_over() {
+    in_namespaces(
+        &["sh-2proc", "sh-2proc-lease"],
+        |client, names| async move {
+            let (ns, lease_ns) = (names[0].clone(), names[1].clone());
+            let a = spawn_controller("replica-a", &ns, &lease_ns);
+            wait_for(
+                "replica-a to hold the lease",
+                Duration::from_secs(30),
+                || async { holder(&client, &lease_ns).await.as_deref() == Some("replica-a") },
+            )
+            .await;
+            let mut a = Some(a);
+            let b = spawn_controller("replica-b", &ns, &lease_ns);
+            wait_for(
+                "both processes serving metrics",
+                Duration::from_secs(30),
+                || async { scrape(b.port, "selfheal_controller_leader").await.is_some() },
+            )
+            .await;
+            let a_port = a.as_ref().expect("a").port;
+            assert_eq!(
+                scrape(a_port, "selfheal_controller_leader").await,
+                Some(1.0)
+            );
+            assert_eq!(
+                scrape(b.port, "selfheal_controller_leader").await,
+                Some(0.0)
+            );
+
+            create_deployment(&client, &ns, &crashing_deployment("first", 1, &[])).await;
+            wait_for("replica-a to recycle", Duration::from_secs(180), || async {
+                !our_events_from(&client, &ns, "Recycled", "replica-a")
+                    .await
+                    .is_empty()
+            })
+            .await;
+            assert!(
+                our_events(&client, &ns, "Recycled")
+                    .await
+                    .iter()
+                    .all(|e| e.reporting_instance.as_deref() == Some("replica-a")),
+                "the follower acted"
+            );
+            assert_eq!(
+                scrape(b.port, "selfheal_controller_recycles_total").await,
+                None,
+                "follower counted a recycle"
+            );
+
+            // SIGTERM the leader: it stops reconciling, releases the lease and exits 0.
+            let mut leader = a.take().expect("a");
+            let pid = leader.child.id().to_string();
+            let killed = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .expect("kill");
+            assert!(killed.success());
+            let status = tokio::task::spawn_blocking(move || {
+                let s = leader.child.wait();
+                drop(leader);
+                s
+            })
+            .await
+            .expect("join")
+            .expect("wait");
+            assert!(
+                status.success(),
+                "leader did not shut down cleanly: {status}"
+            );
+            wait_for("replica-b to take over", Duration::from_secs(6), || async {
+                holder(&client, &lease_ns).await.as_deref() == Some("replica-b")
+            })
+            .await;
+            wait_for(
+                "replica-b to report leadership",
+                Duration::from_secs(5),
+                || async { scrape(b.port, "selfheal_controller_leader").await == Some(1.0) },
+            )
+            .await;
+
+            create_deployment(&client, &ns, &crashing_deployment("second", 1, &[])).await;
+            wait_for("replica-b to recycle", Duration::from_secs(180), || async {
+                our_events_from(&client, &ns, "Recycled", "replica-b")
+                    .await
+                    .iter()
+                    .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("second"))
+            })
+            .await;
+            drop(b);
+        },
+    )
+    .await;
+}

@@ -48,42 +48,75 @@ where
     F: FnOnce(Client, String) -> Fut,
     Fut: Future<Output = ()>,
 {
+    in_namespaces(&[prefix], |client, mut names| body(client, names.remove(0))).await;
+}
+
+/// Like [`in_namespace`], with one fresh namespace per prefix.
+pub async fn in_namespaces<F, Fut>(prefixes: &[&str], body: F)
+where
+    F: FnOnce(Client, Vec<String>) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let client = client().await;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos();
-    let name = format!("{prefix}-{:x}", nanos ^ std::process::id());
+    let suffix = format!("{:x}", nanos ^ std::process::id());
+    let names: Vec<String> = prefixes.iter().map(|p| format!("{p}-{suffix}")).collect();
     let nss: Api<Namespace> = Api::all(client.clone());
-    let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.clone()),
-            labels: Some(BTreeMap::from([(
-                "selfheal.io/test".to_owned(),
-                "controller".to_owned(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    nss.create(&PostParams::default(), &ns)
-        .await
-        .expect("creating test namespace");
-    wait_for("default ServiceAccount", Duration::from_secs(30), || {
-        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-            Api::namespaced(client.clone(), &name);
-        async move { sa.get_opt("default").await.ok().flatten().is_some() }
-    })
-    .await;
-    let result = std::panic::AssertUnwindSafe(body(client.clone(), name.clone()))
+    for name in &names {
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(BTreeMap::from([(
+                    "selfheal.io/test".to_owned(),
+                    "controller".to_owned(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        nss.create(&PostParams::default(), &ns)
+            .await
+            .expect("creating test namespace");
+        wait_for("default ServiceAccount", Duration::from_secs(30), || {
+            let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                Api::namespaced(client.clone(), name);
+            async move { sa.get_opt("default").await.ok().flatten().is_some() }
+        })
+        .await;
+    }
+    let result = std::panic::AssertUnwindSafe(body(client.clone(), names.clone()))
         .catch_unwind()
         .await;
-    if let Err(e) = nss.delete(&name, &DeleteParams::default()).await {
-        eprintln!("deleting namespace {name} failed: {e}");
+    for name in &names {
+        if let Err(e) = nss.delete(name, &DeleteParams::default()).await {
+            eprintln!("deleting namespace {name} failed: {e}");
+        }
     }
     if let Err(panic) = result {
         std::panic::resume_unwind(panic);
     }
+}
+
+/// Our Events with `reason` in `ns` reported by `instance` (the controller's `POD_NAME`).
+pub async fn our_events_from(
+    client: &Client,
+    ns: &str,
+    reason: &str,
+    instance: &str,
+) -> Vec<Event> {
+    our_events(client, ns, reason)
+        .await
+        .into_iter()
+        .filter(|e| e.reporting_instance.as_deref() == Some(instance))
+        .collect()
+}
+
+/// Start the reconciler in-process with a client of our own choosing (e.g. through a proxy).
+pub fn start_with(client: Client, cfg: Config) -> Running {
+    start(client, cfg)
 }
 
 /// Config for an in-process controller scoped to `ns`: no leader election, no minimum age, no
