@@ -1,0 +1,349 @@
+#!/usr/bin/env bash
+# Chart tests without a cluster: `helm lint --strict` for every values file, then `helm template`
+# renders checked with Python assertions (tests/expect.py) for the rules that matter — HPA on/off,
+# PDB on/off, stable and canary tracks, canary Ingress annotations, restricted security context,
+# schema rejections, render-time checks, selector/pod-template stability across a chart version
+# bump, the packaged chart's contents, and a README that lists every value.
+# Prerequisites: helm (3 or 4; hack/tools.sh install helm), python3 with PyYAML.
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../hack/lib.sh"
+
+usage() {
+  cat <<EOF
+Usage: helm-chart/tests/template.sh [-h|--help]
+
+Lints and renders helm-chart/ with every values file and checks the output; prints
+"chart-template: N passed, N failed". Exit status 0 only when every check passed.
+Needs no cluster.
+
+Environment:
+  HELM   helm binary to use (default: helm on PATH, pinned one first)
+
+Example:
+  helm-chart/tests/template.sh
+  HELM=/usr/local/bin/helm3 helm-chart/tests/template.sh   # the same checks with Helm 3
+EOF
+}
+
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  "") ;;
+  *) util::usage_error "unknown argument: $1" ;;
+esac
+
+HELM="${HELM:-helm}"
+util::require_tools "${HELM}" python3
+python3 -c 'import yaml' 2>/dev/null || log::fatal "python3 needs PyYAML (apt-get install python3-yaml)"
+
+CHART="${REPO_ROOT}/helm-chart"
+HERE="${CHART}/tests"
+RELEASE=rel
+NS=chart-test
+TMP="$(mktemp -d)"
+util::trap_add "rm -rf '${TMP}'"
+
+PASSED=0
+FAILED=0
+FAILURES=()
+
+# check "what" cmd...: run cmd; count and print the result; never exits.
+check() {
+  local what="$1"
+  shift
+  if "$@"; then
+    PASSED=$((PASSED + 1))
+    log::ok "${what} passed"
+  else
+    FAILED=$((FAILED + 1))
+    FAILURES+=("${what}")
+    log::error "${what} FAILED"
+  fi
+  return 0
+}
+
+# render NAME [helm args...]: helm template into $TMP/NAME.yaml (an empty file when it fails, so
+# every assertion on it fails too).
+render() {
+  local name="$1"
+  shift
+  if ! "${HELM}" template "${RELEASE}" "${CHART}" --namespace "${NS}" "$@" >"${TMP}/${name}.yaml" 2>"${TMP}/${name}.err"; then
+    log::error "helm template ${*} failed: $(cat "${TMP}/${name}.err")"
+    : >"${TMP}/${name}.yaml"
+  fi
+}
+
+# expect NAME 'python expression': an assertion on a render (helpers: tests/expect.py --help).
+expect() { python3 "${HERE}/expect.py" "${TMP}/$1.yaml" "$2"; }
+
+# rejects "pattern" [helm args...]: helm template must fail, and its error must match pattern.
+rejects() {
+  local pattern="$1" out
+  shift
+  if out="$("${HELM}" template "${RELEASE}" "${CHART}" --namespace "${NS}" "$@" 2>&1)"; then
+    log::error "helm template ${*} succeeded; expected an error matching '${pattern}'"
+    return 1
+  fi
+  if ! grep -Eq -- "${pattern}" <<<"${out}"; then
+    log::error "helm template ${*} failed without '${pattern}' in: ${out}"
+    return 1
+  fi
+  log::info "rejected as expected: $(grep -E -m1 -- "${pattern}" <<<"${out}" | sed 's/^[[:space:]]*//' | cut -c1-160)"
+}
+
+lint() { "${HELM}" lint --strict "${CHART}" "$@" >"${TMP}/lint.out" 2>&1 || { cat "${TMP}/lint.out" >&2; return 1; }; }
+
+log::step "chart template tests with $("${HELM}" version --short 2>/dev/null || echo "${HELM}")"
+
+# -- lint: every values file ------------------------------------------------------------------
+check "helm lint --strict (defaults)" lint
+VALUES_FILES=(values-demo.yaml values-openshift.yaml)
+for f in "${CHART}"/ci/*-values.yaml; do [[ -f "${f}" ]] && VALUES_FILES+=("ci/${f##*/}"); done
+for f in "${VALUES_FILES[@]}"; do
+  check "helm lint --strict -f ${f}" lint -f "${CHART}/${f}"
+done
+printf '%s\n' "${VALUES_FILES[@]}" >"${TMP}/ci-files"
+check "ci/ has the default, demo, canary, openshift and hpa-off/pdb-off variants" \
+  bash -c "for v in default demo canary openshift hpa-off-pdb-off; do grep -qx \"ci/\${v}-values.yaml\" '${TMP}/ci-files' || exit 1; done"
+
+# -- renders used below -----------------------------------------------------------------------
+render default
+render demo -f "${CHART}/values-demo.yaml"
+render openshift -f "${CHART}/values-openshift.yaml"
+render canary -f "${CHART}/ci/canary-values.yaml"
+render full -f "${CHART}/ci/full-values.yaml" --api-versions monitoring.coreos.com/v1
+render single -f "${CHART}/ci/hpa-off-pdb-off-values.yaml"
+render hpa-on --set autoscaling.enabled=true
+render hpa-min1 --set autoscaling.enabled=true --set autoscaling.minReplicas=1
+render hpa-min3 --set autoscaling.enabled=true --set autoscaling.minReplicas=3 --set replicaCount=1
+render pdb-off --set podDisruptionBudget.enabled=false
+render pdb-replicas1 --set replicaCount=1
+render pdb-max --set podDisruptionBudget.maxUnavailable=1
+render canary-replicas -f "${CHART}/ci/canary-values.yaml" --set ingress.enabled=false --set canary.ingress.enabled=false
+render ingress-only --set ingress.enabled=true
+render monitoring-no-crd --set serviceMonitor.enabled=true --set prometheusRule.enabled=true
+render chaos-token --set chaos.enabled=true --set chaos.token=s3cret
+render chaos-existing --set chaos.enabled=true --set chaos.existingSecret=my-token --set chaos.token=ignored
+render netpol-none --set networkPolicy.enabled=true --set networkPolicy.allowSameNamespace=false --set 'networkPolicy.allowNamespaces=null'
+render digest --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
+render local --set image.repository=localhost/selfheal-app --set image.tag=dev --set image.pullPolicy=Never
+
+# -- defaults ---------------------------------------------------------------------------------
+check "default: one Deployment (stable), 2 replicas, image ghcr.io/...:<appVersion>" expect default \
+  "len(objs('Deployment')) == 1 and deploy('stable')['spec']['replicas'] == 2
+   and pod_spec(deploy('stable'))['containers'][0]['image'] == 'ghcr.io/selfheal-io/selfheal-app:0.1.0'"
+check "default: selectors are name + instance + track=stable; Service selects name + instance (all tracks)" expect default \
+  "deploy('stable')['spec']['selector']['matchLabels'] == {'app.kubernetes.io/name': 'selfheal-app', 'app.kubernetes.io/instance': '${RELEASE}', 'track': 'stable'}
+   and one('Service')['spec']['selector'] == {'app.kubernetes.io/name': 'selfheal-app', 'app.kubernetes.io/instance': '${RELEASE}'}"
+check "default: pod template carries no chart or version label" expect default \
+  "not any(k in deploy('stable')['spec']['template']['metadata']['labels'] for k in ('helm.sh/chart', 'app.kubernetes.io/version'))
+   and deploy('stable')['metadata']['labels']['helm.sh/chart'] == 'selfheal-app-0.1.0'"
+check "default: probes (startup; liveness /health 5s x3; readiness /ready 3s x2)" expect default \
+  "(lambda c: c['startupProbe']['httpGet']['path'] == '/health'
+     and (c['livenessProbe']['httpGet']['path'], c['livenessProbe']['periodSeconds'], c['livenessProbe']['failureThreshold']) == ('/health', 5, 3)
+     and (c['readinessProbe']['httpGet']['path'], c['readinessProbe']['periodSeconds'], c['readinessProbe']['failureThreshold']) == ('/ready', 3, 2)
+   )(pod_spec(deploy('stable'))['containers'][0])"
+probes_overridable() {
+  render probes --set probes.liveness.periodSeconds=7 --set probes.liveness.path=/live \
+    --set probes.startup.failureThreshold=60 --set probes.readiness.enabled=false
+  expect probes "(lambda c: c['livenessProbe']['periodSeconds'] == 7 and c['livenessProbe']['httpGet']['path'] == '/live'
+    and c['startupProbe']['failureThreshold'] == 60 and 'readinessProbe' not in c)(pod_spec(deploy('stable'))['containers'][0])"
+}
+check "probe settings are overridable (liveness period and path, startup threshold, readiness off)" probes_overridable
+check "default: preStop is the native sleep action, grace period 30s, rollingUpdate maxUnavailable 0" expect default \
+  "pod_spec(deploy('stable'))['containers'][0]['lifecycle']['preStop'] == {'sleep': {'seconds': 3}}
+   and pod_spec(deploy('stable'))['terminationGracePeriodSeconds'] == 30
+   and deploy('stable')['spec']['strategy']['rollingUpdate']['maxUnavailable'] == 0"
+check "default: resource requests and limits set" expect default \
+  "pod_spec(deploy('stable'))['containers'][0]['resources'] == {'requests': {'cpu': '50m', 'memory': '16Mi'}, 'limits': {'cpu': '500m', 'memory': '64Mi'}}"
+check "default: topology spread across nodes, scoped to the track and the ReplicaSet" expect default \
+  "(lambda t: t['topologyKey'] == 'kubernetes.io/hostname' and t['labelSelector']['matchLabels']['track'] == 'stable'
+     and t['matchLabelKeys'] == ['pod-template-hash'])(pod_spec(deploy('stable'))['topologySpreadConstraints'][0])"
+check "default: ServiceAccount and pods do not automount a token" expect default \
+  "one('ServiceAccount')['automountServiceAccountToken'] is False and pod_spec(deploy('stable'))['automountServiceAccountToken'] is False
+   and pod_spec(deploy('stable'))['serviceAccountName'] == one('ServiceAccount')['metadata']['name']"
+check "default: chaos off, JSON logs, track stable, Downward API pod name/namespace" expect default \
+  "(lambda e: e['CHAOS_ENABLED'] == 'false' and e['LOG_FORMAT'] == 'json' and e['APP_TRACK'] == 'stable'
+     and e['APP_FAULT_PROFILE'] == 'none' and e['LISTEN_ADDR'] == '0.0.0.0:8080'
+     and e['POD_NAME'] == {'fieldRef': {'fieldPath': 'metadata.name'}} and e['POD_NAMESPACE'] == {'fieldRef': {'fieldPath': 'metadata.namespace'}}
+     and 'CHAOS_TOKEN' not in e and 'OTEL_EXPORTER_OTLP_ENDPOINT' not in e)(env(deploy('stable')))"
+check "default: no HPA, Ingress, NetworkPolicy, Secret, ServiceMonitor, PrometheusRule, canary" expect default \
+  "not any(objs(k) for k in ('HorizontalPodAutoscaler', 'Ingress', 'NetworkPolicy', 'Secret', 'ServiceMonitor', 'PrometheusRule'))
+   and len(objs('Service')) == 1"
+env_mapping() {
+  render env --set app.message=hi --set app.logFormat=text --set app.logLevel=debug --set app.warmupSecs=4 \
+    --set app.shutdownDelaySecs=6 --set app.shutdownTimeoutSecs=7 --set app.requestTimeoutMs=1234 \
+    --set app.bodyLimitBytes=999 --set app.faultProfile=latency --set app.faultErrorPercent=12 \
+    --set app.faultLatencyMs=345 --set containerPort=9090 --set otel.endpoint=http://collector:4318 \
+    --set otel.serviceName=svc --set chaos.enabled=true
+  expect env "env(deploy('stable')).items() >= {'APP_MESSAGE': 'hi', 'LOG_FORMAT': 'text', 'RUST_LOG': 'debug',
+    'APP_WARMUP_SECS': '4', 'APP_SHUTDOWN_DELAY_SECS': '6', 'APP_SHUTDOWN_TIMEOUT_SECS': '7',
+    'APP_REQUEST_TIMEOUT_MS': '1234', 'APP_BODY_LIMIT_BYTES': '999', 'APP_FAULT_PROFILE': 'latency',
+    'APP_FAULT_ERROR_PERCENT': '12', 'APP_FAULT_LATENCY_MS': '345', 'LISTEN_ADDR': '0.0.0.0:9090',
+    'OTEL_EXPORTER_OTLP_ENDPOINT': 'http://collector:4318', 'OTEL_SERVICE_NAME': 'svc', 'CHAOS_ENABLED': 'true'}.items()
+    and pod_spec(deploy('stable'))['containers'][0]['ports'][0]['containerPort'] == 9090"
+}
+check "every app.* value reaches its environment variable" env_mapping
+
+# -- restricted Pod Security ------------------------------------------------------------------
+for r in default demo canary full; do
+  check "${r}: every pod (Deployments, helm test) meets the restricted Pod Security Standard with a numeric UID" expect "${r}" \
+    "all(restricted(o) is None and pod_spec(o)['securityContext']['runAsUser'] == 65532 for o in objs('Deployment') + objs('Pod'))
+     and len(objs('Deployment')) >= 1"
+done
+check "openshift: restricted settings kept, no fixed runAsUser/runAsGroup" expect openshift \
+  "all(restricted(o) is None and not ({'runAsUser', 'runAsGroup'} & set(pod_spec(o)['securityContext'])) for o in objs('Deployment') + objs('Pod'))"
+
+# -- HPA --------------------------------------------------------------------------------------
+check "HPA on: Deployment has no replicas field" expect hpa-on "'replicas' not in deploy('stable')['spec']"
+check "HPA on: autoscaling/v2, min 2, max 5, 70 % CPU, scaleUp and scaleDown behavior, targets the stable Deployment" expect hpa-on \
+  "(lambda h: h['apiVersion'] == 'autoscaling/v2' and h['spec']['minReplicas'] == 2 and h['spec']['maxReplicas'] == 5
+     and h['spec']['metrics'] == [{'type': 'Resource', 'resource': {'name': 'cpu', 'target': {'type': 'Utilization', 'averageUtilization': 70}}}]
+     and h['spec']['behavior']['scaleUp']['policies'] and h['spec']['behavior']['scaleDown']['stabilizationWindowSeconds'] == 120
+     and h['spec']['scaleTargetRef'] == {'apiVersion': 'apps/v1', 'kind': 'Deployment', 'name': deploy('stable')['metadata']['name']}
+   )(one('HorizontalPodAutoscaler'))"
+check "HPA off: no HPA object, replicas rendered" expect default \
+  "not objs('HorizontalPodAutoscaler') and deploy('stable')['spec']['replicas'] == 2"
+check "demo values: HPA on, chaos on, text logs" expect demo \
+  "one('HorizontalPodAutoscaler') and 'replicas' not in deploy('stable')['spec']
+   and env(deploy('stable'))['CHAOS_ENABLED'] == 'true' and env(deploy('stable'))['LOG_FORMAT'] == 'text'"
+check "full values: memory target added to the HPA" expect full \
+  "[m['resource']['name'] for m in one('HorizontalPodAutoscaler')['spec']['metrics']] == ['cpu', 'memory']"
+
+# -- PDB --------------------------------------------------------------------------------------
+check "PDB on (default): policy/v1, minAvailable 1, AlwaysAllow, selects the stable track exactly" expect default \
+  "(lambda p: p['apiVersion'] == 'policy/v1' and p['spec']['minAvailable'] == 1 and 'maxUnavailable' not in p['spec']
+     and p['spec']['unhealthyPodEvictionPolicy'] == 'AlwaysAllow'
+     and p['spec']['selector']['matchLabels'] == deploy('stable')['spec']['selector']['matchLabels'])(one('PodDisruptionBudget'))"
+check "PDB off: not rendered" expect pdb-off "not objs('PodDisruptionBudget')"
+check "PDB: not rendered for replicaCount 1 without HPA" expect pdb-replicas1 "not objs('PodDisruptionBudget') and deploy('stable')['spec']['replicas'] == 1"
+check "PDB: not rendered for HPA minReplicas 1" expect hpa-min1 "not objs('PodDisruptionBudget')"
+check "PDB: rendered for HPA minReplicas 3 even with replicaCount 1" expect hpa-min3 "one('PodDisruptionBudget') and 'replicas' not in deploy('stable')['spec']"
+check "PDB: maxUnavailable replaces minAvailable" expect pdb-max \
+  "one('PodDisruptionBudget')['spec'].get('maxUnavailable') == 1 and 'minAvailable' not in one('PodDisruptionBudget')['spec']"
+check "hpa-off/pdb-off variant: 1 replica, no HPA, no PDB, no spread, no test pod" expect single \
+  "deploy('stable')['spec']['replicas'] == 1 and not objs('HorizontalPodAutoscaler') and not objs('PodDisruptionBudget')
+   and 'topologySpreadConstraints' not in pod_spec(deploy('stable')) and not objs('Pod')"
+
+# -- canary track -----------------------------------------------------------------------------
+check "canary on: a second Deployment with track=canary in selector and pod labels" expect canary \
+  "len(objs('Deployment')) == 2 and deploy('canary')['spec']['selector']['matchLabels']['track'] == 'canary'
+   and deploy('canary')['spec']['template']['metadata']['labels']['track'] == 'canary'
+   and deploy('canary')['metadata']['name'] == '${RELEASE}-selfheal-app-canary'
+   and deploy('stable')['spec']['selector']['matchLabels'] != deploy('canary')['spec']['selector']['matchLabels']"
+check "canary on: own image tag, replicas and fault profile; stable untouched" expect canary \
+  "pod_spec(deploy('canary'))['containers'][0]['image'] == 'ghcr.io/selfheal-io/selfheal-app:0.2.0'
+   and deploy('canary')['spec']['replicas'] == 1
+   and env(deploy('canary'))['APP_FAULT_PROFILE'] == 'errors' and env(deploy('canary'))['APP_FAULT_ERROR_PERCENT'] == '20'
+   and env(deploy('canary'))['APP_TRACK'] == 'canary'
+   and pod_spec(deploy('stable'))['containers'][0]['image'] == 'ghcr.io/selfheal-io/selfheal-app:0.1.0'
+   and deploy('stable')['spec']['replicas'] == 3 and env(deploy('stable'))['APP_FAULT_PROFILE'] == 'none'"
+check "canary on: Service spans both tracks; -stable and -canary Services select one track each" expect canary \
+  "'track' not in one('Service', 'selfheal-app')['spec']['selector']
+   and one('Service', '-stable')['spec']['selector']['track'] == 'stable'
+   and one('Service', '-canary')['spec']['selector']['track'] == 'canary'"
+check "canary on: HPA and PDB (when rendered) never select canary pods" expect canary \
+  "all(p['spec']['selector']['matchLabels']['track'] == 'stable' for p in objs('PodDisruptionBudget'))"
+check "canary off: one Deployment, one Service" expect default "len(objs('Deployment')) == 1 and len(objs('Service')) == 1"
+check "canary Ingress: canary, canary-weight, canary-weight-total, canary-by-header(-value) annotations" expect canary \
+  "one('Ingress', '-canary')['metadata']['annotations'] == {
+     'nginx.ingress.kubernetes.io/canary': 'true', 'nginx.ingress.kubernetes.io/canary-weight': '20',
+     'nginx.ingress.kubernetes.io/canary-weight-total': '100', 'nginx.ingress.kubernetes.io/canary-by-header': 'X-Canary',
+     'nginx.ingress.kubernetes.io/canary-by-header-value': 'yes'}"
+check "canary Ingress: same class, host, path and TLS as the stable one; backends -canary and -stable" expect canary \
+  "(lambda s, c: s['spec']['ingressClassName'] == c['spec']['ingressClassName'] == 'nginx'
+     and s['spec']['rules'][0]['host'] == c['spec']['rules'][0]['host'] == 'selfheal.example.test'
+     and s['spec']['tls'] == c['spec']['tls']
+     and s['spec']['rules'][0]['http']['paths'][0]['path'] == c['spec']['rules'][0]['http']['paths'][0]['path']
+     and s['spec']['rules'][0]['http']['paths'][0]['backend']['service']['name'] == '${RELEASE}-selfheal-app-stable'
+     and c['spec']['rules'][0]['http']['paths'][0]['backend']['service']['name'] == '${RELEASE}-selfheal-app-canary'
+   )(one('Ingress', 'selfheal-app'), one('Ingress', '-canary'))"
+check "canary without its Ingress (replica ratio): no Ingress, both Deployments behind one Service" expect canary-replicas \
+  "not objs('Ingress') and len(objs('Deployment')) == 2 and 'track' not in one('Service', 'selfheal-app')['spec']['selector']"
+check "Ingress without canary: one Ingress to the all-tracks Service, class nginx" expect ingress-only \
+  "one('Ingress')['spec']['rules'][0]['http']['paths'][0]['backend']['service']['name'] == '${RELEASE}-selfheal-app'
+   and one('Ingress')['spec']['ingressClassName'] == 'nginx' and 'annotations' not in one('Ingress')['metadata']"
+
+# -- optional objects -------------------------------------------------------------------------
+check "ServiceMonitor/PrometheusRule enabled but no monitoring.coreos.com/v1: not rendered" expect monitoring-no-crd \
+  "not objs('ServiceMonitor') and not objs('PrometheusRule')"
+check "ServiceMonitor/PrometheusRule with the CRDs: rendered; scrapes only the main Service; rules carry runbook_url" expect full \
+  "one('ServiceMonitor')['spec']['selector']['matchLabels']['selfheal.io/scrape'] == 'true'
+   and [s['metadata']['name'] for s in objs('Service') if s['metadata']['labels'].get('selfheal.io/scrape') == 'true'] == ['${RELEASE}-selfheal-app']
+   and one('ServiceMonitor')['spec']['podTargetLabels'] == ['track']
+   and all(r['annotations']['runbook_url'].startswith('https://') and r['labels']['severity'] for r in one('PrometheusRule')['spec']['groups'][0]['rules'])
+   and {'SelfhealAppHighErrorRatio', 'SelfhealAppHPAAtMax', 'SelfhealAppCanaryWorseThanStable'} <= {r['alert'] for r in one('PrometheusRule')['spec']['groups'][0]['rules']}"
+check "NetworkPolicy: app port open to the namespace, ingress-nginx and monitoring only" expect full \
+  "(lambda n: n['spec']['policyTypes'] == ['Ingress'] and n['spec']['ingress'][0]['ports'] == [{'port': 'http', 'protocol': 'TCP'}]
+     and {'podSelector': {}} in n['spec']['ingress'][0]['from'] and len(n['spec']['ingress'][0]['from']) == 3)(one('NetworkPolicy'))"
+check "NetworkPolicy without sources denies everything (ingress: [])" expect netpol-none "one('NetworkPolicy')['spec']['ingress'] == []"
+check "chaos token: Secret created, CHAOS_TOKEN from it, checksum rolls pods" expect chaos-token \
+  "one('Secret')['metadata']['name'] == '${RELEASE}-selfheal-app-chaos'
+   and env(deploy('stable'))['CHAOS_TOKEN'] == {'secretKeyRef': {'name': '${RELEASE}-selfheal-app-chaos', 'key': 'token'}}
+   and 'checksum/chaos-token' in deploy('stable')['spec']['template']['metadata']['annotations']"
+check "chaos existingSecret: no Secret, CHAOS_TOKEN from the named one" expect chaos-existing \
+  "not objs('Secret') and env(deploy('stable'))['CHAOS_TOKEN']['secretKeyRef']['name'] == 'my-token'"
+check "image digest wins over the tag" expect digest \
+  "pod_spec(deploy('stable'))['containers'][0]['image'] == 'ghcr.io/selfheal-io/selfheal-app@sha256:' + '0123456789abcdef' * 4"
+check "helm test pod: test hook, app image's probe subcommand against the Service's /health and /ready" expect local \
+  "(lambda p: p['metadata']['annotations']['helm.sh/hook'] == 'test' and p['metadata']['name'] == '${RELEASE}-selfheal-app-test'
+     and p['spec']['restartPolicy'] == 'Never'
+     and [c['image'] for c in containers(p)] == ['localhost/selfheal-app:dev'] * 2
+     and [c['args'][:2] for c in containers(p)] == [['probe', 'http://${RELEASE}-selfheal-app.${NS}.svc:80/health'], ['probe', 'http://${RELEASE}-selfheal-app.${NS}.svc:80/ready']]
+     and restricted(p) is None)(one('Pod'))"
+
+# -- schema and render-time checks --------------------------------------------------------------
+check "schema rejects a wrong type (replicaCount=two)" rejects 'replicaCount' --set replicaCount=two
+check "schema rejects an unknown top-level key (replicas=3)" rejects "replicas" --set replicas=3
+check "schema rejects an unknown nested key (canary.tag=x)" rejects "tag" --set canary.tag=x
+check "schema rejects a bad enum (image.pullPolicy=Sometimes)" rejects 'pullPolicy' --set image.pullPolicy=Sometimes
+check "schema rejects a bad fault profile (app.faultProfile=explode)" rejects 'faultProfile' --set app.faultProfile=explode
+check "schema rejects a value below its minimum (autoscaling.maxReplicas=0)" rejects 'maxReplicas' --set autoscaling.maxReplicas=0
+check "schema rejects an error percent above 100" rejects 'faultErrorPercent' --set canary.faultErrorPercent=101
+check "render fails when the grace period cannot hold preStop + drain" rejects 'gracePeriodSeconds.*must be at least' --set termination.gracePeriodSeconds=10
+check "render fails for HPA minReplicas > maxReplicas" rejects 'minReplicas.*above' --set autoscaling.enabled=true --set autoscaling.minReplicas=6
+check "render fails for a canary Ingress without the stable Ingress" rejects 'needs ingress.enabled' --set canary.enabled=true --set canary.ingress.enabled=true
+check "kubeVersion constraint rejects Kubernetes 1.29" rejects 'kubeVersion|incompatible|compatible' --kube-version 1.29.0
+
+# -- stability across a chart version bump ------------------------------------------------------
+stable_across_bump() {
+  local bumped="${TMP}/bumped"
+  rm -rf "${bumped}" && mkdir -p "${bumped}" && cp -R "${CHART}/." "${bumped}/"
+  sed -i -E 's/^version: .*/version: 9.9.9/' "${bumped}/Chart.yaml"
+  "${HELM}" template "${RELEASE}" "${bumped}" --namespace "${NS}" -f "${CHART}/ci/canary-values.yaml" >"${TMP}/bumped.yaml" || return 1
+  render before-bump -f "${CHART}/ci/canary-values.yaml"
+  python3 - "${TMP}/before-bump.yaml" "${TMP}/bumped.yaml" <<'EOF'
+import sys, yaml
+def load(p):
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(open(p)) if d}
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert a.keys() == b.keys(), "different objects"
+for key, d in a.items():
+    assert d["metadata"]["labels"].get("helm.sh/chart") != b[key]["metadata"]["labels"].get("helm.sh/chart"), f"{key}: chart label did not change"
+    if d["kind"] == "Deployment":
+        assert d["spec"]["selector"] == b[key]["spec"]["selector"], f"{key}: selector changed"
+        assert d["spec"]["template"] == b[key]["spec"]["template"], f"{key}: pod template changed (pods would roll)"
+    if d["kind"] in ("Service", "PodDisruptionBudget", "HorizontalPodAutoscaler"):
+        assert d["spec"] == b[key]["spec"], f"{key}: spec changed"
+print("    selectors, pod templates and specs identical for", len(a), "objects", file=sys.stderr)
+EOF
+}
+check "a chart version bump changes the chart label but no selector or pod template" stable_across_bump
+
+# -- package and docs ---------------------------------------------------------------------------
+packaged() {
+  "${HELM}" package "${CHART}" --destination "${TMP}/pkg" >/dev/null || return 1
+  tar -tzf "${TMP}"/pkg/selfheal-app-*.tgz >"${TMP}/pkg.list"
+  grep -q 'selfheal-app/templates/tests/test-connection.yaml$' "${TMP}/pkg.list" &&
+    grep -q 'selfheal-app/values.schema.json$' "${TMP}/pkg.list" &&
+    grep -q 'selfheal-app/README.md$' "${TMP}/pkg.list" &&
+    ! grep -Eq 'selfheal-app/(tests|ci)/' "${TMP}/pkg.list"
+}
+check "helm package keeps templates/tests/, drops tests/ and ci/ (.helmignore)" packaged
+check "every values.yaml key is commented, in the schema, and in README.md (tests/values-doc.py --check)" \
+  python3 "${HERE}/values-doc.py" --check
+check "appVersion equals the app crate's version" \
+  bash -c "[[ \"\$(sed -nE 's/^appVersion: \"?([^\"]+)\"?/\\1/p' '${CHART}/Chart.yaml')\" == \"\$(sed -nE '/^\\[workspace.package\\]/,/^\\[/ s/^version = \"([^\"]+)\"/\\1/p' '${REPO_ROOT}/Cargo.toml')\" ]]"
+
+for f in "${FAILURES[@]}"; do log::error "failed: ${f}"; done
+printf 'chart-template: %d passed, %d failed\n' "${PASSED}" "${FAILED}"
+((FAILED == 0))
