@@ -18,15 +18,14 @@ e2e::require_cluster() {
   fi
 }
 
-# e2e::namespace PREFIX: create a fresh namespace, delete it (without waiting) at exit.
+# e2e::namespace PREFIX: create a fresh namespace, named in E2E_NS, and delete it (without
+# waiting) at exit. Call it directly, not in $(...): the cleanup trap belongs to this shell.
 # The namespace enforces the restricted Pod Security Standard, like the platform's own.
 e2e::namespace() {
-  local ns
-  ns="$1-$(date +%s)-${RANDOM}"
-  kubectl create namespace "${ns}" >/dev/null
-  kubectl label namespace "${ns}" pod-security.kubernetes.io/enforce=restricted selfheal.io/e2e=true >/dev/null
-  util::trap_add "kubectl delete namespace '${ns}' --wait=false >/dev/null 2>&1 || true"
-  printf '%s\n' "${ns}"
+  E2E_NS="$1-$(date +%s)-${RANDOM}"
+  kubectl create namespace "${E2E_NS}" >/dev/null
+  kubectl label namespace "${E2E_NS}" pod-security.kubernetes.io/enforce=restricted selfheal.io/e2e=true >/dev/null
+  util::trap_add "kubectl delete namespace '${E2E_NS}' --wait=false >/dev/null 2>&1 || true"
 }
 
 # e2e::check "what" cmd...: run cmd; count and print the result. Never exits the script.

@@ -18,7 +18,7 @@ Usage: hack/image.sh [options] IMAGE...
 Images:
   app             localhost/selfheal-app:\${IMAGE_TAG}          (static Rust binary, FROM scratch, uid 65532)
   controller      localhost/selfheal-controller:\${IMAGE_TAG}   (same layout)
-  toolbox         localhost/selfheal-toolbox:dev       (static busybox: sh, wget, httpd, nslookup; for tests)
+  toolbox         localhost/selfheal-toolbox:dev       (static busybox: sh, nc, httpd, nslookup; for tests)
   pause           ${PAUSE_IMAGE}       (pod sandbox, from hack/images/pause.c)
   coredns         localhost/coredns:${COREDNS_VERSION}
   metrics-server  localhost/metrics-server:${METRICS_SERVER_VERSION}
@@ -124,7 +124,7 @@ image::toolbox() {
   util::trap_add "rm -rf '${root}'"
   mkdir -p "${root}/bin"
   cp "${busybox}" "${root}/bin/busybox"
-  for applet in sh sleep wget httpd nslookup nc cat echo ls kill date true false env hostname; do
+  for applet in sh sleep httpd nslookup nc cat echo ls kill date true false env hostname; do
     ln -s busybox "${root}/bin/${applet}"
   done
   image::pack toolbox "${root}" --entrypoint /bin/sh --user 65532:65532

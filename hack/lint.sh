@@ -70,6 +70,9 @@ fi
 if [[ -f helm-chart/Chart.yaml ]]; then
   "${REPO_ROOT}/hack/tools.sh" install helm
   lint::check "helm lint --strict helm-chart" helm lint --strict helm-chart
+  if [[ -x helm-chart/tests/template.sh ]]; then
+    lint::check "chart template tests (helm-chart/tests/template.sh)" helm-chart/tests/template.sh
+  fi
 else
   log::info "no chart yet: helm lint not run"
 fi

@@ -76,10 +76,19 @@ test::unit() {
   test::run unit test::cargo "${args[@]}"
 }
 
+# Every e2e script but the lifecycle one (it stops the cluster): smoke first, then by name.
+test::e2e_scripts() {
+  printf '%s\n' "${REPO_ROOT}/e2e/smoke.sh"
+  find "${REPO_ROOT}/e2e" -maxdepth 1 -name '*.sh' ! -name lib.sh ! -name smoke.sh ! -name cluster-lifecycle.sh | sort
+}
+
 test::cluster() {
   test::kubeconfig
   test::run cargo test::cargo --workspace
-  test::run smoke "${REPO_ROOT}/e2e/smoke.sh"
+  local script
+  while read -r script; do
+    test::run "e2e-$(basename "${script}" .sh)" "${script}"
+  done < <(test::e2e_scripts)
 }
 
 test::kubeconfig() {
@@ -110,6 +119,8 @@ test::all() {
   fi
   "${REPO_ROOT}/hack/cluster.sh" up
   unset KUBECONFIG
+  # The e2e tests deploy the project's own images: build them (static, release) and import them.
+  "${REPO_ROOT}/hack/image.sh" --import project
   test::cluster
   if ((started)) && [[ "${KEEP_CLUSTER:-0}" != 1 ]]; then
     test::run lifecycle "${REPO_ROOT}/e2e/cluster-lifecycle.sh"

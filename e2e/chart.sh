@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# The Helm chart (helm-chart/) on a real cluster. Every values variant, rendered with
+# `helm template`, passes a server-side dry-run against the API server into a namespace that
+# enforces the restricted Pod Security Standard (schema and admission errors linting cannot see);
+# `helm install` with the local image brings pods to Ready and `helm test` passes; a canary track
+# comes up next to stable; `helm upgrade` to a new image tag rolls while a watcher confirms the
+# ready replicas and ready endpoints never drop below the PDB's minAvailable; a bad release
+# (readiness never passes) stalls without losing capacity and `helm rollback` restores it.
+# Prerequisites: a cluster in KUBECONFIG (hack/cluster.sh up) with localhost/selfheal-app:$IMAGE_TAG
+# imported (hack/image.sh --import app); helm 3 or 4 (hack/tools.sh install helm); python3.
+# shellcheck source=e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  cat <<EOF
+Usage: e2e/chart.sh [-h|--help]
+
+Tests helm-chart/ on the cluster in a fresh namespace (deleted at exit) and prints
+"chart: N passed, N failed". Exit status 0 only when every check passed.
+
+Environment:
+  KUBECONFIG   cluster to test (default: hack/cluster.sh's, ${CLUSTER_KUBECONFIG})
+  IMAGE_TAG    tag of the imported app image localhost/selfheal-app (default: dev)
+  HELM         helm binary (default: helm on PATH, the pinned one first)
+
+Example:
+  hack/image.sh --import app && e2e/chart.sh
+EOF
+}
+
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  "") ;;
+  *) util::usage_error "unknown argument: $1" ;;
+esac
+
+HELM="${HELM:-helm}"
+util::require_tools "${HELM}" kubectl python3
+e2e::require_cluster
+
+CHART="${REPO_ROOT}/helm-chart"
+REPO=localhost/selfheal-app
+TAG="${IMAGE_TAG:-dev}"
+REL=e2e
+TMP="$(mktemp -d)"
+util::trap_add "rm -rf '${TMP}'"
+# Called directly (not in $(...)) so its cleanup trap belongs to this shell; newer lib.sh sets
+# E2E_NS, older ones print the name.
+e2e::namespace chart >"${TMP}/ns"
+NS="${E2E_NS:-$(cat "${TMP}/ns")}"
+[[ -n "${NS}" ]] || log::fatal "e2e::namespace gave no namespace"
+FULL="${REL}-selfheal-app"
+K=(kubectl --namespace "${NS}")
+SERVER_VERSION="$(kubectl version -o json | python3 -c 'import json, sys; print(json.load(sys.stdin)["serverVersion"]["gitVersion"])')"
+log::step "chart e2e in namespace ${NS} (restricted), Kubernetes ${SERVER_VERSION}, $("${HELM}" version --short), image ${REPO}:${TAG}"
+
+# The image must be in the node (pullPolicy Never): say how to get it instead of timing out.
+if [[ -S "${CONTAINERD_SOCK}" ]] && ! util::ctr images ls -q 2>/dev/null | grep -qx "${REPO}:${TAG}"; then
+  log::fatal "${REPO}:${TAG} is not imported into the local cluster: run hack/image.sh --import app"
+fi
+LOCAL_IMAGE=(--set "image.repository=${REPO}" --set "image.tag=${TAG}" --set image.pullPolicy=Never)
+
+# -- server-side dry-run of every variant -------------------------------------------------------
+# server_dry_run NAME [helm args...]: render, then let the API server validate and admit it
+# (dry-run: nothing is stored). Pod Security only warns for Deployments, so a warning fails too.
+server_dry_run() {
+  local name="$1"
+  shift
+  "${HELM}" template "dry-${name}" "${CHART}" --namespace "${NS}" --kube-version "${SERVER_VERSION}" "$@" >"${TMP}/${name}.yaml" || return 1
+  if ! "${K[@]}" apply --dry-run=server -f "${TMP}/${name}.yaml" >"${TMP}/${name}.out" 2>"${TMP}/${name}.err"; then
+    cat "${TMP}/${name}.err" >&2
+    return 1
+  fi
+  if grep -qi 'warning' "${TMP}/${name}.err"; then
+    log::error "the API server warned: $(cat "${TMP}/${name}.err")"
+    return 1
+  fi
+  log::info "$(wc -l <"${TMP}/${name}.out") objects accepted: $(awk '{print $1}' "${TMP}/${name}.out" | tr '\n' ' ')"
+}
+e2e::check "server-side dry-run: default values" server_dry_run default
+e2e::check "server-side dry-run: values-demo.yaml" server_dry_run demo -f "${CHART}/values-demo.yaml"
+e2e::check "server-side dry-run: canary (ci/canary-values.yaml: canary Deployment, weighted Ingress, TLS)" \
+  server_dry_run canary -f "${CHART}/ci/canary-values.yaml"
+e2e::check "server-side dry-run: values-openshift.yaml (no fixed UID)" server_dry_run openshift -f "${CHART}/values-openshift.yaml"
+e2e::check "server-side dry-run: ci/full-values.yaml (HPA with memory, NetworkPolicy, PDB maxUnavailable)" \
+  server_dry_run full -f "${CHART}/ci/full-values.yaml"
+# A negative control: the same path must reject a pod the restricted profile forbids.
+e2e::check "server-side dry-run rejects a privileged variant (the namespace really enforces restricted)" \
+  bash -c '! "$@"' _ server_dry_run privileged --set securityContext.privileged=true --set securityContext.allowPrivilegeEscalation=true
+
+# -- install, helm test ---------------------------------------------------------------------------
+# minAvailable = replicas: any dip in ready pods during a rollout breaks the budget.
+INSTALL_VALUES=("${LOCAL_IMAGE[@]}" --set replicaCount=2 --set podDisruptionBudget.minAvailable=2
+  --set app.message=release-1)
+install_release() {
+  "${HELM}" install "${REL}" "${CHART}" --namespace "${NS}" "${INSTALL_VALUES[@]}" >"${TMP}/install.out" &&
+    "${K[@]}" rollout status "deployment/${FULL}" --timeout=180s
+}
+e2e::check "helm install with ${REPO}:${TAG}: rollout completes" install_release
+all_pods_ready() {
+  "${K[@]}" wait pod -l "app.kubernetes.io/instance=${REL},track=stable" --for=condition=Ready --timeout=60s >/dev/null &&
+    [[ "$("${K[@]}" get deployment "${FULL}" -o jsonpath='{.status.readyReplicas}')" == 2 ]]
+}
+e2e::check "2 stable pods Ready (probes on /health and /ready pass)" all_pods_ready
+notes_say_next_steps() { grep -q "port-forward service/${FULL}" "${TMP}/install.out" && grep -q "helm test ${REL}" "${TMP}/install.out"; }
+e2e::check "NOTES.txt tells what to run next (port-forward, helm test)" notes_say_next_steps
+
+helm_test() {
+  "${HELM}" test "${REL}" --namespace "${NS}" --timeout 120s >"${TMP}/test.out" 2>&1 || { cat "${TMP}/test.out" >&2; return 1; }
+  [[ "$("${K[@]}" get pod "${FULL}-test" -o jsonpath='{.status.phase}')" == Succeeded ]] &&
+    "${K[@]}" logs "${FULL}-test" -c ready | grep -q "^ok: http://${FULL}.${NS}.svc:80/ready answered 200"
+}
+e2e::check "helm test passes (pod ${FULL}-test probes /health and /ready through the Service)" helm_test
+
+# get_root SERVICE: GET / of a Service through the API server's service proxy (works on any cluster).
+get_root() { kubectl get --raw "/api/v1/namespaces/${NS}/services/http:$1:80/proxy/"; }
+answers_json() { get_root "${FULL}" | python3 -c "import json, sys; d = json.load(sys.stdin); sys.exit(0 if d['track'] == 'stable' and d['message'] == '$1' and d['namespace'] == '${NS}' else 1)"; }
+e2e::check "the Service answers GET / with track stable, the release message and the Downward API namespace" \
+  e2e::eventually 30 answers_json release-1
+pdb_live() {
+  [[ "$("${K[@]}" get pdb "${FULL}" -o jsonpath='{.status.currentHealthy}/{.status.desiredHealthy}/{.status.disruptionsAllowed}')" == 2/2/0 ]]
+}
+e2e::check "PDB is live: 2 healthy, 2 desired, 0 disruptions allowed" e2e::eventually 30 pdb_live
+no_token() {
+  [[ "$("${K[@]}" get pod -l "app.kubernetes.io/instance=${REL},track=stable" -o jsonpath='{.items[0].spec.automountServiceAccountToken}')" == false ]] &&
+    ! "${K[@]}" get pod -l "app.kubernetes.io/instance=${REL},track=stable" -o jsonpath='{.items[0].spec.containers[0].volumeMounts}' | grep -q serviceaccount
+}
+e2e::check "pods run without a ServiceAccount token" no_token
+
+# -- canary track -----------------------------------------------------------------------------------
+canary_up() {
+  "${HELM}" upgrade "${REL}" "${CHART}" --namespace "${NS}" --reuse-values --set canary.enabled=true \
+    --set canary.replicaCount=1 --set canary.message=canary-1 >/dev/null &&
+    "${K[@]}" rollout status "deployment/${FULL}-canary" --timeout=120s &&
+    get_root "${FULL}-canary" | grep -q '"track":"canary"' &&
+    get_root "${FULL}-stable" | grep -q '"track":"stable"'
+}
+e2e::check "canary enabled: ${FULL}-canary Ready, its Service answers track canary, ${FULL}-stable answers stable" canary_up
+three_endpoints() {
+  [[ "$("${K[@]}" get endpointslices -l "kubernetes.io/service-name=${FULL}" -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}')" == xxx ]]
+}
+e2e::check "the all-tracks Service has 3 ready endpoints (2 stable + 1 canary: replica-ratio split)" e2e::eventually 30 three_endpoints
+canary_down() {
+  "${HELM}" upgrade "${REL}" "${CHART}" --namespace "${NS}" --reuse-values --set canary.enabled=false >/dev/null &&
+    e2e::eventually 60 bash -c "! kubectl --namespace '${NS}' get deployment '${FULL}-canary' >/dev/null 2>&1"
+}
+e2e::check "canary disabled: its Deployment and Services are removed" canary_down
+
+# -- upgrade to a new tag under a watcher -------------------------------------------------------------
+# watch_capacity FILE: every 0.5 s, "readyReplicas readyEndpoints updatedReplicas replicas" of the
+# stable track; runs until killed.
+watch_capacity() {
+  local ready eps
+  while true; do
+    ready="$("${K[@]}" get deployment "${FULL}" -o jsonpath='{.status.readyReplicas} {.status.updatedReplicas} {.status.replicas}' 2>/dev/null || echo "? ? ?")"
+    eps="$("${K[@]}" get endpointslices -l "kubernetes.io/service-name=${FULL}" -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}' 2>/dev/null || echo "?")"
+    printf '%s %s\n' "${ready}" "${#eps}" >>"$1"
+    sleep 0.5
+  done
+}
+# capacity_held FILE MIN: every sample had at least MIN ready replicas and MIN ready endpoints,
+# and the watcher saw the rollout (a sample with more pods than desired, i.e. a surge pod).
+capacity_held() {
+  python3 - "$1" "$2" <<'EOF'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+need = int(sys.argv[2])
+samples = [(int(r[0] or 0), int(r[1] or 0), int(r[2] or 0), int(r[3])) for r in rows if len(r) == 4 and "?" not in r]
+if len(samples) < 5:
+    sys.exit(f"only {len(samples)} samples")
+min_ready = min(s[0] for s in samples)
+min_eps = min(s[3] for s in samples)
+surged = any(s[2] > 2 for s in samples)
+print(f"    {len(samples)} samples: min ready replicas {min_ready}, min ready endpoints {min_eps}, "
+      f"max pods {max(s[2] for s in samples)} (PDB minAvailable {need})", file=sys.stderr)
+sys.exit(0 if min_ready >= need and min_eps >= need and surged else 1)
+EOF
+}
+
+NEW_TAG="${TAG}"
+if [[ -S "${CONTAINERD_SOCK}" ]] && util::ctr images tag --force "${REPO}:${TAG}" "${REPO}:e2e-v2" >/dev/null 2>&1; then
+  NEW_TAG=e2e-v2
+  util::trap_add "util::ctr images rm '${REPO}:e2e-v2' >/dev/null 2>&1 || true"
+else
+  log::warn "cannot tag ${REPO}:e2e-v2 in the node's containerd (not the local cluster?): upgrading with a changed setting only"
+fi
+MIN_AVAILABLE="$("${K[@]}" get pdb "${FULL}" -o jsonpath='{.spec.minAvailable}')"
+: >"${TMP}/capacity"
+watch_capacity "${TMP}/capacity" &
+WATCHER=$!
+util::trap_add "kill ${WATCHER} 2>/dev/null || true"
+sleep 2
+upgrade_release() {
+  "${HELM}" upgrade "${REL}" "${CHART}" --namespace "${NS}" --reuse-values --set "image.tag=${NEW_TAG}" \
+    --set app.message=release-2 >/dev/null &&
+    "${K[@]}" rollout status "deployment/${FULL}" --timeout=180s
+}
+e2e::check "helm upgrade to ${REPO}:${NEW_TAG}: rollout completes" upgrade_release
+sleep 2
+kill "${WATCHER}" 2>/dev/null || true
+wait "${WATCHER}" 2>/dev/null || true
+e2e::check "during the upgrade ready replicas and ready endpoints never dropped below the PDB's minAvailable (${MIN_AVAILABLE})" \
+  capacity_held "${TMP}/capacity" "${MIN_AVAILABLE}"
+new_pods_only() {
+  local images
+  images="$("${K[@]}" get pods -l "app.kubernetes.io/instance=${REL},track=stable" --field-selector=status.phase=Running -o jsonpath='{range .items[*]}{.spec.containers[0].image}{"\n"}{end}' | sort -u)"
+  [[ "${images}" == "${REPO}:${NEW_TAG}" ]]
+}
+e2e::check "only pods of the new tag remain" e2e::eventually 60 new_pods_only
+e2e::check "the Service answers with the upgraded release's message" e2e::eventually 30 answers_json release-2
+e2e::check "helm test passes after the upgrade" helm_test
+
+# -- a bad release stalls without losing capacity; helm rollback restores it ----------------------------
+bad_release_stalls() {
+  "${HELM}" upgrade "${REL}" "${CHART}" --namespace "${NS}" --reuse-values --set app.faultProfile=unready \
+    --set app.message=release-bad >/dev/null || return 1
+  # Long enough for several readiness periods of the new pod.
+  sleep 20
+  local s
+  s="$("${K[@]}" get deployment "${FULL}" -o jsonpath='{.status.readyReplicas}/{.status.updatedReplicas}/{.status.unavailableReplicas}')"
+  log::info "after 20 s: ready/updated/unavailable = ${s}"
+  [[ "${s}" == 2/1/1 ]] && answers_json release-2
+}
+e2e::check "bad release (faultProfile=unready): the new pod never turns Ready, 2 old pods keep serving" bad_release_stalls
+rollback_release() {
+  "${HELM}" rollback "${REL}" --namespace "${NS}" >/dev/null &&
+    "${K[@]}" rollout status "deployment/${FULL}" --timeout=120s &&
+    e2e::eventually 60 new_pods_only && answers_json release-2 &&
+    [[ "$("${HELM}" history "${REL}" --namespace "${NS}" -o json | python3 -c 'import json, sys; print(json.load(sys.stdin)[-1]["description"])')" == "Rollback to"* ]]
+}
+e2e::check "helm rollback restores the previous revision" rollback_release
+
+((E2E_FAILED == 0)) || { e2e::dump "${NS}"; "${HELM}" history "${REL}" --namespace "${NS}" >&2 || true; }
+e2e::summary chart
