@@ -63,7 +63,12 @@ tools::go_install() {
   local tmp start
   tmp="$(mktemp -d "${TOOLS_DIR}/.${name}.XXXXXX")"
   start="$(date +%s)"
-  GOBIN="${tmp}" CGO_ENABLED=0 GOFLAGS=-trimpath go install -ldflags "-s -w ${ldflags}" "${pkg}"
+  local log="${TOOLS_DIR}/${name}-${version}.build.log"
+  if ! GOBIN="${tmp}" CGO_ENABLED=0 GOFLAGS=-trimpath go install -ldflags "-s -w ${ldflags}" "${pkg}" >"${log}" 2>&1; then
+    tail -n 30 "${log}" >&2
+    rm -rf "${tmp}"
+    log::fatal "building ${name} ${version} failed (full log: ${log})"
+  fi
   mv "${tmp}" "${dest}"
   tools::link "${dest}"
   log::ok "${name} ${version} built in $(($(date +%s) - start))s"
@@ -108,7 +113,7 @@ tools::kubernetes() {
   mkdir -p "${wrap}"
   (
     cd "${wrap}" || exit 1
-    go mod download "k8s.io/kubernetes@${KUBE_VERSION}"
+    go mod download "k8s.io/kubernetes@${KUBE_VERSION}" 2>/dev/null || go mod download "k8s.io/kubernetes@${KUBE_VERSION}"
     local moddir gover
     moddir="$(go env GOMODCACHE)/k8s.io/kubernetes@${KUBE_VERSION}"
     gover="$(awk '$1 == "go" {print $2}' "${moddir}/go.mod")"
