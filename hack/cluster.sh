@@ -387,9 +387,11 @@ cluster::print_env() {
 cluster::remove_containers() {
   [[ -S "${CONTAINERD_SOCK}" ]] && cluster::running containerd || return 0
   local t c
-  for t in $(util::ctr tasks ls -q 2>/dev/null); do util::run util::ctr tasks kill -s SIGKILL "${t}" >/dev/null 2>&1 || true; done
-  for t in $(util::ctr tasks ls -q 2>/dev/null); do util::run util::ctr tasks rm -f "${t}" >/dev/null 2>&1 || true; done
-  for c in $(util::ctr containers ls -q 2>/dev/null); do util::run util::ctr containers rm "${c}" >/dev/null 2>&1 || true; done
+  # Their shims would otherwise outlive containerd. (util::run's own lines go to stderr.)
+  for t in $(util::ctr tasks ls -q 2>/dev/null); do util::run util::ctr tasks kill -s SIGKILL "${t}" >/dev/null || true; done
+  [[ "${DRY_RUN:-0}" == 1 ]] || sleep 1
+  for t in $(util::ctr tasks ls -q 2>/dev/null); do util::run util::ctr tasks rm -f "${t}" >/dev/null || true; done
+  for c in $(util::ctr containers ls -q 2>/dev/null); do util::run util::ctr containers rm "${c}" >/dev/null || true; done
 }
 
 # Only the rules this cluster made: chains named KUBE-* (kubelet, kube-proxy) and CNI-* (bridge,
@@ -399,13 +401,13 @@ cluster::remove_iptables() {
   for table in nat filter mangle; do
     while read -r rule; do
       [[ -n "${rule}" ]] || continue
-      eval "util::run iptables -t ${table} ${rule/#-A/-D}" 2>/dev/null || true
+      eval "util::run iptables -t ${table} ${rule/#-A/-D}" || true
     done < <(iptables -t "${table}" -S 2>/dev/null | grep -E '^-A ' | grep -E -- '-j (KUBE|CNI)-|--comment "(kube|CNI|name: \\"selfheal)' || true)
     for chain in $(iptables -t "${table}" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
-      util::run iptables -t "${table}" -F "${chain}" 2>/dev/null || true
+      util::run iptables -t "${table}" -F "${chain}" || true
     done
     for chain in $(iptables -t "${table}" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
-      util::run iptables -t "${table}" -X "${chain}" 2>/dev/null || true
+      util::run iptables -t "${table}" -X "${chain}" || true
     done
   done
 }
