@@ -67,6 +67,10 @@ server_dry_run() {
   local name="$1"
   shift
   "${HELM}" template "dry-${name}" "${CHART}" --namespace "${NS}" --kube-version "${SERVER_VERSION}" "$@" >"${TMP}/${name}.yaml" || return 1
+  # The helm test Pod names the release's ServiceAccount, and Pod admission looks it up; a dry-run
+  # stores nothing, so create the (inert) ServiceAccount for real first.
+  python3 -c 'import sys, yaml; print(yaml.safe_dump_all([d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "ServiceAccount"]))' \
+    "${TMP}/${name}.yaml" | "${K[@]}" apply -f - >/dev/null || return 1
   if ! "${K[@]}" apply --dry-run=server -f "${TMP}/${name}.yaml" >"${TMP}/${name}.out" 2>"${TMP}/${name}.err"; then
     cat "${TMP}/${name}.err" >&2
     return 1
@@ -85,8 +89,14 @@ e2e::check "server-side dry-run: values-openshift.yaml (no fixed UID)" server_dr
 e2e::check "server-side dry-run: ci/full-values.yaml (HPA with memory, NetworkPolicy, PDB maxUnavailable)" \
   server_dry_run full -f "${CHART}/ci/full-values.yaml"
 # A negative control: the same path must reject a pod the restricted profile forbids.
-e2e::check "server-side dry-run rejects a privileged variant (the namespace really enforces restricted)" \
-  bash -c '! "$@"' _ server_dry_run privileged --set securityContext.privileged=true --set securityContext.allowPrivilegeEscalation=true
+privileged_rejected() {
+  if server_dry_run privileged --set securityContext.allowPrivilegeEscalation=true 2>"${TMP}/privileged.log"; then
+    return 1
+  fi
+  grep -q 'violates PodSecurity "restricted' "${TMP}/privileged.err" &&
+    grep -q 'would violate PodSecurity "restricted' "${TMP}/privileged.err"
+}
+e2e::check "server-side dry-run rejects allowPrivilegeEscalation=true (the namespace really enforces restricted)" privileged_rejected
 
 # -- install, helm test ---------------------------------------------------------------------------
 # minAvailable = replicas: any dip in ready pods during a rollout breaks the budget.
@@ -113,7 +123,7 @@ helm_test() {
 e2e::check "helm test passes (pod ${FULL}-test probes /health and /ready through the Service)" helm_test
 
 # get_root SERVICE: GET / of a Service through the API server's service proxy (works on any cluster).
-get_root() { kubectl get --raw "/api/v1/namespaces/${NS}/services/http:$1:80/proxy/"; }
+get_root() { kubectl get --raw "/api/v1/namespaces/${NS}/services/http:$1:http/proxy/"; }
 answers_json() { get_root "${FULL}" | python3 -c "import json, sys; d = json.load(sys.stdin); sys.exit(0 if d['track'] == 'stable' and d['message'] == '$1' and d['namespace'] == '${NS}' else 1)"; }
 e2e::check "the Service answers GET / with track stable, the release message and the Downward API namespace" \
   e2e::eventually 30 answers_json release-1
@@ -147,14 +157,18 @@ canary_down() {
 e2e::check "canary disabled: its Deployment and Services are removed" canary_down
 
 # -- upgrade to a new tag under a watcher -------------------------------------------------------------
-# watch_capacity FILE: every 0.5 s, "readyReplicas readyEndpoints updatedReplicas replicas" of the
-# stable track; runs until killed.
+# watch_capacity FILE: every 0.5 s, "readyReplicas,updatedReplicas,replicas,readyEndpoints" of the
+# stable Deployment and the all-tracks Service; runs until killed.
 watch_capacity() {
   local ready eps
   while true; do
-    ready="$("${K[@]}" get deployment "${FULL}" -o jsonpath='{.status.readyReplicas} {.status.updatedReplicas} {.status.replicas}' 2>/dev/null || echo "? ? ?")"
-    eps="$("${K[@]}" get endpointslices -l "kubernetes.io/service-name=${FULL}" -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}' 2>/dev/null || echo "?")"
-    printf '%s %s\n' "${ready}" "${#eps}" >>"$1"
+    ready="$("${K[@]}" get deployment "${FULL}" -o jsonpath='{.status.readyReplicas},{.status.updatedReplicas},{.status.replicas}' 2>/dev/null)" || ready="?,?,?"
+    if eps="$("${K[@]}" get endpointslices -l "kubernetes.io/service-name=${FULL}" -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}' 2>/dev/null)"; then
+      eps="${#eps}"
+    else
+      eps="?"
+    fi
+    printf '%s,%s\n' "${ready}" "${eps}" >>"$1"
     sleep 0.5
   done
 }
@@ -163,9 +177,10 @@ watch_capacity() {
 capacity_held() {
   python3 - "$1" "$2" <<'EOF'
 import sys
-rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+# An absent status field (kubectl prints nothing) means 0; a failed kubectl call ("?") is no sample.
+rows = [l.strip().split(",") for l in open(sys.argv[1]) if l.strip()]
 need = int(sys.argv[2])
-samples = [(int(r[0] or 0), int(r[1] or 0), int(r[2] or 0), int(r[3])) for r in rows if len(r) == 4 and "?" not in r]
+samples = [tuple(int(x or 0) for x in r) for r in rows if len(r) == 4 and "?" not in r]
 if len(samples) < 5:
     sys.exit(f"only {len(samples)} samples")
 min_ready = min(s[0] for s in samples)
@@ -217,15 +232,19 @@ bad_release_stalls() {
   # Long enough for several readiness periods of the new pod.
   sleep 20
   local s
-  s="$("${K[@]}" get deployment "${FULL}" -o jsonpath='{.status.readyReplicas}/{.status.updatedReplicas}/{.status.unavailableReplicas}')"
-  log::info "after 20 s: ready/updated/unavailable = ${s}"
-  [[ "${s}" == 2/1/1 ]] && answers_json release-2
+  s="$("${K[@]}" get deployment "${FULL}" -o jsonpath='{.status.readyReplicas}/{.status.updatedReplicas}/{.status.replicas}')"
+  log::info "after 20 s: ready/updated/total = ${s}"
+  [[ "${s}" == 2/1/3 ]] && answers_json release-2
 }
 e2e::check "bad release (faultProfile=unready): the new pod never turns Ready, 2 old pods keep serving" bad_release_stalls
+# healthy_profile_only: exactly 2 pods, none of them started with a fault profile.
+healthy_profile_only() {
+  [[ "$("${K[@]}" get pods -l "app.kubernetes.io/instance=${REL},track=stable" -o jsonpath='{range .items[*]}{.spec.containers[0].env[?(@.name=="APP_FAULT_PROFILE")].value}{"\n"}{end}')" == $'none\nnone' ]]
+}
 rollback_release() {
   "${HELM}" rollback "${REL}" --namespace "${NS}" >/dev/null &&
     "${K[@]}" rollout status "deployment/${FULL}" --timeout=120s &&
-    e2e::eventually 60 new_pods_only && answers_json release-2 &&
+    e2e::eventually 90 healthy_profile_only && answers_json release-2 &&
     [[ "$("${HELM}" history "${REL}" --namespace "${NS}" -o json | python3 -c 'import json, sys; print(json.load(sys.stdin)[-1]["description"])')" == "Rollback to"* ]]
 }
 e2e::check "helm rollback restores the previous revision" rollback_release
