@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make demo`: sets up a cluster (the local one, or the current minikube), builds and loads the
-# app image, deploys the app, then breaks it on purpose and shows Kubernetes healing it, with a
+# app image, installs the Helm chart with the workshop values, then breaks it on purpose and shows Kubernetes healing it, with a
 # timeline: layer 1 (a crashed container is restarted by the kubelet) and layer 2 (an unready pod
 # leaves the Service's endpoints and comes back). Later layers join as their parts land.
 # Prerequisites: root for the local cluster (Linux), or a running minikube.
@@ -18,7 +18,7 @@ Options:
   --dry-run       print what would be done, change nothing
   -h, --help      this help
 
-Clean up:  kubectl delete namespace selfheal-demo   (and 'make cluster-down' for the local cluster)
+Clean up:  helm -n selfheal-demo uninstall selfheal-app; kubectl delete namespace selfheal-demo   (and 'make cluster-down' for the local cluster)
 EOF
 }
 
@@ -53,15 +53,18 @@ else
   util::require_tools minikube kubectl
   util::run "${REPO_ROOT}/hack/image.sh" --minikube app
 fi
-util::require_tools kubectl curl python3
+util::require_tools kubectl curl python3 jq
 
-log::step "deploying selfheal-app (2 replicas, probes, /crash enabled for the demo)"
+log::step "installing the chart: release selfheal-app (2+ replicas, probes, HPA, PDB, /crash on)"
+util::require_tools helm
 util::run kubectl create namespace "${NS}" --dry-run=client -o yaml | util::run kubectl apply -f - >/dev/null
 util::run kubectl label namespace "${NS}" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
-sed "s#@APP_IMAGE@#localhost/selfheal-app:${IMAGE_TAG:-dev}#" "${REPO_ROOT}/hack/demo/app.yaml" |
-  util::run kubectl -n "${NS}" apply -f - >/dev/null
-# A fresh image under the same tag needs new pods.
-util::run kubectl -n "${NS}" rollout restart deployment/selfheal-app >/dev/null
+# A rebuilt image keeps its tag: the restartedAt annotation rolls the pods onto it.
+util::run helm upgrade --install selfheal-app "${REPO_ROOT}/helm-chart" --namespace "${NS}" \
+  -f "${REPO_ROOT}/helm-chart/values-demo.yaml" \
+  --set image.repository=localhost/selfheal-app --set "image.tag=${IMAGE_TAG:-dev}" \
+  --set-string "podAnnotations.selfheal\.io/restartedAt=$(date +%s)" \
+  --wait --timeout 3m
 util::run kubectl -n "${NS}" rollout status deployment/selfheal-app --timeout=120s
 [[ "${DRY_RUN:-0}" == 1 ]] && exit 0
 
@@ -77,14 +80,13 @@ mark() {
 }
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# forward TARGET: a port-forward on 127.0.0.1 (stopped at exit); prints the local port.
+# forward TARGET: a port-forward on 127.0.0.1, stopped at exit; its local port lands in $port.
+# Not called in $(...): the port-forward and its cleanup trap must belong to this shell.
 forward() {
-  local port
   port="$(free_port)"
   ${K} port-forward --address 127.0.0.1 "$1" "${port}:8080" >/dev/null 2>&1 &
   util::trap_add "kill $! 2>/dev/null || true"
-  util::wait_for "port-forward to $1" 20 curl -fsS -m 2 "http://127.0.0.1:${port}/health" >&2 || log::fatal "port-forward to $1 failed"
-  printf '%s\n' "${port}"
+  util::wait_for "port-forward to $1" 20 curl -fsS -m 2 "http://127.0.0.1:${port}/health" || log::fatal "port-forward to $1 failed"
 }
 restarts() { ${K} get pod "$1" -o jsonpath='{.status.containerStatuses[0].restartCount}'; }
 is_ready() { [[ "$(${K} get pod "$1" -o jsonpath='{.status.containerStatuses[0].ready}')" == true ]]; }
@@ -93,13 +95,16 @@ ready_endpoints() {
     -o jsonpath='{range .items[*].endpoints[*]}{.conditions.ready}{"\n"}{end}' | grep -c true || true
 }
 endpoints_are() { (($(ready_endpoints) == $1)); }
+endpoints_below() { (($(ready_endpoints) < $1)); }
 restarted_since() { (($(restarts "$1") > $2)); }
 
-mapfile -t PODS < <(${K} get pods -l app.kubernetes.io/name=selfheal-app -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}')
+# The pods of this rollout: old ones may still be terminating.
+mapfile -t PODS < <(${K} get pods -l app.kubernetes.io/name=selfheal-app,track=stable -o json |
+  jq -r '.items[] | select(.metadata.deletionTimestamp == null) | .metadata.name')
 ((${#PODS[@]} >= 2)) || log::fatal "expected 2 pods, found ${#PODS[@]}"
 
 log::step "the service answers"
-port="$(forward "pod/${PODS[0]}")"
+forward "pod/${PODS[0]}"
 curl -fsS "http://127.0.0.1:${port}/" >&2
 echo >&2
 
@@ -113,13 +118,14 @@ util::wait_for "${PODS[0]} Ready again" 60 is_ready "${PODS[0]}"
 mark "healed: ${PODS[0]} Ready again, back in the Service"
 
 log::step "layer 2 — readiness removal: ${PODS[1]} turns unready for 15 s"
-port="$(forward "pod/${PODS[1]}")"
+total="$(ready_endpoints)"
+forward "pod/${PODS[1]}"
 mark "fault injected: ${PODS[1]} reports unready (ready endpoints: $(ready_endpoints))"
 curl -fsS -X POST "http://127.0.0.1:${port}/crash?mode=unready&seconds=15" >/dev/null
-util::wait_for "the Service to drop ${PODS[1]}" 30 endpoints_are 1
-mark "detected: readiness probe failed, Service endpoints ready: $(ready_endpoints)/2"
-util::wait_for "${PODS[1]} back in the Service" 60 endpoints_are 2
-mark "healed: readiness restored, Service endpoints ready: $(ready_endpoints)/2 (no restart: $(restarts "${PODS[1]}") restarts)"
+util::wait_for "the Service to drop ${PODS[1]}" 30 endpoints_below "${total}"
+mark "detected: readiness probe failed, Service endpoints ready: $(ready_endpoints)/${total}"
+util::wait_for "${PODS[1]} back in the Service" 60 endpoints_are "${total}"
+mark "healed: readiness restored, Service endpoints ready: $(ready_endpoints)/${total} (no restart: $(restarts "${PODS[1]}") restarts)"
 
 printf '\n==== timeline ====\n'
 printf '%s\n' "${TIMELINE[@]}"
@@ -130,5 +136,5 @@ The app keeps running in namespace ${NS}. Try it yourself:
   kubectl -n ${NS} port-forward svc/selfheal-app 8080:80 &
   curl -X POST 'localhost:8080/crash?mode=unhealthy'      # liveness fails -> restart
   kubectl -n ${NS} get pods -w
-Clean up: kubectl delete namespace ${NS}$([[ "${TARGET}" == local ]] && echo "; make cluster-down")
+Clean up: helm -n ${NS} uninstall selfheal-app; kubectl delete namespace ${NS}$([[ "${TARGET}" == local ]] && echo "; make cluster-down")
 EOF
