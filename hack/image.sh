@@ -68,7 +68,7 @@ image::pack() {
 # A Rust binary of the workspace, static so the image needs no libc: FROM scratch.
 image::rust() {
   local name="$1" bin="selfheal-$1"
-  util::require_tools cargo python3
+  util::require_tools cargo python3 jq
   log::step "building ${bin} (static, release)"
   RUSTFLAGS='-C target-feature=+crt-static' util::run cargo build --release --locked \
     --manifest-path "${REPO_ROOT}/Cargo.toml" -p "${bin}" --target "${TARGET}"
@@ -76,7 +76,9 @@ image::rust() {
   root="$(mktemp -d)"
   util::trap_add "rm -rf '${root}'"
   if [[ "${DRY_RUN:-0}" != 1 ]]; then
-    install -m 0755 "${REPO_ROOT}/target/${TARGET}/release/${bin}" "${root}/${bin}"
+    local target_dir
+    target_dir="$(cargo metadata --format-version 1 --no-deps --manifest-path "${REPO_ROOT}/Cargo.toml" | jq -r .target_directory)"
+    install -m 0755 "${target_dir}/${TARGET}/release/${bin}" "${root}/${bin}"
   fi
   local port=8080
   [[ "${name}" == controller ]] && port=8081
