@@ -56,7 +56,7 @@ fi
 util::require_tools kubectl curl python3 jq
 
 log::step "installing the chart: release selfheal-app (2+ replicas, probes, HPA, PDB, /crash on)"
-util::require_tools helm
+command -v helm >/dev/null || util::run "${REPO_ROOT}/hack/tools.sh" install helm
 util::run kubectl create namespace "${NS}" --dry-run=client -o yaml | util::run kubectl apply -f - >/dev/null
 util::run kubectl label namespace "${NS}" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
 # A rebuilt image keeps its tag: the restartedAt annotation rolls the pods onto it.
