@@ -55,7 +55,8 @@ SERVER_VERSION="$(kubectl version -o json | python3 -c 'import json, sys; print(
 log::step "chart e2e in namespace ${NS} (restricted), Kubernetes ${SERVER_VERSION}, $("${HELM}" version --short), image ${REPO}:${TAG}"
 
 # The image must be in the node (pullPolicy Never): say how to get it instead of timing out.
-if [[ -S "${CONTAINERD_SOCK}" ]] && ! util::ctr images ls -q 2>/dev/null | grep -qx "${REPO}:${TAG}"; then
+# (Output captured first: `cmd | grep -q` can fail with SIGPIPE under pipefail.)
+if [[ -S "${CONTAINERD_SOCK}" ]] && ! grep -qx "${REPO}:${TAG}" <<<"$(util::ctr images ls -q 2>/dev/null || true)"; then
   log::fatal "${REPO}:${TAG} is not imported into the local cluster: run hack/image.sh --import app"
 fi
 LOCAL_IMAGE=(--set "image.repository=${REPO}" --set "image.tag=${TAG}" --set image.pullPolicy=Never)
@@ -118,7 +119,7 @@ e2e::check "NOTES.txt tells what to run next (port-forward, helm test)" notes_sa
 helm_test() {
   "${HELM}" test "${REL}" --namespace "${NS}" --timeout 120s >"${TMP}/test.out" 2>&1 || { cat "${TMP}/test.out" >&2; return 1; }
   [[ "$("${K[@]}" get pod "${FULL}-test" -o jsonpath='{.status.phase}')" == Succeeded ]] &&
-    "${K[@]}" logs "${FULL}-test" -c ready | grep -q "^ok: http://${FULL}.${NS}.svc:80/ready answered 200"
+    grep -q "^ok: http://${FULL}.${NS}.svc:80/ready answered 200" <<<"$("${K[@]}" logs "${FULL}-test" -c ready)"
 }
 e2e::check "helm test passes (pod ${FULL}-test probes /health and /ready through the Service)" helm_test
 
@@ -133,7 +134,7 @@ pdb_live() {
 e2e::check "PDB is live: 2 healthy, 2 desired, 0 disruptions allowed" e2e::eventually 30 pdb_live
 no_token() {
   [[ "$("${K[@]}" get pod -l "app.kubernetes.io/instance=${REL},track=stable" -o jsonpath='{.items[0].spec.automountServiceAccountToken}')" == false ]] &&
-    ! "${K[@]}" get pod -l "app.kubernetes.io/instance=${REL},track=stable" -o jsonpath='{.items[0].spec.containers[0].volumeMounts}' | grep -q serviceaccount
+    ! grep -q serviceaccount <<<"$("${K[@]}" get pod -l "app.kubernetes.io/instance=${REL},track=stable" -o jsonpath='{.items[*].spec.containers[*].volumeMounts}')"
 }
 e2e::check "pods run without a ServiceAccount token" no_token
 
@@ -142,8 +143,8 @@ canary_up() {
   "${HELM}" upgrade "${REL}" "${CHART}" --namespace "${NS}" --reuse-values --set canary.enabled=true \
     --set canary.replicaCount=1 --set canary.message=canary-1 >/dev/null &&
     "${K[@]}" rollout status "deployment/${FULL}-canary" --timeout=120s &&
-    get_root "${FULL}-canary" | grep -q '"track":"canary"' &&
-    get_root "${FULL}-stable" | grep -q '"track":"stable"'
+    grep -q '"track":"canary"' <<<"$(get_root "${FULL}-canary")" &&
+    grep -q '"track":"stable"' <<<"$(get_root "${FULL}-stable")"
 }
 e2e::check "canary enabled: ${FULL}-canary Ready, its Service answers track canary, ${FULL}-stable answers stable" canary_up
 three_endpoints() {
@@ -157,38 +158,45 @@ canary_down() {
 e2e::check "canary disabled: its Deployment and Services are removed" canary_down
 
 # -- upgrade to a new tag under a watcher -------------------------------------------------------------
-# watch_capacity FILE: every 0.5 s, "readyReplicas,updatedReplicas,replicas,readyEndpoints" of the
-# stable Deployment and the all-tracks Service; runs until killed.
+# watch_capacity FILE: stream every stored state of the stable Deployment (to FILE.deploy) and of
+# the all-tracks Service's EndpointSlices (to FILE.eps) with kubectl --watch -o json: no sampling
+# gap. Starts two background jobs; their PIDs go to WATCHERS.
+WATCHERS=()
 watch_capacity() {
-  local ready eps
-  while true; do
-    ready="$("${K[@]}" get deployment "${FULL}" -o jsonpath='{.status.readyReplicas},{.status.updatedReplicas},{.status.replicas}' 2>/dev/null)" || ready="?,?,?"
-    if eps="$("${K[@]}" get endpointslices -l "kubernetes.io/service-name=${FULL}" -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}' 2>/dev/null)"; then
-      eps="${#eps}"
-    else
-      eps="?"
-    fi
-    printf '%s,%s\n' "${ready}" "${eps}" >>"$1"
-    sleep 0.5
-  done
+  "${K[@]}" get deployment "${FULL}" --watch -o json >"$1.deploy" 2>"$1.deploy.err" &
+  WATCHERS+=("$!")
+  "${K[@]}" get endpointslices -l "kubernetes.io/service-name=${FULL}" --watch -o json >"$1.eps" 2>"$1.eps.err" &
+  WATCHERS+=("$!")
+  util::trap_add "kill ${WATCHERS[*]} 2>/dev/null || true"
 }
-# capacity_held FILE MIN: every sample had at least MIN ready replicas and MIN ready endpoints,
-# and the watcher saw the rollout (a sample with more pods than desired, i.e. a surge pod).
+# capacity_held FILE MIN: in every observed state there were at least MIN ready replicas and MIN
+# ready endpoints (summed over the Service's slices), and the watcher saw the rollout (a surge pod).
 capacity_held() {
   python3 - "$1" "$2" <<'EOF'
-import sys
-# An absent status field (kubectl prints nothing) means 0; a failed kubectl call ("?") is no sample.
-rows = [l.strip().split(",") for l in open(sys.argv[1]) if l.strip()]
+import json, sys
+
+def stream(path):
+    text, pos, dec = open(path).read(), 0, json.JSONDecoder()
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return
+        obj, pos = dec.raw_decode(text, pos)
+        yield obj
+
 need = int(sys.argv[2])
-samples = [tuple(int(x or 0) for x in r) for r in rows if len(r) == 4 and "?" not in r]
-if len(samples) < 5:
-    sys.exit(f"only {len(samples)} samples")
-min_ready = min(s[0] for s in samples)
-min_eps = min(s[3] for s in samples)
-surged = any(s[2] > 2 for s in samples)
-print(f"    {len(samples)} samples: min ready replicas {min_ready}, min ready endpoints {min_eps}, "
-      f"max pods {max(s[2] for s in samples)} (PDB minAvailable {need})", file=sys.stderr)
-sys.exit(0 if min_ready >= need and min_eps >= need and surged else 1)
+deploy = [(d["status"].get("readyReplicas", 0), d["status"].get("replicas", 0)) for d in stream(sys.argv[1] + ".deploy")]
+slices, eps = {}, []
+for s in stream(sys.argv[1] + ".eps"):
+    slices[s["metadata"]["name"]] = sum(1 for e in s.get("endpoints") or [] if e.get("conditions", {}).get("ready"))
+    eps.append(sum(slices.values()))
+if len(deploy) < 3 or not eps:
+    sys.exit(f"too few states seen: {len(deploy)} Deployment, {len(eps)} EndpointSlice")
+min_ready, max_pods, min_eps = min(r for r, _ in deploy), max(p for _, p in deploy), min(eps)
+print(f"    {len(deploy)} Deployment states: min ready replicas {min_ready}, max pods {max_pods}; "
+      f"{len(eps)} EndpointSlice states: min ready endpoints {min_eps} (PDB minAvailable {need})", file=sys.stderr)
+sys.exit(0 if min_ready >= need and min_eps >= need and max_pods > 2 else 1)
 EOF
 }
 
@@ -200,10 +208,7 @@ else
   log::warn "cannot tag ${REPO}:e2e-v2 in the node's containerd (not the local cluster?): upgrading with a changed setting only"
 fi
 MIN_AVAILABLE="$("${K[@]}" get pdb "${FULL}" -o jsonpath='{.spec.minAvailable}')"
-: >"${TMP}/capacity"
-watch_capacity "${TMP}/capacity" &
-WATCHER=$!
-util::trap_add "kill ${WATCHER} 2>/dev/null || true"
+watch_capacity "${TMP}/capacity"
 sleep 2
 upgrade_release() {
   "${HELM}" upgrade "${REL}" "${CHART}" --namespace "${NS}" --reuse-values --set "image.tag=${NEW_TAG}" \
@@ -212,8 +217,8 @@ upgrade_release() {
 }
 e2e::check "helm upgrade to ${REPO}:${NEW_TAG}: rollout completes" upgrade_release
 sleep 2
-kill "${WATCHER}" 2>/dev/null || true
-wait "${WATCHER}" 2>/dev/null || true
+kill "${WATCHERS[@]}" 2>/dev/null || true
+wait "${WATCHERS[@]}" 2>/dev/null || true
 e2e::check "during the upgrade ready replicas and ready endpoints never dropped below the PDB's minAvailable (${MIN_AVAILABLE})" \
   capacity_held "${TMP}/capacity" "${MIN_AVAILABLE}"
 new_pods_only() {
