@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# self-healing/auto-rollback.sh on a real cluster with real Helm: bad flags exit 2; a kube context
+# that does not exist stops it before anything changes; a first install that fails leaves no
+# release and no objects (exit 5); good deploys exit 0 with revision N serving; a bad release
+# (readiness never passes) is rolled back: revision N+2 serves the good image, exit 3, the summary
+# says why, and the rollback is pushed to a (stand-in) Pushgateway; a bad release that passes
+# readiness but fails GET / is caught by the smoke check; --dry-run changes nothing (helm history
+# and the Deployment compared before and after); a release left pending-upgrade by a killed helm
+# is refused while young and recovered with --pending-grace 0s.
+# Prerequisites: a cluster in KUBECONFIG (hack/cluster.sh up) with localhost/selfheal-app:$IMAGE_TAG
+# imported (hack/image.sh --import app); helm 3 or 4; jq, python3.
+# shellcheck source=e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  cat <<EOF
+Usage: e2e/auto-rollback.sh [-h|--help]
+
+Tests self-healing/auto-rollback.sh in a fresh namespace (deleted at exit) and prints
+"auto-rollback: N passed, N failed". Exit status 0 only when every check passed. About 4 minutes.
+
+Environment:
+  KUBECONFIG   cluster to test (default: hack/cluster.sh's, ${CLUSTER_KUBECONFIG})
+  IMAGE_TAG    tag of the imported app image localhost/selfheal-app (default: dev)
+  HELM         helm binary, 3 or 4 (default: helm on PATH, the pinned Helm 4 first)
+EOF
+}
+
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  "") ;;
+  *) util::usage_error "unknown argument: $1" ;;
+esac
+
+HELM="${HELM:-helm}"
+export HELM
+util::require_tools "${HELM}" kubectl jq python3
+e2e::require_cluster
+
+SCRIPT="${REPO_ROOT}/self-healing/auto-rollback.sh"
+REPO=localhost/selfheal-app
+TAG="${IMAGE_TAG:-dev}"
+REL=shop
+FULL="${REL}-selfheal-app"
+TMP="$(mktemp -d)"
+util::trap_add "rm -rf '${TMP}'"
+e2e::namespace auto-rollback
+NS="${E2E_NS}"
+K=(kubectl --namespace "${NS}")
+log::step "auto-rollback e2e in namespace ${NS}, $("${HELM}" version --short), image ${REPO}:${TAG}"
+
+if [[ -S "${CONTAINERD_SOCK}" ]] && ! util::ctr images ls -q 2>/dev/null | grep -qx "${REPO}:${TAG}"; then
+  log::fatal "${REPO}:${TAG} is not imported into the local cluster: run hack/image.sh --import app"
+fi
+# Two more tags of the same image, so "which version serves" is visible in the pod spec.
+GOOD_TAG="${TAG}"
+BAD_TAG="${TAG}"
+if [[ -S "${CONTAINERD_SOCK}" ]] &&
+  util::ctr images tag --force "${REPO}:${TAG}" "${REPO}:e2e-ar-good" >/dev/null 2>&1 &&
+  util::ctr images tag --force "${REPO}:${TAG}" "${REPO}:e2e-ar-bad" >/dev/null 2>&1; then
+  GOOD_TAG=e2e-ar-good
+  BAD_TAG=e2e-ar-bad
+  util::trap_add "util::ctr images rm '${REPO}:e2e-ar-good' '${REPO}:e2e-ar-bad' >/dev/null 2>&1 || true"
+else
+  log::warn "cannot tag images in the node's containerd (not the local cluster?): good and bad releases share tag ${TAG}"
+fi
+
+# Values every deploy passes (the CD pipeline would pass a values file); small and quick.
+cat >"${TMP}/values.yaml" <<EOF
+image: {repository: ${REPO}, pullPolicy: Never}
+replicaCount: 2
+app: {shutdownDelaySecs: 1}
+termination: {preStopSleepSeconds: 1}
+EOF
+BASE=(--namespace "${NS}" --release "${REL}" --values "${TMP}/values.yaml" --output json)
+
+# deploy NAME args...: run the script; keep its JSON summary in TMP/NAME.json, logs in NAME.log,
+# exit code in NAME.rc. Never fails itself.
+deploy() {
+  local name="$1" rc=0
+  shift
+  "${SCRIPT}" "$@" >"${TMP}/${name}.json" 2>"${TMP}/${name}.log" || rc=$?
+  echo "${rc}" >"${TMP}/${name}.rc"
+  log::info "${name}: exit ${rc}: $(jq -c '{result, reason, deployed_revision, serving_revision, serving_images, duration_seconds}' "${TMP}/${name}.json" 2>/dev/null || echo 'no JSON summary')"
+  return 0
+}
+rc_of() { cat "${TMP}/$1.rc"; }
+# field NAME JQ: a value of NAME's JSON summary.
+field() { jq -r "$2" "${TMP}/$1.json"; }
+# show NAME: the run's log, for a failed check.
+show() { tail -n 40 "${TMP}/$1.log" >&2; }
+history_json() { "${HELM}" history "${REL}" --namespace "${NS}" -o json 2>/dev/null || echo '[]'; }
+# serving_images: the images of the stable Deployment's running pods, sorted and unique.
+serving_images() {
+  "${K[@]}" get pods -l "app.kubernetes.io/instance=${REL}" --field-selector=status.phase=Running \
+    -o jsonpath='{range .items[*]}{.spec.containers[0].image}{"\n"}{end}' | sort -u
+}
+# images_are IMAGE: the only image of the release's running pods is IMAGE.
+images_are() { [[ "$(serving_images)" == "$1" ]]; }
+get_root() { kubectl get --raw "/api/v1/namespaces/${NS}/services/http:${FULL}:http/proxy/"; }
+
+# -- usage ----------------------------------------------------------------------------------------------
+exits_2() {
+  local rc=0
+  "${SCRIPT}" "$@" >/dev/null 2>&1 || rc=$?
+  [[ "${rc}" == 2 ]] || { log::error "exit ${rc} for: $*"; return 1; }
+}
+bad_flags_exit_2() {
+  exits_2 --bogus && exits_2 --release "${REL}" && exits_2 --namespace "${NS}" --timeout 5x &&
+    exits_2 --namespace "${NS}" --output yaml && exits_2 --namespace "${NS}" --set novalue &&
+    exits_2 --namespace "${NS}" --max-error-ratio 2 && exits_2 --namespace "${NS}" --values /nonexistent.yaml &&
+    exits_2 --namespace "${NS}" --timeout
+}
+e2e::check "bad flags (unknown, missing --namespace, bad duration/output/ratio/--set, missing file or value) exit 2" bad_flags_exit_2
+help_exits_0() { "${SCRIPT}" --help >"${TMP}/help" && grep -q -- '--pending-grace' "${TMP}/help" && grep -q -- '--dry-run' "${TMP}/help"; }
+e2e::check "--help exits 0 and documents the options" help_exits_0
+
+wrong_context() {
+  deploy wrong-context "${BASE[@]}" --image-tag "${GOOD_TAG}" --kube-context no-such-context
+  [[ "$(rc_of wrong-context)" == 1 && "$(field wrong-context .result)" == error ]] &&
+    field wrong-context .reason | grep -q "kube context 'no-such-context' does not exist" &&
+    [[ "$(history_json)" == '[]' ]]
+}
+e2e::check "a kube context that does not exist stops before any change (exit 1, no release)" wrong_context
+
+# -- first install that fails: nothing to roll back to ------------------------------------------------
+first_install_fails_clean() {
+  deploy first-bad "${BASE[@]}" --image-tag "${BAD_TAG}" --set app.faultProfile=unready --timeout 30s
+  [[ "$(rc_of first-bad)" == 5 && "$(field first-bad .result)" == install_failed ]] || { show first-bad; return 1; }
+  field first-bad .timeline[].event | grep -q "release removed: nothing of ${REL} is left" || return 1
+  ! "${HELM}" status "${REL}" --namespace "${NS}" >/dev/null 2>&1 &&
+    [[ -z "$("${K[@]}" get deployments,services,pods,secrets -l "app.kubernetes.io/instance=${REL}" -o name)" ]] &&
+    [[ -z "$("${K[@]}" get secrets -l "owner=helm,name=${REL}" -o name)" ]]
+}
+e2e::check "first install that fails: exit 5, no release, no objects, no Helm secrets left" first_install_fails_clean
+
+# -- good deploys ------------------------------------------------------------------------------------------
+good_install() {
+  deploy good-1 "${BASE[@]}" --image-tag "${TAG}" --set app.message=release-1 --timeout 120s
+  [[ "$(rc_of good-1)" == 0 && "$(field good-1 .result)" == deployed && "$(field good-1 .serving_revision)" == 1 ]] || { show good-1; return 1; }
+  get_root | grep -q '"message":"release-1"'
+}
+e2e::check "good first install: exit 0, revision 1 serving, the Service answers" good_install
+good_upgrade() {
+  deploy good-2 "${BASE[@]}" --image-tag "${GOOD_TAG}" --set app.message=release-2 --timeout 120s
+  [[ "$(rc_of good-2)" == 0 && "$(field good-2 .result)" == deployed && "$(field good-2 .serving_revision)" == 2 &&
+    "$(field good-2 '.serving_images | join(",")')" == "${REPO}:${GOOD_TAG}" ]] || { show good-2; return 1; }
+  e2e::eventually 60 images_are "${REPO}:${GOOD_TAG}" && get_root | grep -q '"message":"release-2"'
+}
+e2e::check "good upgrade to ${GOOD_TAG}: exit 0, revision N=2 serving ${REPO}:${GOOD_TAG}" good_upgrade
+
+# -- --dry-run changes nothing ---------------------------------------------------------------------------------
+dry_run_changes_nothing() {
+  local before after dep_before dep_after
+  before="$(history_json)"
+  dep_before="$("${K[@]}" get deployment "${FULL}" -o jsonpath='{.metadata.generation}/{.spec.template.spec.containers[0].image}')"
+  deploy dry "${BASE[@]}" --image-tag "${BAD_TAG}" --set app.faultProfile=unready --dry-run
+  after="$(history_json)"
+  dep_after="$("${K[@]}" get deployment "${FULL}" -o jsonpath='{.metadata.generation}/{.spec.template.spec.containers[0].image}')"
+  [[ "$(rc_of dry)" == 0 && "$(field dry .result)" == dry_run && "$(field dry .dry_run)" == true ]] || { show dry; return 1; }
+  field dry .timeline[].event | grep -q 'plan: upgrade to revision 3; verify; on failure roll back to revision 2' || return 1
+  [[ "${before}" == "${after}" && "${dep_before}" == "${dep_after}" ]] ||
+    { log::error "history or Deployment changed: ${dep_before} -> ${dep_after}"; return 1; }
+}
+e2e::check "--dry-run: exit 0, prints the plan, helm history and the Deployment unchanged" dry_run_changes_nothing
+
+# -- a bad release is rolled back -------------------------------------------------------------------------------
+# A stand-in Pushgateway on loopback: records the path and body of every push.
+PGW_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+python3 - "${PGW_PORT}" "${TMP}/pushes" >"${TMP}/pgw.log" 2>&1 <<'EOF' &
+import sys, http.server
+port, out = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+        with open(out, "a") as f:
+            f.write(f"PATH {self.path}\n{body}\n")
+        self.send_response(200)
+        self.end_headers()
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+EOF
+PGW_PID=$!
+util::trap_add "kill ${PGW_PID} 2>/dev/null || true"
+
+bad_release_rolled_back() {
+  deploy bad "${BASE[@]}" --image-tag "${BAD_TAG}" --set app.faultProfile=unready --set app.message=release-bad \
+    --timeout 40s --pushgateway "http://127.0.0.1:${PGW_PORT}"
+  [[ "$(rc_of bad)" == 3 && "$(field bad .result)" == rolled_back ]] || { show bad; return 1; }
+  [[ "$(field bad .previous_revision)" == 2 && "$(field bad .deployed_revision)" == 3 && "$(field bad .serving_revision)" == 4 ]] ||
+    { log::error "revisions: $(jq -c '{previous_revision, deployed_revision, serving_revision}' "${TMP}/bad.json")"; return 1; }
+  [[ "$(field bad '.serving_images | join(",")')" == "${REPO}:${GOOD_TAG}" ]]
+}
+e2e::check "bad release (faultProfile=unready): exit 3, revision 3 failed, revision 4 (the rollback) serves" bad_release_rolled_back
+summary_says_why() {
+  field bad .reason | grep -q 'helm upgrade --install failed after' &&
+    field bad .reason | grep -qi 'not ready\|deadline\|timed out' &&
+    field bad .timeline[].event | grep -q '^healthy again: revision 4 (rollback to 2)'
+}
+e2e::check "the summary says why (helm's not-ready error) and when it was healthy again" summary_says_why
+cluster_serves_good() {
+  local hist
+  hist="$(history_json)"
+  [[ "$(jq -r '.[] | select(.revision == 3) | .status' <<<"${hist}")" == failed &&
+    "$(jq -r '.[] | select(.revision == 4) | .status' <<<"${hist}")" == deployed &&
+    "$(jq -r '.[] | select(.revision == 4) | .description' <<<"${hist}")" == "Rollback to 2" ]] || return 1
+  e2e::eventually 60 images_are "${REPO}:${GOOD_TAG}" && get_root | grep -q '"message":"release-2"' &&
+    [[ "$("${K[@]}" get deployment "${FULL}" -o jsonpath='{.status.readyReplicas}/{.spec.replicas}')" == 2/2 ]]
+}
+e2e::check "helm history: 3 failed, 4 'Rollback to 2' deployed; only ${GOOD_TAG} pods run, 2/2 Ready, release-2 answers" cluster_serves_good
+rollback_pushed() {
+  grep -q "^PATH /metrics/job/selfheal-autorollback/namespace/${NS}/release/${REL}$" "${TMP}/pushes" &&
+    grep -Eq '^selfheal_autorollback_last_rollback_timestamp_seconds [0-9]{10}$' "${TMP}/pushes" &&
+    grep -q '^selfheal_autorollback_last_rollback_healthy 1$' "${TMP}/pushes" &&
+    grep -q '^selfheal_autorollback_last_run_success 0$' "${TMP}/pushes"
+}
+e2e::check "the rollback was pushed to the Pushgateway (metrics of the SelfhealHelmRollback alert)" rollback_pushed
+log::info "measured (bad release, --timeout 40s): $(jq -r '.timeline | map("+\(.elapsed_seconds)s \(.event)") | join("; ")' "${TMP}/bad.json" 2>/dev/null || true)"
+
+errors_caught_by_smoke() {
+  deploy errors "${BASE[@]}" --image-tag "${BAD_TAG}" --set app.faultProfile=errors --set app.faultErrorPercent=50 --timeout 60s
+  [[ "$(rc_of errors)" == 3 && "$(field errors .result)" == rolled_back && "$(field errors .serving_revision)" == 6 ]] || { show errors; return 1; }
+  field errors .reason | grep -Eq '^[0-9]+ of 20 GET / through service/'"${FULL}"' failed' &&
+    e2e::eventually 60 images_are "${REPO}:${GOOD_TAG}"
+}
+e2e::check "bad release that passes readiness (faultProfile=errors): the GET / smoke check catches it, rollback (revision 6)" errors_caught_by_smoke
+
+# -- a release left pending-upgrade by an interrupted run ---------------------------------------------------------
+interrupt_an_upgrade() {
+  local pid i status=""
+  "${HELM}" upgrade "${REL}" "${REPO_ROOT}/helm-chart" --namespace "${NS}" --values "${TMP}/values.yaml" \
+    --set "image.tag=${BAD_TAG}" --set app.faultProfile=unready --wait --timeout 120s >"${TMP}/interrupted.log" 2>&1 &
+  pid=$!
+  for ((i = 0; i < 60; i++)); do
+    status="$("${HELM}" status "${REL}" --namespace "${NS}" -o json 2>/dev/null | jq -r .info.status)"
+    [[ "${status}" == pending-upgrade ]] && break
+    sleep 0.5
+  done
+  kill -9 "${pid}" 2>/dev/null || true
+  wait "${pid}" 2>/dev/null || true
+  [[ "$("${HELM}" status "${REL}" --namespace "${NS}" -o json | jq -r .info.status)" == pending-upgrade ]]
+}
+e2e::check "helm killed mid-upgrade leaves revision 7 pending-upgrade" interrupt_an_upgrade
+young_pending_refused() {
+  local before
+  before="$(history_json)"
+  deploy pending-young "${BASE[@]}" --image-tag "${GOOD_TAG}" --timeout 60s
+  [[ "$(rc_of pending-young)" == 1 ]] && field pending-young .reason | grep -q 'pending-upgrade since' &&
+    [[ "$(history_json)" == "${before}" ]]
+}
+e2e::check "a young pending release is left alone (exit 1: another deploy may be running), history unchanged" young_pending_refused
+pending_recovered() {
+  deploy pending "${BASE[@]}" --image-tag "${GOOD_TAG}" --set app.message=release-3 --timeout 90s --pending-grace 0s
+  [[ "$(rc_of pending)" == 0 && "$(field pending .result)" == deployed ]] || { show pending; return 1; }
+  field pending .timeline[].event | grep -q 'left pending-upgrade by an interrupted run' &&
+    field pending .timeline[].event | grep -q 'recovered: rolled back to revision 6' &&
+    [[ "$("${HELM}" status "${REL}" --namespace "${NS}" -o json | jq -r '.info.status + "/" + (.version | tostring)')" == deployed/9 ]] &&
+    e2e::eventually 60 images_are "${REPO}:${GOOD_TAG}" && get_root | grep -q '"message":"release-3"'
+}
+e2e::check "--pending-grace 0s: the interrupted release is rolled back (8), then deployed (9), release-3 answers" pending_recovered
+
+((E2E_FAILED == 0)) || { e2e::dump "${NS}"; "${HELM}" history "${REL}" --namespace "${NS}" >&2 || true; }
+e2e::summary auto-rollback

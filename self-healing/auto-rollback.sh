@@ -1,0 +1,561 @@
+#!/usr/bin/env bash
+# Self-healing layer 4: deploy a version with Helm, verify it, and roll back to the last good
+# revision when it is not healthy. Steps: preflight (tools, kube context, cluster, release state;
+# a release left in pending-* by an interrupted run is recovered first) -> `helm upgrade --install
+# --wait` with a timeout -> verify (rollout complete, every replica Ready, /health and /ready
+# answering through the Service, GET / mostly 2xx, optionally the 5xx ratio in Prometheus) ->
+# on failure `helm rollback` to the last good revision, wait until it is healthy and verify it
+# again -> print a timeline and a summary (text, or JSON for CI).
+# A first install that fails has nothing to roll back to: the release is uninstalled instead.
+# Prerequisites: helm 3 or 4, kubectl, jq; curl for --prometheus/--pushgateway.
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
+
+usage() {
+  cat <<EOF
+Usage: self-healing/auto-rollback.sh --namespace NS [options]
+
+Deploys the chart with 'helm upgrade --install', verifies the release and rolls it back to the
+last good revision when verification fails. Prints a timeline and a summary.
+
+Options:
+  -n, --namespace NS       namespace of the release (required)
+  -r, --release NAME       Helm release name (default: selfheal-app)
+  -c, --chart REF          chart path or reference (default: helm-chart/ of this repository)
+  -t, --image-tag TAG      image tag to deploy (--set image.tag=TAG)
+      --image-repository R image repository (--set image.repository=R)
+  -f, --values FILE        values file for helm (repeatable)
+      --set KEY=VALUE      value for helm (repeatable)
+      --timeout DURATION   budget of each Helm operation and rollout wait: 90s, 5m, 1m30s (default 5m)
+      --smoke-requests N   GET / requests sent through the Service after the rollout (default 20; 0: none)
+      --max-error-ratio R  largest accepted share of failed GET / (smoke test) and of 5xx in
+                           Prometheus, 0-1 (default 0.05)
+      --prometheus URL     Prometheus base URL; when reachable, the 5xx ratio of the release's
+                           Service over --prometheus-window must stay under --max-error-ratio
+      --prometheus-window D  rate window of that query (default 2m)
+      --pushgateway URL    push the run's result metrics (selfheal_autorollback_*) to a Pushgateway
+      --pending-grace D    a release left pending-install/-upgrade/-rollback for longer than this
+                           is treated as interrupted and recovered (default 5m; younger: exit 1,
+                           another deploy may still be running)
+      --kube-context NAME  kube context to use (must exist); default: the current context
+      --create-namespace   create the namespace on first install
+      --output FORMAT      text (default) or json: the summary on stdout (logs go to stderr)
+      --dry-run            change nothing: check everything, render the release against the
+                           API server (helm --dry-run=server) and print the plan
+  -h, --help               this help
+
+Exit status:
+  0  deployed and verified
+  1  failed before changing the release (tools, context, cluster, locked release, bad chart)
+  2  usage error
+  3  verification failed; rolled back to the last good revision, which is healthy again
+  4  verification failed and the rollback (or the cleanup of a failed first install) did not
+     restore a healthy state: a person has to look
+  5  a first install failed; nothing to roll back to, the release was uninstalled (clean state)
+
+Environment:
+  KUBECONFIG       cluster to deploy to
+  HELM             helm binary (default: helm on PATH; hack/lib.sh puts the pinned Helm 4 first)
+  PUSHGATEWAY_URL  default for --pushgateway
+  DRY_RUN=1        same as --dry-run
+
+Example:
+  self-healing/auto-rollback.sh -n selfheal-demo -t v1.2.3 -f helm-chart/values-demo.yaml --timeout 3m
+EOF
+}
+
+# -- arguments --------------------------------------------------------------------------------------
+NAMESPACE=""
+RELEASE=selfheal-app
+CHART="${REPO_ROOT}/helm-chart"
+IMAGE_TAG=""
+IMAGE_REPOSITORY=""
+VALUES=()
+SETS=()
+TIMEOUT=5m
+SMOKE_REQUESTS=20
+MAX_ERROR_RATIO=0.05
+PROMETHEUS=""
+PROMETHEUS_WINDOW=2m
+PUSHGATEWAY="${PUSHGATEWAY_URL:-}"
+PENDING_GRACE=5m
+KUBE_CONTEXT=""
+CREATE_NAMESPACE=0
+OUTPUT=text
+HELM="${HELM:-helm}"
+
+# dur::seconds DURATION: seconds of a Go-style duration (90, 90s, 5m, 1h, 1m30s); 1 when invalid.
+dur::seconds() {
+  local s="$1" total=0
+  if [[ "${s}" =~ ^[0-9]+$ ]]; then
+    printf '%s\n' "${s}"
+    return 0
+  fi
+  [[ "${s}" =~ ^([0-9]+[hms])+$ ]] || return 1
+  while [[ "${s}" =~ ^([0-9]+)([hms])(.*)$ ]]; do
+    case "${BASH_REMATCH[2]}" in
+      h) total=$((total + BASH_REMATCH[1] * 3600)) ;;
+      m) total=$((total + BASH_REMATCH[1] * 60)) ;;
+      s) total=$((total + BASH_REMATCH[1])) ;;
+    esac
+    s="${BASH_REMATCH[3]}"
+  done
+  printf '%s\n' "${total}"
+}
+
+# need_value FLAG "$#": the flag must be followed by a value.
+need_value() { (($2 >= 2)) || util::usage_error "$1 needs a value"; }
+
+while (($#)); do
+  case "$1" in
+    -h | --help) usage; exit 0 ;;
+    -n | --namespace) need_value "$1" "$#"; NAMESPACE="$2"; shift ;;
+    -r | --release) need_value "$1" "$#"; RELEASE="$2"; shift ;;
+    -c | --chart) need_value "$1" "$#"; CHART="$2"; shift ;;
+    -t | --image-tag) need_value "$1" "$#"; IMAGE_TAG="$2"; shift ;;
+    --image-repository) need_value "$1" "$#"; IMAGE_REPOSITORY="$2"; shift ;;
+    -f | --values) need_value "$1" "$#"; VALUES+=("$2"); shift ;;
+    --set) need_value "$1" "$#"; SETS+=("$2"); shift ;;
+    --timeout) need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
+    --smoke-requests) need_value "$1" "$#"; SMOKE_REQUESTS="$2"; shift ;;
+    --max-error-ratio) need_value "$1" "$#"; MAX_ERROR_RATIO="$2"; shift ;;
+    --prometheus) need_value "$1" "$#"; PROMETHEUS="$2"; shift ;;
+    --prometheus-window) need_value "$1" "$#"; PROMETHEUS_WINDOW="$2"; shift ;;
+    --pushgateway) need_value "$1" "$#"; PUSHGATEWAY="$2"; shift ;;
+    --pending-grace) need_value "$1" "$#"; PENDING_GRACE="$2"; shift ;;
+    --kube-context) need_value "$1" "$#"; KUBE_CONTEXT="$2"; shift ;;
+    --create-namespace) CREATE_NAMESPACE=1 ;;
+    -o | --output) need_value "$1" "$#"; OUTPUT="$2"; shift ;;
+    --dry-run) export DRY_RUN=1 ;;
+    *) util::usage_error "unknown argument: $1" ;;
+  esac
+  shift
+done
+
+[[ -n "${NAMESPACE}" ]] || util::usage_error "--namespace is required"
+[[ "${RELEASE}" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ && ${#RELEASE} -le 53 ]] ||
+  util::usage_error "--release must be a DNS-1123 label of at most 53 characters: ${RELEASE}"
+[[ "${NAMESPACE}" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || util::usage_error "--namespace is not a valid namespace name: ${NAMESPACE}"
+TIMEOUT_S="$(dur::seconds "${TIMEOUT}")" || util::usage_error "--timeout must be a duration like 90s, 5m or 1m30s: ${TIMEOUT}"
+((TIMEOUT_S > 0)) || util::usage_error "--timeout must be positive"
+PENDING_GRACE_S="$(dur::seconds "${PENDING_GRACE}")" || util::usage_error "--pending-grace must be a duration: ${PENDING_GRACE}"
+dur::seconds "${PROMETHEUS_WINDOW}" >/dev/null || util::usage_error "--prometheus-window must be a duration: ${PROMETHEUS_WINDOW}"
+[[ "${SMOKE_REQUESTS}" =~ ^[0-9]+$ ]] || util::usage_error "--smoke-requests must be a number: ${SMOKE_REQUESTS}"
+[[ "${MAX_ERROR_RATIO}" =~ ^(0(\.[0-9]+)?|1(\.0+)?)$ ]] || util::usage_error "--max-error-ratio must be between 0 and 1: ${MAX_ERROR_RATIO}"
+[[ "${OUTPUT}" =~ ^(text|json)$ ]] || util::usage_error "--output must be text or json: ${OUTPUT}"
+for v in "${VALUES[@]}"; do [[ -f "${v}" ]] || util::usage_error "values file not found: ${v}"; done
+for v in "${SETS[@]}"; do [[ "${v}" == *=* ]] || util::usage_error "--set needs KEY=VALUE: ${v}"; done
+[[ "${IMAGE_TAG}" =~ ^[A-Za-z0-9_.-]{0,128}$ ]] || util::usage_error "--image-tag is not a valid tag: ${IMAGE_TAG}"
+DRY_RUN="${DRY_RUN:-0}"
+
+# -- state of this run (the summary is built from it) -----------------------------------------------
+START_EPOCH="$(date +%s)"
+TIMELINE=()        # "elapsed_seconds|utc time|event"
+RESULT=""          # deployed | rolled_back | rollback_failed | install_failed | install_cleanup_failed | dry_run | error
+REASON=""          # why verification failed (or why we stopped)
+PREVIOUS_REVISION="" # last good revision before this run ("" on first install)
+DEPLOYED_REVISION="" # revision this run created
+SERVING_REVISION=""
+SERVING_IMAGES=""
+HELM_MAJOR=""
+ROLLBACK_EPOCH=""
+CLUSTER_OK=0       # set once the API server answered: the summary may then ask it what serves
+
+timeline() {
+  local now
+  now="$(date +%s)"
+  TIMELINE+=("$((now - START_EPOCH))|$(date -u +%H:%M:%SZ)|$*")
+  log::info "[timeline +$((now - START_EPOCH))s] $*"
+}
+
+K=(kubectl --namespace "${NAMESPACE}")
+H=("${HELM}" --namespace "${NAMESPACE}")
+if [[ -n "${KUBE_CONTEXT}" ]]; then
+  K+=(--context "${KUBE_CONTEXT}")
+  H+=(--kube-context "${KUBE_CONTEXT}")
+fi
+
+# -- summary ------------------------------------------------------------------------------------------
+exit_code_of() {
+  case "$1" in
+    deployed | dry_run) echo 0 ;;
+    rolled_back) echo 3 ;;
+    rollback_failed | install_cleanup_failed) echo 4 ;;
+    install_failed) echo 5 ;;
+    *) echo 1 ;;
+  esac
+}
+
+summary() {
+  local code="$1" elapsed=$(($(date +%s) - START_EPOCH)) e
+  if [[ "${OUTPUT}" == json ]]; then
+    printf '%s\n' "${TIMELINE[@]}" | jq -R -s -c \
+      --arg release "${RELEASE}" --arg namespace "${NAMESPACE}" --arg result "${RESULT}" \
+      --arg reason "${REASON}" --arg image_tag "${IMAGE_TAG}" --arg helm "${HELM_MAJOR}" \
+      --arg previous "${PREVIOUS_REVISION}" --arg deployed "${DEPLOYED_REVISION}" \
+      --arg serving "${SERVING_REVISION}" --arg images "${SERVING_IMAGES}" \
+      --argjson exit_code "${code}" --argjson duration "${elapsed}" --argjson dry_run "$([[ "${DRY_RUN}" == 1 ]] && echo true || echo false)" '
+      def num: if . == "" then null else tonumber end;
+      {release: $release, namespace: $namespace, result: $result, exit_code: $exit_code,
+       reason: (if $reason == "" then null else $reason end), image_tag: $image_tag,
+       dry_run: $dry_run, helm_major_version: ($helm | num),
+       previous_revision: ($previous | num), deployed_revision: ($deployed | num),
+       serving_revision: ($serving | num),
+       serving_images: ($images | split(" ") | map(select(. != ""))),
+       duration_seconds: $duration,
+       timeline: (split("\n") | map(select(. != "") | split("|") |
+         {elapsed_seconds: (.[0] | tonumber), time: .[1], event: (.[2:] | join("|"))}))}'
+    return 0
+  fi
+  printf '\n==== auto-rollback: %s/%s ====\n' "${NAMESPACE}" "${RELEASE}"
+  for e in "${TIMELINE[@]}"; do
+    printf '  +%4ss  %s  %s\n' "${e%%|*}" "$(cut -d'|' -f2 <<<"${e}")" "$(cut -d'|' -f3- <<<"${e}")"
+  done
+  printf 'result:   %s (exit %s) after %ss\n' "${RESULT}" "${code}" "${elapsed}"
+  [[ -z "${REASON}" ]] || printf 'why:      %s\n' "${REASON}"
+  if [[ -n "${SERVING_REVISION}" ]]; then
+    printf 'serving:  revision %s%s\n' "${SERVING_REVISION}" "${SERVING_IMAGES:+, image ${SERVING_IMAGES}}"
+  else
+    printf 'serving:  nothing (no release)\n'
+  fi
+}
+
+# push_metrics: the run's outcome for the SelfhealHelmRollback alert (Pushgateway, POST keeps the
+# other metrics of the group, so the last rollback's timestamp survives later good runs).
+push_metrics() {
+  [[ -n "${PUSHGATEWAY}" && "${DRY_RUN}" != 1 ]] || return 0
+  local body now success=0
+  now="$(date +%s)"
+  [[ "${RESULT}" == deployed ]] && success=1
+  body="# TYPE selfheal_autorollback_last_run_timestamp_seconds gauge
+selfheal_autorollback_last_run_timestamp_seconds ${now}
+# TYPE selfheal_autorollback_last_run_success gauge
+selfheal_autorollback_last_run_success ${success}
+"
+  if [[ -n "${ROLLBACK_EPOCH}" ]]; then
+    body+="# TYPE selfheal_autorollback_last_rollback_timestamp_seconds gauge
+selfheal_autorollback_last_rollback_timestamp_seconds ${ROLLBACK_EPOCH}
+# TYPE selfheal_autorollback_last_rollback_healthy gauge
+selfheal_autorollback_last_rollback_healthy $([[ "${RESULT}" == rolled_back ]] && echo 1 || echo 0)
+"
+  fi
+  if curl -fsS -m 10 --data-binary @- \
+    "${PUSHGATEWAY%/}/metrics/job/selfheal-autorollback/namespace/${NAMESPACE}/release/${RELEASE}" <<<"${body}" >/dev/null; then
+    log::info "pushed the run's metrics to ${PUSHGATEWAY}"
+  else
+    log::warn "could not push metrics to ${PUSHGATEWAY} (the SelfhealHelmRollback alert will not see this run)"
+  fi
+}
+
+# finish RESULT [REASON]: record, report, exit with the result's code.
+finish() {
+  RESULT="$1"
+  [[ -z "${2:-}" ]] || REASON="$2"
+  local code
+  code="$(exit_code_of "${RESULT}")"
+  push_metrics
+  summary "${code}"
+  exit "${code}"
+}
+
+# fail_early "why": nothing was changed (exit 1).
+fail_early() {
+  log::error "$1"
+  timeline "stopped before changing anything: $1"
+  ((CLUSTER_OK)) && serving_state
+  finish error "$1"
+}
+
+# -- helm and cluster helpers --------------------------------------------------------------------------
+# helm_history: the release's revisions as JSON ([] when there is no release).
+helm_history() {
+  "${H[@]}" history "${RELEASE}" --max 1000 -o json 2>/dev/null || echo '[]'
+}
+
+# last_good_revision HISTORY_JSON: the deployed revision, else the newest superseded one
+# (after a failed upgrade Helm 3 leaves no revision "deployed"); "" when there is none.
+last_good_revision() {
+  jq -r '(map(select(.status == "deployed")) | last | .revision) //
+         (map(select(.status == "superseded")) | last | .revision) // empty' <<<"$1"
+}
+
+# release_deployments: names of the release's Deployments (chart convention: instance label).
+release_deployments() {
+  "${K[@]}" get deployments -l "app.kubernetes.io/instance=${RELEASE}" -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'
+}
+
+# release_service: the Service that selects every pod of the release (the one without a track
+# label), and the name of its first port, as "name port".
+release_service() {
+  "${K[@]}" get services -l "app.kubernetes.io/instance=${RELEASE}" -o json |
+    jq -r '[.items[] | select((.metadata.labels.track // "") == "")] | first // empty |
+           "\(.metadata.name) \(.spec.ports[0].name // .spec.ports[0].port)"'
+}
+
+# svc_get SERVICE PORT PATH: GET through the API server's service proxy (works from any machine
+# that reaches the API server; the proxy picks one ready endpoint per request).
+svc_get() {
+  "${K[@]}" get --raw "/api/v1/namespaces/${NAMESPACE}/services/http:$1:$2/proxy$3" 2>/dev/null
+}
+
+# no_release_left: no Helm release and none of its Deployments, Services or Pods.
+# shellcheck disable=SC2317 # called through util::wait_for
+no_release_left() {
+  ! "${H[@]}" status "${RELEASE}" >/dev/null 2>&1 &&
+    [[ -z "$("${K[@]}" get deployments,services,pods -l "app.kubernetes.io/instance=${RELEASE}" -o name 2>/dev/null)" ]]
+}
+
+serving_state() {
+  local d images=""
+  SERVING_REVISION="$("${H[@]}" status "${RELEASE}" -o json 2>/dev/null | jq -r '.version // empty')" || SERVING_REVISION=""
+  while read -r d; do
+    [[ -n "${d}" ]] || continue
+    images+="$("${K[@]}" get deployment "${d}" -o jsonpath='{.spec.template.spec.containers[*].image}') "
+  done < <(release_deployments 2>/dev/null)
+  SERVING_IMAGES="$(tr ' ' '\n' <<<"${images}" | sed '/^$/d' | sort -u | tr '\n' ' ')"
+  SERVING_IMAGES="${SERVING_IMAGES% }"
+}
+
+# verify: every check of a healthy release; sets REASON and returns 1 on the first failure.
+verify() {
+  local deployments=() d status svc port i ok=0 fail=0 want ready updated unavailable
+  mapfile -t deployments < <(release_deployments)
+  if ((${#deployments[@]} == 0)); then
+    REASON="the release has no Deployment (label app.kubernetes.io/instance=${RELEASE})"
+    return 1
+  fi
+  for d in "${deployments[@]}"; do
+    if ! "${K[@]}" rollout status "deployment/${d}" --timeout="${TIMEOUT_S}s" >&2; then
+      REASON="rollout of deployment/${d} did not complete within ${TIMEOUT_S}s ($("${K[@]}" get deployment "${d}" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}; {end}'))"
+      return 1
+    fi
+    status="$("${K[@]}" get deployment "${d}" -o jsonpath='{.spec.replicas} {.status.readyReplicas} {.status.updatedReplicas} {.status.unavailableReplicas}')"
+    read -r want ready updated unavailable <<<"${status}"
+    if [[ "${ready:-0}" != "${want}" || "${updated:-0}" != "${want}" || -n "${unavailable:-}" ]]; then
+      REASON="deployment/${d}: ${ready:-0}/${want} replicas Ready, ${updated:-0} updated, ${unavailable:-0} unavailable"
+      return 1
+    fi
+    log::ok "deployment/${d}: ${ready}/${want} replicas Ready and updated"
+  done
+  read -r svc port <<<"$(release_service)"
+  if [[ -z "${svc:-}" ]]; then
+    REASON="the release has no Service to check /health and /ready through"
+    return 1
+  fi
+  local path
+  for path in /health /ready; do
+    if ! util::wait_for "${path} through service/${svc}" 30 svc_get "${svc}" "${port}" "${path}"; then
+      REASON="${path} through service/${svc} did not answer 2xx within 30s"
+      return 1
+    fi
+  done
+  log::ok "/health and /ready answer through service/${svc}"
+  if ((SMOKE_REQUESTS > 0)); then
+    for ((i = 0; i < SMOKE_REQUESTS; i++)); do
+      if svc_get "${svc}" "${port}" / >/dev/null; then ok=$((ok + 1)); else fail=$((fail + 1)); fi
+    done
+    if awk -v f="${fail}" -v n="${SMOKE_REQUESTS}" -v max="${MAX_ERROR_RATIO}" 'BEGIN { exit !(f / n > max) }'; then
+      REASON="${fail} of ${SMOKE_REQUESTS} GET / through service/${svc} failed (more than ${MAX_ERROR_RATIO})"
+      return 1
+    fi
+    log::ok "smoke test: ${ok}/${SMOKE_REQUESTS} GET / answered 2xx"
+  fi
+  if [[ -n "${PROMETHEUS}" ]]; then
+    verify_prometheus "${svc}" || return 1
+  fi
+  return 0
+}
+
+# verify_prometheus SERVICE: the Service's 5xx ratio from Prometheus; skipped when unreachable.
+verify_prometheus() {
+  local svc="$1" q out ratio
+  q="sum(rate(http_requests_total{namespace=\"${NAMESPACE}\",job=\"${svc}\",route!~\"/(health|ready|metrics)\",status=~\"5..\"}[${PROMETHEUS_WINDOW}])) / sum(rate(http_requests_total{namespace=\"${NAMESPACE}\",job=\"${svc}\",route!~\"/(health|ready|metrics)\"}[${PROMETHEUS_WINDOW}]))"
+  if ! out="$(curl -fsS -m 10 -G --data-urlencode "query=${q}" "${PROMETHEUS%/}/api/v1/query" 2>/dev/null)"; then
+    log::warn "Prometheus at ${PROMETHEUS} is not reachable: error-rate check skipped"
+    timeline "Prometheus not reachable: error-rate check skipped"
+    return 0
+  fi
+  ratio="$(jq -r '.data.result[0].value[1] // empty' <<<"${out}")"
+  if [[ -z "${ratio}" || "${ratio}" == NaN ]]; then
+    log::info "Prometheus has no request rate for ${svc} yet: error-rate check skipped"
+    return 0
+  fi
+  if awk -v r="${ratio}" -v max="${MAX_ERROR_RATIO}" 'BEGIN { exit !(r > max) }'; then
+    REASON="Prometheus: 5xx ratio of service/${svc} over ${PROMETHEUS_WINDOW} is ${ratio} (more than ${MAX_ERROR_RATIO})"
+    return 1
+  fi
+  log::ok "Prometheus: 5xx ratio of service/${svc} is ${ratio}"
+}
+
+# -- preflight ------------------------------------------------------------------------------------------
+missing=()
+for t in "${HELM}" kubectl jq; do command -v "${t}" >/dev/null 2>&1 || missing+=("${t}"); done
+if [[ -n "${PROMETHEUS}${PUSHGATEWAY}" ]] && ! command -v curl >/dev/null 2>&1; then missing+=(curl); fi
+if ((${#missing[@]})); then
+  # No jq means no JSON summary either: say it plainly and stop.
+  log::error "missing tools: ${missing[*]} (install them with: ${REPO_ROOT}/hack/tools.sh install, or your package manager)"
+  exit 1
+fi
+
+HELM_VERSION_STRING="$("${HELM}" version --template '{{.Version}}' 2>/dev/null || true)"
+HELM_MAJOR="$(sed -E 's/^v?([0-9]+).*/\1/' <<<"${HELM_VERSION_STRING}")"
+[[ "${HELM_MAJOR}" =~ ^[34]$ ]] || fail_early "unsupported helm version '${HELM_VERSION_STRING}' (need Helm 3 or 4)"
+HELM_UPGRADE_HELP="$("${HELM}" upgrade --help 2>&1)"
+# Helm 4 renamed --atomic to --rollback-on-failure; Helm 3.13+ and 4 take --dry-run=server.
+if grep -q -- '--rollback-on-failure' <<<"${HELM_UPGRADE_HELP}"; then ATOMIC_FLAG=--rollback-on-failure; else ATOMIC_FLAG=--atomic; fi
+if grep -qE -- '--dry-run string' <<<"${HELM_UPGRADE_HELP}"; then DRY_RUN_FLAG=--dry-run=server; else DRY_RUN_FLAG=--dry-run; fi
+
+if [[ -n "${KUBE_CONTEXT}" ]]; then
+  kubectl config get-contexts -o name 2>/dev/null | grep -qxF "${KUBE_CONTEXT}" ||
+    fail_early "kube context '${KUBE_CONTEXT}' does not exist in ${KUBECONFIG:-~/.kube/config} (kubectl config get-contexts)"
+  CONTEXT="${KUBE_CONTEXT}"
+else
+  CONTEXT="$(kubectl config current-context 2>/dev/null || true)"
+  [[ -n "${CONTEXT}" ]] || fail_early "no current kube context (KUBECONFIG=${KUBECONFIG:-unset}); pass --kube-context or set KUBECONFIG"
+fi
+SERVER="$(kubectl config view --minify ${KUBE_CONTEXT:+--context "${KUBE_CONTEXT}"} -o jsonpath='{.clusters[0].cluster.server}' 2>/dev/null || true)"
+log::step "auto-rollback: release ${RELEASE} in ${NAMESPACE}, context ${CONTEXT} (${SERVER}), Helm ${HELM_VERSION_STRING}$([[ "${DRY_RUN}" == 1 ]] && echo ', DRY RUN')"
+"${K[@]}" get --raw /readyz >/dev/null 2>&1 || fail_early "the API server of context ${CONTEXT} (${SERVER}) is not reachable or not ready"
+CLUSTER_OK=1
+if ! "${K[@]}" get namespace "${NAMESPACE}" >/dev/null 2>&1 && ((CREATE_NAMESPACE == 0)); then
+  fail_early "namespace ${NAMESPACE} does not exist in context ${CONTEXT} (wrong context? or pass --create-namespace)"
+fi
+if [[ -n "${IMAGE_TAG}" ]]; then
+  timeline "start: deploy image tag ${IMAGE_TAG} (context ${CONTEXT}, timeout ${TIMEOUT_S}s)"
+else
+  timeline "start: deploy (chart's image tag, context ${CONTEXT}, timeout ${TIMEOUT_S}s)"
+fi
+
+HISTORY="$(helm_history)"
+LATEST_STATUS="$(jq -r 'last | .status // empty' <<<"${HISTORY}")"
+LATEST_REVISION="$(jq -r 'last | .revision // empty' <<<"${HISTORY}")"
+PREVIOUS_REVISION="$(last_good_revision "${HISTORY}")"
+if [[ -n "${LATEST_STATUS}" ]]; then
+  log::info "release ${RELEASE}: latest revision ${LATEST_REVISION} is ${LATEST_STATUS}; last good revision ${PREVIOUS_REVISION:-none}"
+else
+  log::info "release ${RELEASE} does not exist yet: first install"
+fi
+
+# -- an interrupted run left the release pending-*: recover before deploying ----------------------------
+if [[ "${LATEST_STATUS}" == pending-* ]]; then
+  updated="$(jq -r 'last | .updated' <<<"${HISTORY}")"
+  updated_epoch="$(date -d "${updated}" +%s 2>/dev/null || echo 0)"
+  age=$(($(date +%s) - updated_epoch))
+  if ((age < PENDING_GRACE_S)); then
+    fail_early "revision ${LATEST_REVISION} is ${LATEST_STATUS} since ${age}s (< --pending-grace ${PENDING_GRACE_S}s): another deploy may still be running"
+  fi
+  timeline "revision ${LATEST_REVISION} left ${LATEST_STATUS} by an interrupted run ${age}s ago: recovering"
+  if [[ -n "${PREVIOUS_REVISION}" ]]; then
+    if ! util::run "${H[@]}" rollback "${RELEASE}" "${PREVIOUS_REVISION}" --wait --timeout "${TIMEOUT_S}s" >&2; then
+      fail_early "could not roll the ${LATEST_STATUS} release back to revision ${PREVIOUS_REVISION}"
+    fi
+    timeline "recovered: rolled back to revision ${PREVIOUS_REVISION} (the last good one)"
+  else
+    if ! util::run "${H[@]}" uninstall "${RELEASE}" --wait --timeout "${TIMEOUT_S}s" >&2; then
+      fail_early "could not uninstall the ${LATEST_STATUS} release (nothing to roll back to)"
+    fi
+    timeline "recovered: uninstalled the interrupted first install (nothing to roll back to)"
+  fi
+  if [[ "${DRY_RUN}" != 1 ]]; then
+    HISTORY="$(helm_history)"
+    PREVIOUS_REVISION="$(last_good_revision "${HISTORY}")"
+  fi
+fi
+
+# A release whose only revisions failed (a first install without --atomic) cannot be upgraded
+# into a meaningful state or rolled back: start over.
+if [[ -n "${LATEST_STATUS}" && -z "${PREVIOUS_REVISION}" && "${LATEST_STATUS}" != pending-* ]]; then
+  timeline "release exists but never deployed successfully (latest: ${LATEST_STATUS}): uninstalling it first"
+  util::run "${H[@]}" uninstall "${RELEASE}" --wait --timeout "${TIMEOUT_S}s" >&2 ||
+    fail_early "could not uninstall the never-deployed release"
+fi
+
+# -- deploy ------------------------------------------------------------------------------------------------
+HELM_ARGS=(upgrade --install "${RELEASE}" "${CHART}" --wait --timeout "${TIMEOUT_S}s")
+((CREATE_NAMESPACE)) && HELM_ARGS+=(--create-namespace)
+[[ -z "${IMAGE_TAG}" ]] || HELM_ARGS+=(--set "image.tag=${IMAGE_TAG}")
+[[ -z "${IMAGE_REPOSITORY}" ]] || HELM_ARGS+=(--set "image.repository=${IMAGE_REPOSITORY}")
+for v in "${VALUES[@]}"; do HELM_ARGS+=(--values "${v}"); done
+for v in "${SETS[@]}"; do HELM_ARGS+=(--set "${v}"); done
+FIRST_INSTALL=0
+if [[ -z "${PREVIOUS_REVISION}" ]]; then
+  FIRST_INSTALL=1
+  # Nothing to roll back to: let Helm remove a failed install itself (Helm 3 --atomic, Helm 4
+  # --rollback-on-failure); our own cleanup below catches what it leaves.
+  HELM_ARGS+=("${ATOMIC_FLAG}")
+fi
+
+if [[ "${DRY_RUN}" == 1 ]]; then
+  log::step "dry run: rendering the release against the API server (${DRY_RUN_FLAG}); nothing is stored"
+  if ! "${H[@]}" "${HELM_ARGS[@]}" "${DRY_RUN_FLAG}" >/dev/null; then
+    fail_early "helm ${DRY_RUN_FLAG} rejected the release (chart, values or API validation)"
+  fi
+  util::run "${H[@]}" "${HELM_ARGS[@]}"
+  if ((FIRST_INSTALL)); then
+    timeline "plan: install revision 1; on failure uninstall it (nothing to roll back to)"
+  else
+    timeline "plan: upgrade to revision $((LATEST_REVISION + 1)); verify; on failure roll back to revision ${PREVIOUS_REVISION}"
+  fi
+  serving_state
+  finish dry_run
+fi
+
+log::step "deploying: helm ${HELM_ARGS[*]}"
+DEPLOY_EPOCH="$(date +%s)"
+timeline "helm upgrade --install started$( ((FIRST_INSTALL)) && echo " (first install, ${ATOMIC_FLAG})")"
+DEPLOY_OK=1
+HELM_ERR="$(mktemp)"
+util::trap_add "rm -f '${HELM_ERR}'"
+if ! util::run "${H[@]}" "${HELM_ARGS[@]}" >&2 2>"${HELM_ERR}"; then
+  DEPLOY_OK=0
+  cat "${HELM_ERR}" >&2
+  REASON="helm upgrade --install failed after $(($(date +%s) - DEPLOY_EPOCH))s: $(grep -m1 '^Error:' "${HELM_ERR}" | cut -c1-300 || true)"
+fi
+DEPLOYED_REVISION="$(jq -r 'last | .revision // empty' <<<"$(helm_history)")"
+if ((DEPLOY_OK)); then
+  timeline "helm finished: revision ${DEPLOYED_REVISION} deployed; verifying"
+  if verify; then
+    serving_state
+    timeline "verified: revision ${SERVING_REVISION} healthy (${SERVING_IMAGES})"
+    finish deployed
+  fi
+fi
+log::error "deploy failed: ${REASON}"
+timeline "FAILED: ${REASON}"
+"${K[@]}" get deployments,pods -l "app.kubernetes.io/instance=${RELEASE}" -o wide >&2 2>/dev/null || true
+
+# -- first install: nothing to roll back to, leave a clean state ----------------------------------------------
+if ((FIRST_INSTALL)); then
+  log::step "first install failed: nothing to roll back to, removing the release"
+  if "${H[@]}" status "${RELEASE}" >/dev/null 2>&1; then
+    "${H[@]}" uninstall "${RELEASE}" --wait --timeout "${TIMEOUT_S}s" >&2 || true
+  fi
+  if util::wait_for "release ${RELEASE} and its objects gone" "${TIMEOUT_S}" no_release_left; then
+    SERVING_REVISION=""
+    timeline "release removed: nothing of ${RELEASE} is left in ${NAMESPACE}"
+    finish install_failed
+  fi
+  serving_state
+  timeline "cleanup incomplete: objects of ${RELEASE} remain"
+  finish install_cleanup_failed
+fi
+
+# -- roll back to the last good revision ---------------------------------------------------------------------
+FAIL_REASON="${REASON}"
+log::step "rolling back ${RELEASE} to revision ${PREVIOUS_REVISION}"
+ROLLBACK_EPOCH="$(date +%s)"
+timeline "helm rollback to revision ${PREVIOUS_REVISION} started"
+if ! util::run "${H[@]}" rollback "${RELEASE}" "${PREVIOUS_REVISION}" --wait --timeout "${TIMEOUT_S}s" >&2; then
+  serving_state
+  timeline "helm rollback failed"
+  finish rollback_failed "${FAIL_REASON}; then helm rollback to revision ${PREVIOUS_REVISION} failed"
+fi
+REASON=""
+if ! verify; then
+  serving_state
+  timeline "rollback revision ${SERVING_REVISION} is NOT healthy: ${REASON}"
+  finish rollback_failed "${FAIL_REASON}; the rollback to revision ${PREVIOUS_REVISION} is not healthy either: ${REASON}"
+fi
+serving_state
+timeline "healthy again: revision ${SERVING_REVISION} (rollback to ${PREVIOUS_REVISION}) serves ${SERVING_IMAGES}, $(($(date +%s) - DEPLOY_EPOCH))s after the deploy started"
+finish rolled_back "${FAIL_REASON}"
