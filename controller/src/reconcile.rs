@@ -57,7 +57,8 @@ struct State {
 }
 
 impl Context {
-    /// Build the context; `leader` says whether this replica may act.
+    /// Build the context; `leader` says whether this replica may act. Build `client` with
+    /// [`client`]/[`client_from`] so a PDB refusal (429) reaches the reconciler.
     pub fn new(
         client: Client,
         cfg: Config,
@@ -163,12 +164,23 @@ fn to_std(d: SignedDuration) -> Duration {
     Duration::try_from(d).unwrap_or(Duration::ZERO)
 }
 
-/// A client for the cluster in the environment (in-cluster or `KUBECONFIG`) that counts its
-/// requests in `api_requests_total{verb}`: proof that an idle controller does not poll.
+/// A client for the cluster in the environment (in-cluster or `KUBECONFIG`); see [`client_from`].
 pub async fn client(metrics: &Metrics) -> Result<Client, kube::Error> {
     let config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
+    client_from(config, metrics)
+}
+
+/// The controller's client: counts its requests in `api_requests_total{verb}` (proof that an idle
+/// controller does not poll) and has kube's built-in retry layer switched off.
+///
+/// NB: that layer retries every 429 inside the client, for up to 15 attempts with delays growing
+/// to 1000 s. A PodDisruptionBudget refusing an eviction *is* a 429: with the layer on, the
+/// eviction call would hang instead of returning, and no `RecycleBlocked` Event would be written.
+/// Retries are ours instead: the reconcile requeues with exponential backoff.
+pub fn client_from(mut config: kube::Config, metrics: &Metrics) -> Result<Client, kube::Error> {
+    config.default_retry = false;
     let counter = metrics.api_requests_total.clone();
     let count = tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
         counter

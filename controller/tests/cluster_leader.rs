@@ -186,6 +186,7 @@ fn spawn_controller(identity: &str, ns: &str, lease_ns: &str) -> Process {
     Process { child, port }
 }
 
+/// Sum of every series of `metric` on the process's /metrics; `None` when it has no series.
 async fn scrape(port: u16, metric: &str) -> Option<f64> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -196,13 +197,15 @@ async fn scrape(port: u16, metric: &str) -> Option<f64> {
         .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).await.ok()?;
-    body.lines().find_map(|l| {
-        l.strip_prefix(metric)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    let values: Vec<f64> = body
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 async fn holder(client: &Client, lease_ns: &str) -> Option<String> {

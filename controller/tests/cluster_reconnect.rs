@@ -84,10 +84,9 @@ async fn controller_keeps_working_after_the_api_server_connection_is_cut() {
         config.cluster_url = format!("https://{}", proxy.listen)
             .parse()
             .expect("proxy url");
-        let proxied = kube::Client::try_from(config).expect("client");
         let direct = client().await;
 
-        let ctl = start_with(proxied, config_for(&ns));
+        let ctl = start_with(config, config_for(&ns));
         create_deployment(&direct, &ns, &crashing_deployment("before", 1, &[])).await;
         wait_for(
             "a recycle before the outage",
@@ -96,6 +95,11 @@ async fn controller_keeps_working_after_the_api_server_connection_is_cut() {
         )
         .await;
 
+        let watches = ctl
+            .metrics
+            .api_requests_total
+            .with_label_values(&["watch"])
+            .get();
         proxy.cut();
         tokio::time::sleep(Duration::from_secs(10)).await;
         proxy.restore().await;
@@ -114,6 +118,14 @@ async fn controller_keeps_working_after_the_api_server_connection_is_cut() {
         )
         .await;
         assert!(recycles(&ctl.metrics, &ns) > before);
+        assert!(
+            ctl.metrics
+                .api_requests_total
+                .with_label_values(&["watch"])
+                .get()
+                > watches,
+            "the watch was not re-established"
+        );
     })
     .await;
 }

@@ -21,7 +21,7 @@ const SLOW: Duration = Duration::from_secs(180);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashing_deployment_is_evicted_replaced_and_reported_with_evidence() {
     in_namespace("sh-recycle", |client, ns| async move {
-        let ctl = start(client.clone(), config(&ns, &[]));
+        let ctl = start(config(&ns, &[])).await;
         create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
 
         wait_for("the first pod", SLOW, || async {
@@ -102,7 +102,7 @@ async fn disruption_budget_blocks_eviction_which_is_retried_never_forced() {
             .create(&PostParams::default(), &pdb)
             .await
             .expect("creating PDB");
-        let ctl = start(client.clone(), config(&ns, &[]));
+        let ctl = start(config(&ns, &[])).await;
         create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
 
         wait_for(
@@ -138,7 +138,7 @@ async fn disruption_budget_blocks_eviction_which_is_retried_never_forced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bare_pod_is_never_evicted_and_the_refusal_is_reported() {
     in_namespace("sh-bare", |client, ns| async move {
-        let ctl = start(client.clone(), config(&ns, &[]));
+        let ctl = start(config(&ns, &[])).await;
         let pod = Pod {
             metadata: ObjectMeta {
                 name: Some("bare".into()),
@@ -182,7 +182,7 @@ async fn bare_pod_is_never_evicted_and_the_refusal_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opted_out_pod_is_never_evicted_and_the_refusal_is_reported() {
     in_namespace("sh-optout", |client, ns| async move {
-        let ctl = start(client.clone(), config(&ns, &[]));
+        let ctl = start(config(&ns, &[])).await;
         create_deployment(
             &client,
             &ns,
@@ -225,17 +225,15 @@ async fn opted_out_pod_is_never_evicted_and_the_refusal_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_is_given_up_on_after_max_retries() {
     in_namespace("sh-giveup", |client, ns| async move {
-        let ctl = start(
-            client.clone(),
-            config(
-                &ns,
-                &[
-                    "--restart-threshold=0",
-                    "--max-retries=2",
-                    "--max-recycles-per-window=10",
-                ],
-            ),
-        );
+        let ctl = start(config(
+            &ns,
+            &[
+                "--restart-threshold=0",
+                "--max-retries=2",
+                "--max-recycles-per-window=10",
+            ],
+        ))
+        .await;
         create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
 
         wait_for(
@@ -274,10 +272,7 @@ async fn workload_is_given_up_on_after_max_retries() {
 async fn excluded_namespace_is_left_untouched() {
     in_namespace("sh-excluded", |client, ns| async move {
         let exclude = format!("--exclude-namespaces=kube-system,{ns}");
-        let ctl = start(
-            client.clone(),
-            config(&ns, &[exclude.as_str(), "--restart-threshold=0"]),
-        );
+        let ctl = start(config(&ns, &[exclude.as_str(), "--restart-threshold=0"])).await;
         create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
 
         wait_for("the pod to restart twice", SLOW, || async {
@@ -308,7 +303,7 @@ async fn excluded_namespace_is_left_untouched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_records_the_decision_but_evicts_nothing() {
     in_namespace("sh-dryrun", |client, ns| async move {
-        let ctl = start(client.clone(), config(&ns, &["--dry-run"]));
+        let ctl = start(config(&ns, &["--dry-run"])).await;
         create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
         wait_for("a dry-run Recycled event", SLOW, || async {
             our_events(&client, &ns, "Recycled")

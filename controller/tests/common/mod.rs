@@ -114,11 +114,6 @@ pub async fn our_events_from(
         .collect()
 }
 
-/// Start the reconciler in-process with a client of our own choosing (e.g. through a proxy).
-pub fn start_with(client: Client, cfg: Config) -> Running {
-    start(client, cfg)
-}
-
 /// Config for an in-process controller scoped to `ns`: no leader election, no minimum age, no
 /// cooldown, threshold 1 (recycle at the 2nd restart), fast backoff; `extra` flags override.
 pub fn config(ns: &str, extra: &[&str]) -> Config {
@@ -139,7 +134,12 @@ pub fn config(ns: &str, extra: &[&str]) -> Config {
     .map(|s| (*s).to_owned())
     .collect();
     args.push(format!("--namespaces={ns}"));
-    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    // Later flags win: drop a default the caller overrides (clap rejects repeated flags).
+    for e in extra {
+        let flag = e.split('=').next().unwrap_or(e);
+        args.retain(|a| a.split('=').next() != Some(flag));
+        args.push((*e).to_owned());
+    }
     Config::try_parse_from(args).expect("test config parses")
 }
 
@@ -158,9 +158,25 @@ impl Drop for Running {
     }
 }
 
-/// Start the reconciler in-process (the same library code the binary runs).
-pub fn start(client: Client, cfg: Config) -> Running {
+/// Start the reconciler in-process (the same library code and client setup the binary uses).
+pub async fn start(cfg: Config) -> Running {
+    let config = kube::Config::infer().await.expect("kubeconfig");
+    start_with(config, cfg)
+}
+
+/// Like [`start`], with a client configuration of our own (e.g. through a proxy).
+pub fn start_with(config: kube::Config, cfg: Config) -> Running {
+    // Controller logs in the test output (shown for failing tests); RUST_LOG=debug for more.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,selfheal_controller=debug")
+            }),
+        )
+        .with_test_writer()
+        .try_init();
     let metrics = Arc::new(Metrics::new());
+    let client = reconcile::client_from(config, &metrics).expect("controller client");
     let (leader_tx, leader_rx) = watch::channel(true);
     let ctx = Arc::new(Context::new(client, cfg, metrics.clone(), leader_rx));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
