@@ -254,5 +254,20 @@ rollback_release() {
 }
 e2e::check "helm rollback restores the previous revision" rollback_release
 
+# -- HPA -------------------------------------------------------------------------------------------
+# Last, because switching an existing release to the HPA drops the replicas field: the Deployment
+# falls back to 1 replica until the HPA scales it to minReplicas (see helm-chart/README.md).
+# hpa_has_cpu: the HPA reports a CPU utilisation and the Deployment has at least 2 ready pods.
+hpa_has_cpu() {
+  [[ "$("${K[@]}" get hpa "${FULL}" -o jsonpath='{.status.currentMetrics[0].resource.current.averageUtilization}')" =~ ^[0-9]+$ ]] &&
+    (($("${K[@]}" get deployment "${FULL}" -o jsonpath='{.status.readyReplicas}') >= 2))
+}
+hpa_works() {
+  "${HELM}" upgrade "${REL}" "${CHART}" --namespace "${NS}" --reuse-values --set autoscaling.enabled=true >/dev/null &&
+    e2e::eventually 150 hpa_has_cpu &&
+    log::info "HPA: $("${K[@]}" get hpa "${FULL}" --no-headers)"
+}
+e2e::check "autoscaling on: the HPA reads CPU utilisation from metrics-server (requests set) and holds minReplicas 2" hpa_works
+
 ((E2E_FAILED == 0)) || { e2e::dump "${NS}"; "${HELM}" history "${REL}" --namespace "${NS}" >&2 || true; }
 e2e::summary chart
