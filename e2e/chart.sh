@@ -132,6 +132,22 @@ pdb_live() {
   [[ "$("${K[@]}" get pdb "${FULL}" -o jsonpath='{.status.currentHealthy}/{.status.desiredHealthy}/{.status.disruptionsAllowed}')" == 2/2/0 ]]
 }
 e2e::check "PDB is live: 2 healthy, 2 desired, 0 disruptions allowed" e2e::eventually 30 pdb_live
+# evict_refused: the Eviction API (what node drains and the selfheal controller use) refuses to
+# take a pod while the budget allows no disruption.
+evict_refused() {
+  local pod out
+  pod="$("${K[@]}" get pod -l "app.kubernetes.io/instance=${REL},track=stable" -o jsonpath='{.items[0].metadata.name}')"
+  if out="$(kubectl create --raw "/api/v1/namespaces/${NS}/pods/${pod}/eviction" -f - 2>&1 <<EOF
+{"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "${pod}", "namespace": "${NS}"}}
+EOF
+  )"; then
+    log::error "eviction of ${pod} was accepted"
+    return 1
+  fi
+  log::info "eviction refused: ${out}"
+  grep -q 'disruption budget' <<<"${out}"
+}
+e2e::check "the PDB refuses an eviction through the Eviction API (429: would violate the disruption budget)" evict_refused
 no_token() {
   [[ "$("${K[@]}" get pod -l "app.kubernetes.io/instance=${REL},track=stable" -o jsonpath='{.items[0].spec.automountServiceAccountToken}')" == false ]] &&
     ! grep -q serviceaccount <<<"$("${K[@]}" get pod -l "app.kubernetes.io/instance=${REL},track=stable" -o jsonpath='{.items[*].spec.containers[*].volumeMounts}')"
