@@ -90,7 +90,7 @@ bench::hwm_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
 # bench::load URL CONNECTIONS: prints "rps p99_ms" from oha's JSON summary.
 bench::load() {
   "${OHA}" --no-tui --output-format json -z "${DURATION}s" -c "$2" "$1" 2>/dev/null |
-    python3 -c 'import json,sys; d=json.load(sys.stdin); s=d["summary"]; p=d["latencyPercentiles"]; print(f"{s[\"requestsPerSec\"]:.0f} {p[\"p99\"]*1000:.2f} {s[\"successRate\"]:.4f}")'
+    python3 -c "import json,sys; d=json.load(sys.stdin); s=d['summary']; p=d['latencyPercentiles']; print('%.0f %.3f %.4f' % (s['requestsPerSec'], p['p99'] * 1000, s['successRate']))"
 }
 
 if ((!SKIP_BUILD)); then

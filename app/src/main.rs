@@ -59,6 +59,8 @@ fn telemetry_config(cfg: &Config) -> telemetry::TelemetryConfig {
         LogFormat::Text => telemetry::LogFormat::Text,
     };
     t.otlp_endpoint = cfg.otlp_endpoint.clone();
+    // The access log line carries its own fields; formatting span fields per request is waste.
+    t.log_span_fields = false;
     t.resource_attributes
         .push(("deployment.track".into(), cfg.track.as_str().into()));
     t.resource_attributes

@@ -3,6 +3,8 @@
 // tokio's clock (real time in production) so paused-time tests see injected latency.
 use tokio::time::Instant;
 
+use axum::extract::MatchedPath;
+use axum::http::StatusCode;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -153,13 +155,14 @@ impl Metrics {
     }
 
     /// Starts timing one request; dropping the guard records count, latency and in-flight.
-    pub fn request(&self, method: &'static str, route: String) -> RequestTimer<'_> {
+    /// `route` is the matched route template; `None` is labelled `unmatched`.
+    pub fn request(&self, method: &'static str, route: Option<MatchedPath>) -> RequestTimer<'_> {
         self.http_requests_in_flight.inc();
         RequestTimer {
             metrics: self,
             method,
             route,
-            status: 0,
+            status: None,
             start: Instant::now(),
         }
     }
@@ -180,15 +183,20 @@ impl Metrics {
 pub struct RequestTimer<'a> {
     metrics: &'a Metrics,
     method: &'static str,
-    route: String,
-    status: u16,
+    route: Option<MatchedPath>,
+    status: Option<StatusCode>,
     start: Instant,
 }
 
 impl RequestTimer<'_> {
-    /// Records the response status (0 = the request was dropped before answering).
-    pub fn set_status(&mut self, status: u16) {
-        self.status = status;
+    /// Records the response status (unset = dropped before answering, labelled `0`).
+    pub fn set_status(&mut self, status: StatusCode) {
+        self.status = Some(status);
+    }
+
+    /// Time since the request started.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.start.elapsed()
     }
 }
 
@@ -196,12 +204,16 @@ impl Drop for RequestTimer<'_> {
     fn drop(&mut self) {
         let m = self.metrics;
         m.http_requests_in_flight.dec();
-        let status = self.status.to_string();
+        let route = self
+            .route
+            .as_ref()
+            .map_or(crate::middleware::UNMATCHED_ROUTE, MatchedPath::as_str);
+        let status = self.status.as_ref().map_or("0", StatusCode::as_str);
         m.http_requests_total
-            .with_label_values(&[self.method, self.route.as_str(), status.as_str()])
+            .with_label_values(&[self.method, route, status])
             .inc();
         m.http_request_duration_seconds
-            .with_label_values(&[self.method, self.route.as_str()])
+            .with_label_values(&[self.method, route])
             .observe(self.start.elapsed().as_secs_f64());
     }
 }
@@ -230,8 +242,8 @@ mod tests {
     fn registry_exposes_every_family_with_help() {
         let m = Metrics::new("1.2.3", Track::Canary).unwrap();
         {
-            let mut t = m.request("GET", "/".into());
-            t.set_status(200);
+            let mut t = m.request("GET", None);
+            t.set_status(StatusCode::OK);
         }
         let text = m.encode().unwrap();
         for name in [
@@ -250,17 +262,19 @@ mod tests {
             );
         }
         assert!(text.contains(r#"selfheal_app_info{track="canary",version="1.2.3"} 1"#));
-        assert!(text.contains(r#"http_requests_total{method="GET",route="/",status="200"} 1"#));
+        assert!(
+            text.contains(r#"http_requests_total{method="GET",route="unmatched",status="200"} 1"#)
+        );
         assert!(text.contains("http_requests_in_flight 0"));
     }
 
     #[test]
     fn dropped_request_is_counted_with_status_zero() {
         let m = Metrics::new("v", Track::Stable).unwrap();
-        drop(m.request("POST", "/crash".into()));
+        drop(m.request("POST", None));
         assert_eq!(
             m.http_requests_total
-                .with_label_values(&["POST", "/crash", "0"])
+                .with_label_values(&["POST", "unmatched", "0"])
                 .get(),
             1
         );

@@ -1,19 +1,28 @@
 //! The middleware stack, outermost first:
-//! request span + access log (skips probe paths) → metrics (route template from `MatchedPath`) →
-//! JSON error bodies → panic → 500 → request timeout → 408 → body limit → 413.
+//!
+//! 1. `TraceLayer`: one server span per request (probe paths excluded), W3C parent from headers;
+//! 2. [`ObserveLayer`]: metrics (route template from `MatchedPath`), request timeout → 408,
+//!    panic → 500, JSON bodies for every 4xx/5xx, one access-log line per request, and the
+//!    `Content-Length` body limit → 413;
+//! 3. `DefaultBodyLimit`: the same limit for streamed bodies read by extractors.
+//!
+//! `ObserveLayer` is one hand-written service rather than several `from_fn`/tower-http layers:
+//! each `Router::layer` call boxes every route again, and this is the hot path.
 
+use std::convert::Infallible;
+use std::panic::AssertUnwindSafe;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{self as axum_mw, Next};
 use axum::response::Response;
+use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use serde_json::json;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
@@ -30,25 +39,21 @@ fn is_quiet_path(path: &str) -> bool {
 
 /// Wraps `routes` in the full stack and attaches `state`.
 pub fn apply(routes: axum::Router<AppState>, state: AppState) -> Router {
-    let timeout = state.request_timeout();
     let body_limit = state.body_limit_bytes();
-    // Router::layer wraps what is already there: innermost first.
     routes
-        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
-        .layer(RequestBodyLimitLayer::new(body_limit))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(axum_mw::from_fn(json_error_bodies))
-        .layer(axum_mw::from_fn_with_state(state.clone(), track_metrics))
         .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(make_span)
-                .on_request(())
-                .on_response(on_response)
-                .on_failure(()),
+            ServiceBuilder::new()
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(make_span)
+                        .on_request(())
+                        .on_response(on_response)
+                        .on_failure(()),
+                )
+                .layer(ObserveLayer {
+                    state: state.clone(),
+                })
+                .layer(DefaultBodyLimit::max(body_limit)),
         )
         .with_state(state)
 }
@@ -72,88 +77,196 @@ fn make_span(req: &Request) -> Span {
         http.route = route,
         url.path = path,
         http.response.status_code = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
     );
-    telemetry::set_parent_from_headers(&span, req.headers());
-    // Without an exporter there is no local trace, but the caller's trace id still joins logs.
-    if let Some(id) =
-        telemetry::trace_id(&span).or_else(|| telemetry::trace_id_from_headers(req.headers()))
-    {
-        span.record("trace_id", id);
+    if !span.is_disabled() {
+        telemetry::set_parent_from_headers(&span, req.headers());
     }
     span
 }
 
-fn on_response(res: &Response, latency: Duration, span: &Span) {
-    if span.is_none() {
+fn on_response(res: &Response, _latency: Duration, span: &Span) {
+    if span.is_disabled() {
         return;
     }
-    let status = res.status().as_u16();
-    span.record("http.response.status_code", status);
-    let latency_ms = latency.as_secs_f64() * 1000.0;
+    span.record("http.response.status_code", res.status().as_u16());
     if res.status().is_server_error() {
         span.record("otel.status_code", "ERROR");
-        tracing::warn!(status, latency_ms, "request failed");
-    } else {
-        tracing::info!(status, latency_ms, "request completed");
     }
 }
 
-async fn track_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
-        .to_owned();
-    let mut timer = state.metrics().request(method_label(req.method()), route);
-    let res = next.run(req).await;
-    timer.set_status(res.status().as_u16());
+/// Layer of [`Observe`].
+#[derive(Debug, Clone)]
+pub struct ObserveLayer {
+    state: AppState,
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// Metrics, timeout, panic catching, JSON error bodies, body limit and access log in one service.
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The ready service goes into the future; a fresh clone stays for the next call.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let state = self.state.clone();
+        Box::pin(async move { Ok(observe(state, inner, req).await) })
+    }
+}
+
+async fn observe<S>(state: AppState, mut inner: S, req: Request) -> Response
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    let method = method_label(req.method());
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let quiet = is_quiet_path(req.uri().path());
+    // Only what the access log needs, and only when it will be written.
+    let log = (!quiet && tracing::enabled!(tracing::Level::INFO)).then(|| AccessLog {
+        path: route.is_none().then(|| req.uri().path().to_owned()),
+        trace_id: telemetry::trace_id(&Span::current()).or_else(|| {
+            req.headers()
+                .contains_key("traceparent")
+                .then(|| telemetry::trace_id_from_headers(req.headers()))
+                .flatten()
+        }),
+    });
+    let mut timer = state.metrics().request(method, route.clone());
+
+    let too_large = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|len| len > state.body_limit_bytes() as u64);
+    let res = if too_large {
+        error_response(StatusCode::PAYLOAD_TOO_LARGE, None)
+    } else {
+        let call = AssertUnwindSafe(inner.call(req)).catch_unwind();
+        match tokio::time::timeout(state.request_timeout(), call).await {
+            Ok(Ok(Ok(res))) => json_error_body(res).await,
+            Ok(Ok(Err(never))) => match never {},
+            Ok(Err(panic)) => panic_response(&*panic),
+            Err(_elapsed) => error_response(StatusCode::REQUEST_TIMEOUT, None),
+        }
+    };
+
+    let status = res.status();
+    timer.set_status(status);
+    if let Some(log) = log {
+        let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+        let latency_ms = timer.elapsed().as_secs_f64() * 1000.0;
+        let status = status.as_u16();
+        if status >= 500 {
+            tracing::warn!(
+                method,
+                route,
+                path = log.path,
+                status,
+                latency_ms,
+                trace_id = log.trace_id,
+                "request failed"
+            );
+        } else {
+            tracing::info!(
+                method,
+                route,
+                path = log.path,
+                status,
+                latency_ms,
+                trace_id = log.trace_id,
+                "request completed"
+            );
+        }
+    }
     res
 }
 
-/// Gives every 4xx/5xx a JSON body (405, 408, 413 and extractor rejections come as text or empty).
-async fn json_error_bodies(req: Request, next: Next) -> Response {
-    let res = next.run(req).await;
+struct AccessLog {
+    /// Raw path, only for unmatched routes (the template says it all otherwise).
+    path: Option<String>,
+    trace_id: Option<String>,
+}
+
+fn error_response(status: StatusCode, detail: Option<String>) -> Response {
+    let mut json = json!({ "error": status.canonical_reason().unwrap_or("error").to_lowercase() });
+    if let Some(detail) = detail {
+        json["detail"] = detail.into();
+    }
+    let mut res = Response::new(Body::from(json.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    res
+}
+
+/// Gives every 4xx/5xx a JSON body (405 and extractor rejections come as text or empty).
+async fn json_error_body(res: Response) -> Response {
     let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
     let is_json = res
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if is_json || !(status.is_client_error() || status.is_server_error()) {
+    if is_json {
         return res;
     }
-    let (mut parts, body) = res.into_parts();
+    let (parts, body) = res.into_parts();
     let detail = axum::body::to_bytes(body, 4096)
         .await
         .ok()
         .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .filter(|s| !s.is_empty());
-    let mut json = json!({ "error": status.canonical_reason().unwrap_or("error").to_lowercase() });
-    if let Some(detail) = detail {
-        json["detail"] = detail.into();
+    let mut json = error_response(status, detail);
+    // Keep what the inner answer said besides its body (e.g. `Allow` on a 405).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            json.headers_mut().insert(name.clone(), value.clone());
+        }
     }
-    parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    Response::from_parts(parts, Body::from(json.to_string()))
+    json
 }
 
-fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+fn panic_response(err: &(dyn std::any::Any + Send)) -> Response {
     let msg = err
         .downcast_ref::<String>()
         .map(String::as_str)
         .or_else(|| err.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     tracing::error!(panic = msg, "handler panicked");
-    let body = json!({ "error": "internal server error", "kind": "panic" }).to_string();
-    let mut res = Response::new(Body::from(body));
-    *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let mut res = error_response(StatusCode::INTERNAL_SERVER_ERROR, None);
+    *res.body_mut() =
+        Body::from(json!({ "error": "internal server error", "kind": "panic" }).to_string());
     res
 }

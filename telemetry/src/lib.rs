@@ -109,6 +109,10 @@ pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
     /// Extra resource attributes (e.g. `k8s.pod.name`); `OTEL_RESOURCE_ATTRIBUTES` wins on conflicts.
     pub resource_attributes: Vec<(String, String)>,
+    /// Whether log lines carry the fields of their enclosing spans (default `true`).
+    /// `false` keeps spans out of the `fmt` layer entirely (they still go to OTLP): cheaper on
+    /// hot paths that log their own fields, such as one access-log line per request.
+    pub log_span_fields: bool,
 }
 
 impl TelemetryConfig {
@@ -120,6 +124,7 @@ impl TelemetryConfig {
             log_format: LogFormat::Text,
             otlp_endpoint: None,
             resource_attributes: Vec::new(),
+            log_span_fields: true,
         }
     }
 }
@@ -171,16 +176,15 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard> {
     }
     .map_err(Error::InvalidFilter)?;
 
-    let fmt_layer = match cfg.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .boxed(),
+    let fmt_layer = fmt_layer(cfg.log_format);
+    let fmt_layer = if cfg.log_span_fields {
+        fmt_layer
+    } else {
+        fmt_layer
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                !meta.is_span()
+            }))
+            .boxed()
     };
 
     let provider = match traces_endpoint(cfg) {
@@ -201,6 +205,24 @@ pub fn init(cfg: &TelemetryConfig) -> Result<TelemetryGuard> {
         .map_err(Error::SubscriberInitFailed)?;
 
     Ok(TelemetryGuard { provider })
+}
+
+/// The `fmt` layer for `format`, boxed so both formats have one type.
+fn fmt_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync + 'static>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .boxed(),
+    }
 }
 
 /// Builds the OpenTelemetry [`Resource`]: caller attributes, then `OTEL_RESOURCE_ATTRIBUTES`,
