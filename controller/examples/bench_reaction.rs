@@ -180,12 +180,9 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let (_leader_tx, leader_rx) = watch::channel(true);
     let ready = Arc::new(AtomicBool::new(false));
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        cfg,
-        metrics.clone(),
-        leader_rx,
-    ));
+    // NB: the controller's own client (no built-in 429 retry, request counter), as in main.rs.
+    let ctl_client = reconcile::client(&metrics).await?;
+    let ctx = Arc::new(Context::new(ctl_client, cfg, metrics.clone(), leader_rx));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let synced_at = Instant::now();
     let controller = tokio::spawn(reconcile::run(ctx, ready.clone(), async move {
