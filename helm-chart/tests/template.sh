@@ -272,6 +272,19 @@ check "ServiceMonitor/PrometheusRule with the CRDs: rendered; scrapes only the m
    and one('ServiceMonitor')['spec']['podTargetLabels'] == ['track']
    and all(r['annotations']['runbook_url'].startswith('https://') and r['labels']['severity'] for r in one('PrometheusRule')['spec']['groups'][0]['rules'])
    and {'SelfhealAppHighErrorRatio', 'SelfhealAppHPAAtMax', 'SelfhealAppCanaryWorseThanStable'} <= {r['alert'] for r in one('PrometheusRule')['spec']['groups'][0]['rules']}"
+# promtool_rules: the PrometheusRule's groups as a plain rules file pass `promtool check rules`.
+promtool_rules() {
+  python3 -c 'import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "PrometheusRule"]
+assert len(docs) == 1, "no PrometheusRule rendered"
+print(yaml.safe_dump({"groups": docs[0]["spec"]["groups"]}))' "${TMP}/full.yaml" >"${TMP}/rules.yaml" &&
+    promtool check rules "${TMP}/rules.yaml" >&2
+}
+if command -v promtool >/dev/null 2>&1; then
+  check "PrometheusRule expressions and templates pass promtool check rules" promtool_rules
+else
+  log::warn "promtool not installed (hack/tools.sh install promtool): PrometheusRule expressions not checked, not counted"
+fi
 check "NetworkPolicy: app port open to the namespace, ingress-nginx and monitoring only" expect full \
   "(lambda n: n['spec']['policyTypes'] == ['Ingress'] and n['spec']['ingress'][0]['ports'] == [{'port': 'http', 'protocol': 'TCP'}]
      and {'podSelector': {}} in n['spec']['ingress'][0]['from'] and len(n['spec']['ingress'][0]['from']) == 3)(one('NetworkPolicy'))"
