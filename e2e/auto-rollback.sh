@@ -6,7 +6,8 @@
 # says why, and the rollback is pushed to a (stand-in) Pushgateway; a bad release that passes
 # readiness but fails GET / is caught by the smoke check; --dry-run changes nothing (helm history
 # and the Deployment compared before and after); a release left pending-upgrade by a killed helm
-# is refused while young and recovered with --pending-grace 0s.
+# is refused while young and recovered with --pending-grace 0s; with --prometheus, a high 5xx ratio
+# (from a stand-in Prometheus) fails verification and an unreachable one is skipped.
 # Prerequisites: a cluster in KUBECONFIG (hack/cluster.sh up) with localhost/selfheal-app:$IMAGE_TAG
 # imported (hack/image.sh --import app); helm 3 or 4; jq, python3.
 # shellcheck source=e2e/lib.sh
@@ -257,6 +258,43 @@ pending_recovered() {
     e2e::eventually 60 images_are "${REPO}:${GOOD_TAG}" && get_root | grep -q '"message":"release-3"'
 }
 e2e::check "--pending-grace 0s: the interrupted release is rolled back (8), then deployed (9), release-3 answers" pending_recovered
+
+# -- the optional Prometheus error-rate check ----------------------------------------------------------------------
+# A stand-in Prometheus on loopback answering every query with a 25 % 5xx ratio (the pods here
+# are not scraped by any Prometheus); it records the queries it got.
+PROM_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+python3 - "${PROM_PORT}" "${TMP}/queries" >"${TMP}/prom.log" 2>&1 <<'EOF' &
+import sys, json, http.server, urllib.parse
+port, out = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query).get("query", [""])[0]
+        with open(out, "a") as f:
+            f.write(q + "\n")
+        body = json.dumps({"status": "success", "data": {"resultType": "vector",
+                           "result": [{"metric": {}, "value": [0, "0.25"]}]}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+EOF
+PROM_PID=$!
+util::trap_add "kill ${PROM_PID} 2>/dev/null || true"
+prometheus_ratio_rolls_back() {
+  util::wait_for "stand-in Prometheus" 10 curl -fsS -m 2 "http://127.0.0.1:${PROM_PORT}/api/v1/query?query=up" || return 1
+  deploy prom-bad "${BASE[@]}" --image-tag "${GOOD_TAG}" --timeout 60s --prometheus "http://127.0.0.1:${PROM_PORT}"
+  [[ "$(rc_of prom-bad)" == 3 && "$(field prom-bad .serving_revision)" == 11 ]] || { show prom-bad; return 1; }
+  field prom-bad .reason | grep -q "^Prometheus: 5xx ratio of service/${FULL} over 2m is 0.25 (more than 0.05)" &&
+    grep -q "namespace=\"${NS}\",job=\"${FULL}\"" "${TMP}/queries"
+}
+e2e::check "--prometheus: a 5xx ratio of 0.25 for the release's Service fails verification, rollback (revision 11)" prometheus_ratio_rolls_back
+unreachable_prometheus_skipped() {
+  deploy prom-down "${BASE[@]}" --image-tag "${GOOD_TAG}" --timeout 60s --prometheus "http://127.0.0.1:9"
+  [[ "$(rc_of prom-down)" == 0 && "$(field prom-down .serving_revision)" == 12 ]] || { show prom-down; return 1; }
+  field prom-down .timeline[].event | grep -q 'Prometheus not reachable: error-rate check skipped'
+}
+e2e::check "--prometheus unreachable: the check is skipped and said so, deploy succeeds (revision 12)" unreachable_prometheus_skipped
 
 ((E2E_FAILED == 0)) || { e2e::dump "${NS}"; "${HELM}" history "${REL}" --namespace "${NS}" >&2 || true; }
 e2e::summary auto-rollback

@@ -316,8 +316,11 @@ serving_state() {
   SERVING_IMAGES="${SERVING_IMAGES% }"
 }
 
-# verify: every check of a healthy release; sets REASON and returns 1 on the first failure.
+# verify [PROMETHEUS=1]: every check of a healthy release; sets REASON and returns 1 on the first
+# failure. verify 0 leaves out the Prometheus query (its window still holds the failed revision's
+# errors right after a rollback).
 verify() {
+  local use_prometheus="${1:-1}"
   local deployments=() d status svc port i ok=0 fail=0 want ready updated unavailable
   mapfile -t deployments < <(release_deployments)
   if ((${#deployments[@]} == 0)); then
@@ -360,7 +363,7 @@ verify() {
     fi
     log::ok "smoke test: ${ok}/${SMOKE_REQUESTS} GET / answered 2xx"
   fi
-  if [[ -n "${PROMETHEUS}" ]]; then
+  if [[ -n "${PROMETHEUS}" && "${use_prometheus}" == 1 ]]; then
     verify_prometheus "${svc}" || return 1
   fi
   return 0
@@ -551,7 +554,8 @@ if ! util::run "${H[@]}" rollback "${RELEASE}" "${PREVIOUS_REVISION}" --wait --t
   finish rollback_failed "${FAIL_REASON}; then helm rollback to revision ${PREVIOUS_REVISION} failed"
 fi
 REASON=""
-if ! verify; then
+[[ -z "${PROMETHEUS}" ]] || timeline "verifying the rollback without the Prometheus query: its ${PROMETHEUS_WINDOW} window still holds the failed revision's errors"
+if ! verify 0; then
   serving_state
   timeline "rollback revision ${SERVING_REVISION} is NOT healthy: ${REASON}"
   finish rollback_failed "${FAIL_REASON}; the rollback to revision ${PREVIOUS_REVISION} is not healthy either: ${REASON}"
