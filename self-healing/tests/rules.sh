@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Tests of the alert rules that need no cluster: the generated files are fresh (and the freshness
+# check really catches a stale one), `promtool check rules` accepts every plain rule file,
+# `promtool test rules` passes the unit tests of each timing profile (every alert fires when it
+# should and stays silent when it should not), and the structural checks of check_rules.py.
+# Prerequisites: python3 with PyYAML; promtool (hack/tools.sh install promtool, built on demand).
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../hack/lib.sh"
+
+usage() {
+  cat <<EOF
+Usage: self-healing/tests/rules.sh [-h|--help]
+
+Checks and unit-tests the alert rules in self-healing/ and prints "rules: N passed, N failed".
+Exit status 0 only when every check passed. Builds the pinned promtool when it is missing.
+
+Example:
+  self-healing/tests/rules.sh
+EOF
+}
+
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  "") ;;
+  *) util::usage_error "unknown argument: $1" ;;
+esac
+
+SH="${REPO_ROOT}/self-healing"
+PASSED=0
+FAILED=0
+FAILURES=()
+
+# check "what" cmd...: run, count, keep going.
+check() {
+  local what="$1"
+  shift
+  log::step "${what}"
+  if "$@"; then
+    PASSED=$((PASSED + 1))
+    log::ok "${what} passed"
+  else
+    FAILED=$((FAILED + 1))
+    FAILURES+=("${what}")
+    log::error "${what} FAILED"
+  fi
+}
+
+util::require_tools python3
+command -v promtool >/dev/null 2>&1 || "${REPO_ROOT}/hack/tools.sh" install promtool
+util::require_tools promtool
+TMP="$(mktemp -d)"
+util::trap_add "rm -rf '${TMP}'"
+
+check "generated rule files are fresh (self-healing/generate.py --check)" "${SH}/generate.py" --check
+
+# The freshness check must be able to fail: render into a copy, make one file stale, expect exit 1.
+stale_is_caught() {
+  "${SH}/generate.py" --out-dir "${TMP}/gen" >/dev/null || return 1
+  "${SH}/generate.py" --check --out-dir "${TMP}/gen" >/dev/null || return 1
+  sed -i 's/for: 15m/for: 14m/' "${TMP}/gen/rules/production.rules.yaml"
+  ! "${SH}/generate.py" --check --out-dir "${TMP}/gen" 2>/dev/null
+}
+check "a hand-edited generated file is reported stale" stale_is_caught
+
+mapfile -t RULE_FILES < <(find "${SH}/rules" -name '*.rules.yaml' | sort)
+check "promtool check rules (${#RULE_FILES[@]} files)" promtool check rules "${RULE_FILES[@]}"
+
+# promtool resolves rule_files relative to the test file.
+for t in "${SH}"/tests/*.test.yaml; do
+  check "promtool test rules $(basename "${t}")" promtool test rules "${t}"
+done
+
+# The unit tests must be able to fail: break one threshold in a copy, expect a failing test.
+broken_rule_fails_tests() {
+  mkdir -p "${TMP}/broken/rules" "${TMP}/broken/tests"
+  sed 's/> 0.05$/> 0.5/' "${SH}/rules/production.rules.yaml" >"${TMP}/broken/rules/production.rules.yaml"
+  cp "${SH}/tests/production.test.yaml" "${TMP}/broken/tests/"
+  ! promtool test rules "${TMP}/broken/tests/production.test.yaml" >"${TMP}/broken.out" 2>&1 &&
+    grep -q SelfhealHighErrorRatio "${TMP}/broken.out"
+}
+check "promtool test rules fails when a threshold is changed (the tests can fail)" broken_rule_fails_tests
+
+check "structure: PrometheusRule = rule file, annotations, runbooks, fire+silent case per alert (check_rules.py)" \
+  python3 "${SH}/tests/check_rules.py"
+
+for f in "${FAILURES[@]}"; do log::error "failed: ${f}"; done
+printf 'rules: %d passed, %d failed\n' "${PASSED}" "${FAILED}"
+((FAILED == 0))
