@@ -109,7 +109,7 @@ test::all() {
   local t0
   t0="$(date +%s)"
   log::step "installing tools (cached after the first run)"
-  "${REPO_ROOT}/hack/tools.sh" install apt kubernetes coredns metrics-server
+  "${REPO_ROOT}/hack/tools.sh" install apt kubernetes coredns metrics-server helm
   test::run lint "${REPO_ROOT}/hack/lint.sh"
   local started=0
   if ! "${REPO_ROOT}/hack/cluster.sh" status >/dev/null 2>&1; then
