@@ -6,7 +6,7 @@
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ALL_TOOLS=(apt kubernetes coredns metrics-server helm actionlint promtool)
+ALL_TOOLS=(apt kubernetes coredns metrics-server helm actionlint promtool prometheus)
 
 usage() {
   cat <<EOF
@@ -26,6 +26,7 @@ Tools: ${ALL_TOOLS[*]}
   helm            Helm ${HELM_VERSION}
   actionlint      actionlint ${ACTIONLINT_VERSION}
   promtool        promtool from Prometheus ${PROMETHEUS_VERSION}
+  prometheus      Prometheus server ${PROMETHEUS_VERSION} (no web UI assets: API only; for self-healing/tests)
 
 Environment:
   SELFHEAL_HOME   cache root (default ~/.cache/selfheal); binaries land in \$SELFHEAL_HOME/bin
@@ -185,6 +186,12 @@ tools::install_one() {
       tools::go_install promtool "${PROMETHEUS_VERSION}" \
         "github.com/prometheus/prometheus/cmd/promtool@${PROMETHEUS_VERSION}"
       ;;
+    prometheus)
+      # The module zip has no built web UI, so no `builtinassets` tag (its embed would fail):
+      # the binary serves the HTTP API and /metrics; UI pages answer 404.
+      tools::go_install prometheus "${PROMETHEUS_VERSION}" \
+        "github.com/prometheus/prometheus/cmd/prometheus@${PROMETHEUS_VERSION}"
+      ;;
     *) util::usage_error "unknown tool: $1" ;;
   esac
 }
@@ -198,6 +205,7 @@ tools::version_of() {
     helm) echo "${HELM_VERSION}" ;;
     actionlint) echo "${ACTIONLINT_VERSION}" ;;
     promtool) echo "${PROMETHEUS_VERSION}" ;;
+    prometheus) echo "${PROMETHEUS_VERSION}" ;;
   esac
 }
 

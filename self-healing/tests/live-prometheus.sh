@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# Live test of the alert rules, no cluster: a real Prometheus server (pinned, built from its Go
+# module) on 127.0.0.1 scrapes the real selfheal-app binary every 2s with the WORKSHOP rules
+# loaded exactly as shipped (10s evaluation, 1m rate window, 30s `for:`). A load generator sends
+# GET / and GET /ready. With /ready failing on purpose (an unready pod) SelfhealHighErrorRatio
+# stays silent; injecting errors through POST /crash?mode=errors makes it fire; mode=reset clears
+# it. Prints how long firing and clearing took. Stops everything it starts.
+# Prerequisites: cargo; prometheus (hack/tools.sh install prometheus, built on demand); curl, jq, python3.
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../hack/lib.sh"
+
+usage() {
+  cat <<EOF
+Usage: self-healing/tests/live-prometheus.sh [-h|--help]
+
+Runs Prometheus against the selfheal-app binary on loopback ports, checks the error-rate alert
+fires and clears, and prints "live-prometheus: N passed, N failed". Takes about 3 minutes.
+
+Environment:
+  ERROR_PERCENT   share of GET / answering 500 while errors are injected (default 50)
+  KEEP_TMP=1      keep the temporary directory (Prometheus config, logs) for debugging
+EOF
+}
+
+case "${1:-}" in
+  -h | --help) usage; exit 0 ;;
+  "") ;;
+  *) util::usage_error "unknown argument: $1" ;;
+esac
+
+SH="${REPO_ROOT}/self-healing"
+RULES="${SH}/rules/workshop.rules.yaml"
+ERROR_PERCENT="${ERROR_PERCENT:-50}"
+if ! [[ "${ERROR_PERCENT}" =~ ^[0-9]+$ ]] || ((ERROR_PERCENT < 10 || ERROR_PERCENT > 100)); then
+  util::usage_error "ERROR_PERCENT must be 10-100"
+fi
+PASSED=0
+FAILED=0
+FAILURES=()
+
+check() {
+  local what="$1"
+  shift
+  if "$@"; then
+    PASSED=$((PASSED + 1))
+    log::ok "${what} passed"
+  else
+    FAILED=$((FAILED + 1))
+    FAILURES+=("${what}")
+    log::error "${what} FAILED"
+  fi
+  return 0
+}
+
+util::require_tools cargo curl jq python3
+command -v prometheus >/dev/null 2>&1 || "${REPO_ROOT}/hack/tools.sh" install prometheus
+util::require_tools prometheus
+
+TMP="$(mktemp -d)"
+if [[ "${KEEP_TMP:-0}" == 1 ]]; then
+  util::trap_add "log::info 'kept ${TMP}'"
+else
+  util::trap_add "rm -rf '${TMP}'"
+fi
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# stop PID: end a process this script started (TERM, then KILL after 10 s).
+stop() {
+  local pid="$1" i
+  kill "${pid}" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do kill -0 "${pid}" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "${pid}" 2>/dev/null || true
+}
+
+log::step "building selfheal-app (cargo build -p selfheal-app)"
+cargo build --locked -p selfheal-app --manifest-path "${REPO_ROOT}/Cargo.toml" >&2
+APP_BIN="$(cargo metadata --format-version 1 --no-deps --manifest-path "${REPO_ROOT}/Cargo.toml" | jq -r .target_directory)/debug/selfheal-app"
+[[ -x "${APP_BIN}" ]] || log::fatal "no binary at ${APP_BIN}"
+
+APP_PORT="$(free_port)"
+PROM_PORT="$(free_port)"
+APP="http://127.0.0.1:${APP_PORT}"
+PROM="http://127.0.0.1:${PROM_PORT}"
+
+log::step "starting selfheal-app on ${APP} (--enable-chaos)"
+"${APP_BIN}" --listen "127.0.0.1:${APP_PORT}" --enable-chaos --shutdown-delay-secs 0 >"${TMP}/app.log" 2>&1 &
+APP_PID=$!
+util::trap_add "stop ${APP_PID}"
+util::wait_for "selfheal-app /health" 30 curl -fsS -m 2 "${APP}/health" || { tail -20 "${TMP}/app.log" >&2; log::fatal "selfheal-app did not start"; }
+
+# The labels kube-prometheus-stack would add (namespace from the target, track from the pod).
+cat >"${TMP}/prometheus.yml" <<EOF
+global:
+  scrape_interval: 2s
+  scrape_timeout: 1s
+  evaluation_interval: 2s
+rule_files:
+  - ${RULES}
+scrape_configs:
+  - job_name: selfheal-app
+    static_configs:
+      - targets: ["127.0.0.1:${APP_PORT}"]
+        labels: {namespace: live-test, track: stable}
+EOF
+log::step "starting Prometheus ${PROMETHEUS_VERSION} (module version) on ${PROM} with ${RULES#"${REPO_ROOT}/"}"
+prometheus --config.file="${TMP}/prometheus.yml" --storage.tsdb.path="${TMP}/data" \
+  --web.listen-address="127.0.0.1:${PROM_PORT}" --log.level=warn >"${TMP}/prometheus.log" 2>&1 &
+PROM_PID=$!
+util::trap_add "stop ${PROM_PID}"
+
+prom_query() { curl -fsS -m 5 -G --data-urlencode "query=$1" "${PROM}/api/v1/query"; }
+# alert_state NAME: pending | firing | "" (absent) of the alert in /api/v1/alerts.
+alert_state() { curl -fsS -m 5 "${PROM}/api/v1/alerts" | jq -r --arg n "$1" '[.data.alerts[] | select(.labels.alertname == $n) | .state] | first // ""'; }
+alert_is() { [[ "$(alert_state "$1")" == "$2" ]]; }
+
+check "Prometheus is ready" util::wait_for "Prometheus /-/ready" 60 curl -fsS -m 2 "${PROM}/-/ready"
+target_up() { [[ "$(prom_query 'up{job="selfheal-app"}' | jq -r '.data.result[0].value[1] // ""')" == 1 ]]; }
+check "Prometheus scrapes selfheal-app (up == 1)" util::wait_for "target up" 30 target_up
+rules_loaded() {
+  local n
+  n="$(curl -fsS -m 5 "${PROM}/api/v1/rules?type=alert" | jq '[.data.groups[].rules[] | select(.name | startswith("Selfheal"))] | length')"
+  [[ "${n}" == "$(grep -c -- '- alert:' "${RULES}")" ]]
+}
+check "every workshop alert rule is loaded" util::wait_for "rules loaded" 30 rules_loaded
+
+# -- traffic: GET / and GET /ready, about 20 requests a second, for at most 10 minutes --------------
+python3 - "${APP}" >"${TMP}/load.log" 2>&1 <<'EOF' &
+import sys, time, urllib.request, urllib.error
+base, deadline, n = sys.argv[1], time.time() + 600, 0
+while time.time() < deadline:
+    for path in ("/", "/", "/ready"):
+        try:
+            urllib.request.urlopen(base + path, timeout=2).read()
+        except urllib.error.HTTPError:
+            pass
+        except OSError:
+            pass
+        n += 1
+    time.sleep(0.1)
+EOF
+LOAD_PID=$!
+util::trap_add "stop ${LOAD_PID}"
+
+crash() { curl -fsS -m 5 -XPOST "${APP}/crash?$1" >/dev/null; }
+check "inject unready (/ready answers 503, like an unready pod)" crash "mode=unready"
+ready_503s_seen() {
+  [[ "$(prom_query 'sum(rate(http_requests_total{job="selfheal-app", route="/ready", status="503"}[1m])) > 0 and sum(rate(http_requests_total{job="selfheal-app", route="/"}[1m])) > 0' | jq '.data.result | length')" == 1 ]]
+}
+check "Prometheus sees the traffic and the 503s of /ready" util::wait_for "/ready 503s in Prometheus" 60 ready_503s_seen
+# Let the app group evaluate twice more (20 s) with the 503s in its window: no pending, no firing.
+group_evaluated_after() {
+  local since="$1"
+  curl -fsS -m 5 "${PROM}/api/v1/rules" | jq -e --argjson s "${since}" \
+    '[.data.groups[] | select(.name == "selfheal-workshop-app") | .lastEvaluation | sub("\\.[0-9]+"; "") | fromdateiso8601] | first > $s' >/dev/null
+}
+T_SILENT="$(($(date +%s) + 20))"
+util::wait_for "two evaluations of the app group" 60 group_evaluated_after "${T_SILENT}" || true
+silent_despite_503s() { [[ -z "$(alert_state SelfhealHighErrorRatio)" ]]; }
+check "503s of /ready do not count: SelfhealHighErrorRatio stays silent" silent_despite_503s
+
+# -- inject errors: the alert goes pending, then fires -----------------------------------------------
+check "inject errors (POST /crash?mode=errors&percent=${ERROR_PERCENT})" crash "mode=errors&percent=${ERROR_PERCENT}"
+T_INJECT="$(date +%s)"
+check "SelfhealHighErrorRatio goes pending" util::wait_for "SelfhealHighErrorRatio pending" 60 alert_is SelfhealHighErrorRatio pending
+check "SelfhealHighErrorRatio fires (workshop for: 30s)" util::wait_for "SelfhealHighErrorRatio firing" 120 alert_is SelfhealHighErrorRatio firing
+FIRE_S=$(($(date +%s) - T_INJECT))
+log::info "SelfhealHighErrorRatio fired ${FIRE_S}s after the errors were injected"
+firing_alert_is_complete() {
+  curl -fsS -m 5 "${PROM}/api/v1/alerts" | jq -e '
+    .data.alerts[] | select(.labels.alertname == "SelfhealHighErrorRatio" and .state == "firing") |
+    select(.labels.severity == "critical" and .labels.profile == "workshop" and .labels.namespace == "live-test"
+           and .labels.job == "selfheal-app" and .labels.track == "stable") |
+    select(.annotations.summary | test("^live-test/selfheal-app answers [0-9.]+% 5xx\\.$")) |
+    select(.annotations.description | test("of the requests to selfheal-app in namespace live-test")) |
+    select(.annotations.runbook_url | endswith("/docs/runbooks/SelfhealHighErrorRatio.md"))' >/dev/null
+}
+check "the firing alert has severity, profile, namespace/job/track labels and rendered annotations" firing_alert_is_complete
+check "it fired within 90s of the injection (workshop promise: about a minute; took ${FIRE_S}s)" test "${FIRE_S}" -le 90
+
+# -- reset: the alert clears -------------------------------------------------------------------------
+check "reset faults (POST /crash?mode=reset)" crash "mode=reset"
+T_RESET="$(date +%s)"
+absent() { [[ -z "$(alert_state "$1")" ]]; }
+check "SelfhealHighErrorRatio clears after reset" util::wait_for "SelfhealHighErrorRatio gone" 150 absent SelfhealHighErrorRatio
+CLEAR_S=$(($(date +%s) - T_RESET))
+log::info "SelfhealHighErrorRatio cleared ${CLEAR_S}s after the reset"
+no_rule_errors() {
+  curl -fsS -m 5 "${PROM}/api/v1/rules" | jq -e '[.data.groups[].rules[] | select(.health != "ok")] | length == 0' >/dev/null
+}
+check "no rule evaluation errors (every rule health ok)" no_rule_errors
+
+if ((FAILED)); then
+  log::info "Prometheus log:"
+  tail -20 "${TMP}/prometheus.log" >&2 || true
+  curl -fsS -m 5 "${PROM}/api/v1/alerts" >&2 || true
+fi
+log::info "measured: fired ${FIRE_S}s after injecting errors, cleared ${CLEAR_S}s after reset"
+for f in "${FAILURES[@]}"; do log::error "failed: ${f}"; done
+printf 'live-prometheus: %d passed, %d failed\n' "${PASSED}" "${FAILED}"
+((FAILED == 0))
