@@ -99,13 +99,13 @@ restarts_at_least() { (($(pod_field "$1" '.status.containerStatuses[0].restartCo
 
 # -- probes -------------------------------------------------------------------------------------
 e2e::check "Deployment with HTTP readiness probes becomes Available (2/2 Ready)" \
-  kubectl -n "${NS}" rollout status deployment/web --timeout=90s
+  kubectl -n "${NS}" rollout status deployment/web --timeout=180s
 not_ready_but_running() {
   [[ "$(pod_field unready '.status.phase')" == Running ]] &&
     [[ "$(pod_field unready '.status.containerStatuses[0].ready')" == false ]]
 }
 # Give it time to (wrongly) turn Ready: several readiness periods after it runs.
-e2e::eventually 60 not_ready_but_running && sleep 5
+e2e::eventually 180 not_ready_but_running && sleep 5
 e2e::check "failing readiness probe keeps a running pod out of Ready" not_ready_but_running
 liveness_restarted() {
   restarts_at_least unlive 1 &&
