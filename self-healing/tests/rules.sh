@@ -83,6 +83,27 @@ check "promtool test rules fails when a threshold is changed (the tests can fail
 check "structure: PrometheusRule = rule file, annotations, runbooks, fire+silent case per alert (check_rules.py)" \
   python3 "${SH}/tests/check_rules.py"
 
+# The Alertmanager example, when amtool is available (it is not a pinned tool: say so, do not count).
+AM_CONFIG="${SH}/alertmanager/alertmanager.yaml"
+if command -v amtool >/dev/null 2>&1; then
+  check "amtool check-config alertmanager/alertmanager.yaml" amtool check-config "${AM_CONFIG}"
+  # routes_to RECEIVER label=value...: the labels are routed to exactly RECEIVER.
+  routes_to() {
+    local want="$1"
+    shift
+    [[ "$(amtool config routes test --config.file="${AM_CONFIG}" "$@")" == "${want}" ]]
+  }
+  routed_by_severity() {
+    routes_to oncall-webhook severity=critical alertname=SelfhealHighErrorRatio &&
+      routes_to team-webhook severity=warning alertname=SelfhealPodCrashLooping &&
+      routes_to workshop-webhook severity=critical profile=workshop &&
+      routes_to null severity=info
+  }
+  check "Alertmanager routes: critical -> oncall, warning -> team, workshop -> workshop, info -> null" routed_by_severity
+else
+  log::info "amtool not on PATH: the Alertmanager example is not checked (not counted)"
+fi
+
 for f in "${FAILURES[@]}"; do log::error "failed: ${f}"; done
 printf 'rules: %d passed, %d failed\n' "${PASSED}" "${FAILED}"
 ((FAILED == 0))
