@@ -123,6 +123,12 @@ wrong_context() {
     [[ "$(history_json)" == '[]' ]]
 }
 e2e::check "a kube context that does not exist stops before any change (exit 1, no release)" wrong_context
+missing_tool() {
+  local rc=0
+  HELM=no-such-helm "${SCRIPT}" "${BASE[@]}" >/dev/null 2>"${TMP}/missing.log" || rc=$?
+  [[ "${rc}" == 1 ]] && grep -q 'missing tools: no-such-helm' "${TMP}/missing.log" && [[ "$(history_json)" == '[]' ]]
+}
+e2e::check "a missing tool (HELM=no-such-helm) is named, exit 1, nothing changed" missing_tool
 
 # -- first install that fails: nothing to roll back to ------------------------------------------------
 first_install_fails_clean() {
@@ -134,6 +140,17 @@ first_install_fails_clean() {
     [[ -z "$("${K[@]}" get secrets -l "owner=helm,name=${REL}" -o name)" ]]
 }
 e2e::check "first install that fails: exit 5, no release, no objects, no Helm secrets left" first_install_fails_clean
+# Helm is satisfied (pods Ready) but the smoke check is not: the script removes it itself.
+first_install_fails_verification_clean() {
+  deploy first-errors "${BASE[@]}" --image-tag "${BAD_TAG}" --set app.faultProfile=errors --timeout 60s
+  [[ "$(rc_of first-errors)" == 5 && "$(field first-errors .result)" == install_failed ]] || { show first-errors; return 1; }
+  field first-errors .reason | grep -q 'GET / through service/' &&
+    ! "${HELM}" status "${REL}" --namespace "${NS}" >/dev/null 2>&1 &&
+    [[ -z "$("${K[@]}" get deployments,services,pods -l "app.kubernetes.io/instance=${REL}" -o name)" ]] &&
+    [[ -z "$("${K[@]}" get secrets -l "owner=helm,name=${REL}" -o name)" ]]
+}
+e2e::check "first install Helm accepts but verification rejects (faultProfile=errors): exit 5, uninstalled, nothing left" \
+  first_install_fails_verification_clean
 
 # -- good deploys ------------------------------------------------------------------------------------------
 good_install() {
