@@ -6,7 +6,7 @@
 # says why, and the rollback is pushed to a (stand-in) Pushgateway; a bad release that passes
 # readiness but fails GET / is caught by the smoke check; --dry-run changes nothing (helm history
 # and the Deployment compared before and after); a release left pending-upgrade by a killed helm
-# is refused while young and recovered with --pending-grace 0s; with --prometheus, a high 5xx ratio
+# is refused while young, planned by --dry-run without a change, and recovered with --pending-grace 0s; with --prometheus, a high 5xx ratio
 # (from a stand-in Prometheus) fails verification and an unreachable one is skipped.
 # Prerequisites: a cluster in KUBECONFIG (hack/cluster.sh up) with localhost/selfheal-app:$IMAGE_TAG
 # imported (hack/image.sh --import app); helm 3 or 4; jq, python3.
@@ -266,6 +266,15 @@ young_pending_refused() {
     [[ "$(history_json)" == "${before}" ]]
 }
 e2e::check "a young pending release is left alone (exit 1: another deploy may be running), history unchanged" young_pending_refused
+pending_dry_run() {
+  local before
+  before="$(history_json)"
+  deploy pending-dry "${BASE[@]}" --image-tag "${GOOD_TAG}" --pending-grace 0s --dry-run
+  [[ "$(rc_of pending-dry)" == 0 ]] || { show pending-dry; return 1; }
+  field pending-dry .timeline[].event | grep -q 'plan: upgrade to revision 9; verify; on failure roll back to revision 6' &&
+    grep -q "\[dry-run\] .* rollback ${REL} 6 " "${TMP}/pending-dry.log" && [[ "$(history_json)" == "${before}" ]]
+}
+e2e::check "--dry-run on the pending release: plans rollback to 6 and upgrade to 9, history unchanged" pending_dry_run
 pending_recovered() {
   deploy pending "${BASE[@]}" --image-tag "${GOOD_TAG}" --set app.message=release-3 --timeout 90s --pending-grace 0s
   [[ "$(rc_of pending)" == 0 && "$(field pending .result)" == deployed ]] || { show pending; return 1; }

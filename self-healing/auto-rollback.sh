@@ -489,15 +489,22 @@ if [[ -z "${PREVIOUS_REVISION}" ]]; then
 fi
 
 if [[ "${DRY_RUN}" == 1 ]]; then
-  log::step "dry run: rendering the release against the API server (${DRY_RUN_FLAG}); nothing is stored"
-  if ! "${H[@]}" "${HELM_ARGS[@]}" "${DRY_RUN_FLAG}" >/dev/null; then
-    fail_early "helm ${DRY_RUN_FLAG} rejected the release (chart, values or API validation)"
+  next=$((${LATEST_REVISION:-0} + 1))
+  if [[ "${LATEST_STATUS}" == pending-* ]]; then
+    # Helm refuses to render an upgrade of a pending release; the real run recovers it first.
+    log::info "dry run: the release is ${LATEST_STATUS}, so Helm cannot render the upgrade now; render skipped"
+    [[ -z "${PREVIOUS_REVISION}" ]] || next=$((next + 1))
+  else
+    log::step "dry run: rendering the release against the API server (${DRY_RUN_FLAG}); nothing is stored"
+    if ! "${H[@]}" "${HELM_ARGS[@]}" "${DRY_RUN_FLAG}" >/dev/null; then
+      fail_early "helm ${DRY_RUN_FLAG} rejected the release (chart, values or API validation)"
+    fi
   fi
   util::run "${H[@]}" "${HELM_ARGS[@]}"
   if ((FIRST_INSTALL)); then
     timeline "plan: install revision 1; on failure uninstall it (nothing to roll back to)"
   else
-    timeline "plan: upgrade to revision $((LATEST_REVISION + 1)); verify; on failure roll back to revision ${PREVIOUS_REVISION}"
+    timeline "plan: upgrade to revision ${next}; verify; on failure roll back to revision ${PREVIOUS_REVISION}"
   fi
   serving_state
   finish dry_run
