@@ -76,6 +76,11 @@ pub struct Config {
     #[arg(long, env = "CONTROLLER_LABEL_SELECTOR")]
     pub label_selector: Option<String>,
 
+    /// Page size of the initial (and re-)LIST of pods: smaller pages keep the start-up memory
+    /// peak down (whole pods are decoded before they are trimmed) at the cost of more requests.
+    #[arg(long, env = "CONTROLLER_WATCH_PAGE_SIZE", default_value_t = 100)]
+    pub watch_page_size: u32,
+
     /// Decide, log and record Events, but evict nothing.
     #[arg(long, env = "CONTROLLER_DRY_RUN", default_value_t = false)]
     pub dry_run: bool,

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt, future, stream};
+use futures::{FutureExt, StreamExt, TryStreamExt, future, stream};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodStatus};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{EvictParams, LogParams};
@@ -27,6 +27,8 @@ use crate::{Error, Result};
 pub const REPORTING_CONTROLLER: &str = "selfheal.io/controller";
 /// Events notes are limited to 1 kB by the API server.
 const NOTE_MAX_BYTES: usize = 1000;
+/// How long in-flight reconciles get to finish after shutdown was requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 /// Per-pod bookkeeping (dedup, backoff) is dropped when it grows past this.
 const BOOKKEEPING_MAX: usize = 20_000;
 
@@ -268,8 +270,10 @@ pub async fn run(
     ready: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let shutdown = shutdown.shared();
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let mut wc = watcher::Config::default().fields(&field_selector(&ctx.cfg));
+    wc = wc.page_size(ctx.cfg.watch_page_size.max(1));
     if let Some(sel) = ctx.cfg.label_selector.as_deref().filter(|s| !s.is_empty()) {
         wc = wc.labels(sel);
     }
@@ -306,7 +310,7 @@ pub async fn run(
     let controller = Controller::for_stream(pods, reader.clone())
         .with_config(ControllerConfig::default().concurrency(ctx.cfg.concurrency))
         .reconcile_all_on(became_leader)
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|res| {
             if let Err(e) = res {
@@ -338,8 +342,16 @@ pub async fn run(
             }
         }
     };
+    // NB: the Controller polls its shutdown trigger only once the cache is synced; with the API
+    // server unreachable at start-up it would never stop. Give it a grace period, then leave.
+    let deadline = async {
+        shutdown.await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        warn!(grace = ?SHUTDOWN_GRACE, "controller did not stop in time, leaving anyway");
+    };
     tokio::select! {
         () = controller => info!("controller stopped"),
+        () = deadline => {}
         () = async { readiness.await; future::pending::<()>().await } => {}
         () = gauges => {}
     }
