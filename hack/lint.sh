@@ -80,6 +80,9 @@ fi
 if ((${#RULES[@]})); then
   "${REPO_ROOT}/hack/tools.sh" install promtool
   lint::check "promtool check rules (${#RULES[@]} files)" promtool check rules "${RULES[@]}"
+  if [[ -x self-healing/tests/rules.sh ]]; then
+    lint::check "alert rule tests (self-healing/tests/rules.sh)" self-healing/tests/rules.sh
+  fi
 else
   log::info "no alert rules yet: promtool not run"
 fi

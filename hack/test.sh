@@ -111,6 +111,10 @@ test::all() {
   log::step "installing tools (cached after the first run)"
   "${REPO_ROOT}/hack/tools.sh" install apt kubernetes coredns metrics-server helm
   test::run lint "${REPO_ROOT}/hack/lint.sh"
+  # A real Prometheus scraping the real app with the alert rules loaded (no cluster needed).
+  if [[ -x "${REPO_ROOT}/self-healing/tests/live-prometheus.sh" ]]; then
+    test::run live-prometheus "${REPO_ROOT}/self-healing/tests/live-prometheus.sh"
+  fi
   local started=0
   if ! "${REPO_ROOT}/hack/cluster.sh" status >/dev/null 2>&1; then
     started=1
