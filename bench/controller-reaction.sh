@@ -20,6 +20,7 @@ Environment:
   BENCH_BACKGROUND_PODS   other pods in the cache (default 10000)
   BENCH_TARGET_PODS       pods whose reaction is timed (default 100)
   BENCH_IDLE_SECS         idle measurement window for the binary (default 60)
+  MALLOC_ARENA_MAX        glibc arenas for the binary (default 2, as in the Deployment)
 USAGE
 }
 case "${1:-}" in -h | --help) usage; exit 0 ;; "") ;; *) util::usage_error "unknown argument: $1" ;; esac
@@ -43,7 +44,8 @@ ns="$(awk '$1 == "namespace" {print $2}' "${out}")"
 util::trap_add "kubectl delete namespace '${ns}' --wait=false >/dev/null 2>&1 || true"
 
 log::step "the binary watching namespace ${ns}"
-"${REPO_ROOT}/target/release/selfheal-controller" --leader-election=false --dry-run \
+# Same allocator setting as controller/deploy/deployment.yaml.
+MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" "${REPO_ROOT}/target/release/selfheal-controller" --leader-election=false --dry-run \
   --namespaces="${ns}" --pod-namespace=selfheal-bench --http-addr="127.0.0.1:${port}" \
   --min-pod-age-secs=0 >/dev/null 2>&1 &
 pid=$!
