@@ -45,7 +45,7 @@ jq -r '
   "| field | value |",
   "|-------|-------|",
   (to_entries[] | select(.key != "timeline" and .key != "reason")
-    | "| `\(.key)` | \(.value | if type == "array" then (map(tostring) | join(", ")) else tostring end | gsub("\\|"; "\\|")) |"),
+    | "| `\(.key)` | \(.value | if . == null then "–" elif type == "array" then (map(tostring) | join(", ")) else tostring end | gsub("\\|"; "\\|")) |"),
   "",
   (if (.timeline // []) | length > 0 then
      "<details><summary>timeline</summary>\n\n```",
