@@ -61,14 +61,17 @@ if ((${#PYTHON[@]})); then
 fi
 
 if ((${#WORKFLOWS[@]})); then
-  "${REPO_ROOT}/hack/tools.sh" install actionlint
+  "${REPO_ROOT}/hack/tools.sh" install actionlint pyyaml
   lint::check "actionlint (${#WORKFLOWS[@]} workflows)" actionlint "${WORKFLOWS[@]}"
+  if [[ -f .github/ci/check-workflows.py ]]; then
+    lint::check "workflow rules (.github/ci/check-workflows.py)" python3 .github/ci/check-workflows.py
+  fi
 else
   log::info "no workflows yet: actionlint not run"
 fi
 
 if [[ -f helm-chart/Chart.yaml ]]; then
-  "${REPO_ROOT}/hack/tools.sh" install helm
+  "${REPO_ROOT}/hack/tools.sh" install helm pyyaml
   lint::check "helm lint --strict helm-chart" helm lint --strict helm-chart
   if [[ -x helm-chart/tests/template.sh ]]; then
     lint::check "chart template tests (helm-chart/tests/template.sh)" helm-chart/tests/template.sh

@@ -109,7 +109,7 @@ test::all() {
   local t0
   t0="$(date +%s)"
   log::step "installing tools (cached after the first run)"
-  "${REPO_ROOT}/hack/tools.sh" install apt kubernetes coredns metrics-server helm
+  "${REPO_ROOT}/hack/tools.sh" install apt pyyaml kubernetes coredns metrics-server helm
   test::run lint "${REPO_ROOT}/hack/lint.sh"
   # A real Prometheus scraping the real app with the alert rules loaded (no cluster needed).
   if [[ -x "${REPO_ROOT}/self-healing/tests/live-prometheus.sh" ]]; then

@@ -6,7 +6,7 @@
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ALL_TOOLS=(apt kubernetes coredns metrics-server helm actionlint promtool prometheus)
+ALL_TOOLS=(apt pyyaml kubernetes coredns metrics-server helm actionlint promtool prometheus)
 
 usage() {
   cat <<EOF
@@ -19,6 +19,7 @@ Commands:
 
 Tools: ${ALL_TOOLS[*]}
   apt             Debian packages: ${SELFHEAL_APT_PACKAGES[*]}
+  pyyaml          PyYAML for python3 (chart and workflow checks), from the package index
   kubernetes      kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
                   kubectl ${KUBE_VERSION} (from the k8s.io/kubernetes Go module, ~8 min cold)
   coredns         CoreDNS ${COREDNS_VERSION}
@@ -161,9 +162,19 @@ GO
   log::ok "kubernetes ${KUBE_VERSION} built in $(($(date +%s) - start))s"
 }
 
+tools::pyyaml() {
+  if python3 -c 'import yaml' 2>/dev/null; then
+    log::info "pyyaml: installed"
+    return 0
+  fi
+  log::step "installing PyYAML for $(command -v python3)"
+  python3 -m pip install --quiet pyyaml
+}
+
 tools::install_one() {
   case "$1" in
     apt) tools::apt ;;
+    pyyaml) tools::pyyaml ;;
     kubernetes) tools::kubernetes ;;
     coredns)
       tools::go_install coredns "${COREDNS_VERSION}" "github.com/coredns/coredns@${COREDNS_VERSION}"
@@ -199,6 +210,7 @@ tools::install_one() {
 tools::version_of() {
   case "$1" in
     apt) echo "debian" ;;
+    pyyaml) echo "pip" ;;
     kubernetes) echo "${KUBE_VERSION}" ;;
     coredns) echo "${COREDNS_VERSION}" ;;
     metrics-server) echo "${METRICS_SERVER_VERSION}" ;;
@@ -227,8 +239,8 @@ main() {
       local t state
       for t in "${ALL_TOOLS[@]}"; do
         state="missing"
-        if [[ "${t}" == apt ]]; then
-          state="(see dpkg)"
+        if [[ "${t}" == apt || "${t}" == pyyaml ]]; then
+          state="(system)"
         elif [[ -d "${TOOLS_DIR}/${t}-$(tools::version_of "${t}")" ]]; then
           state="installed"
         fi
