@@ -112,9 +112,9 @@ bad_flags_exit_2() {
     exits_2 --namespace "${NS}" --max-error-ratio 2 && exits_2 --namespace "${NS}" --values /nonexistent.yaml &&
     exits_2 --namespace "${NS}" --timeout
 }
-e2e::check "bad flags (unknown, missing --namespace, bad duration/output/ratio/--set, missing file or value) exit 2" bad_flags_exit_2
+check::run "bad flags (unknown, missing --namespace, bad duration/output/ratio/--set, missing file or value) exit 2" bad_flags_exit_2
 help_exits_0() { "${SCRIPT}" --help >"${TMP}/help" && grep -q -- '--pending-grace' "${TMP}/help" && grep -q -- '--dry-run' "${TMP}/help"; }
-e2e::check "--help exits 0 and documents the options" help_exits_0
+check::run "--help exits 0 and documents the options" help_exits_0
 
 wrong_context() {
   deploy wrong-context "${BASE[@]}" --image-tag "${GOOD_TAG}" --kube-context no-such-context
@@ -122,13 +122,13 @@ wrong_context() {
     field wrong-context .reason | grep -q "kube context 'no-such-context' does not exist" &&
     [[ "$(history_json)" == '[]' ]]
 }
-e2e::check "a kube context that does not exist stops before any change (exit 1, no release)" wrong_context
+check::run "a kube context that does not exist stops before any change (exit 1, no release)" wrong_context
 missing_tool() {
   local rc=0
   HELM=no-such-helm "${SCRIPT}" "${BASE[@]}" >/dev/null 2>"${TMP}/missing.log" || rc=$?
   [[ "${rc}" == 1 ]] && grep -q 'missing tools: no-such-helm' "${TMP}/missing.log" && [[ "$(history_json)" == '[]' ]]
 }
-e2e::check "a missing tool (HELM=no-such-helm) is named, exit 1, nothing changed" missing_tool
+check::run "a missing tool (HELM=no-such-helm) is named, exit 1, nothing changed" missing_tool
 
 # -- first install that fails: nothing to roll back to ------------------------------------------------
 first_install_fails_clean() {
@@ -139,7 +139,7 @@ first_install_fails_clean() {
     [[ -z "$("${K[@]}" get deployments,services,pods,secrets -l "app.kubernetes.io/instance=${REL}" -o name)" ]] &&
     [[ -z "$("${K[@]}" get secrets -l "owner=helm,name=${REL}" -o name)" ]]
 }
-e2e::check "first install that fails: exit 5, no release, no objects, no Helm secrets left" first_install_fails_clean
+check::run "first install that fails: exit 5, no release, no objects, no Helm secrets left" first_install_fails_clean
 # Helm is satisfied (pods Ready) but the smoke check is not: the script removes it itself.
 first_install_fails_verification_clean() {
   deploy first-errors "${BASE[@]}" --image-tag "${BAD_TAG}" --set app.faultProfile=errors --timeout 60s
@@ -149,7 +149,7 @@ first_install_fails_verification_clean() {
     [[ -z "$("${K[@]}" get deployments,services,pods -l "app.kubernetes.io/instance=${REL}" -o name)" ]] &&
     [[ -z "$("${K[@]}" get secrets -l "owner=helm,name=${REL}" -o name)" ]]
 }
-e2e::check "first install Helm accepts but verification rejects (faultProfile=errors): exit 5, uninstalled, nothing left" \
+check::run "first install Helm accepts but verification rejects (faultProfile=errors): exit 5, uninstalled, nothing left" \
   first_install_fails_verification_clean
 
 # -- good deploys ------------------------------------------------------------------------------------------
@@ -158,14 +158,14 @@ good_install() {
   [[ "$(rc_of good-1)" == 0 && "$(field good-1 .result)" == deployed && "$(field good-1 .serving_revision)" == 1 ]] || { show good-1; return 1; }
   get_root | grep -q '"message":"release-1"'
 }
-e2e::check "good first install: exit 0, revision 1 serving, the Service answers" good_install
+check::run "good first install: exit 0, revision 1 serving, the Service answers" good_install
 good_upgrade() {
   deploy good-2 "${BASE[@]}" --image-tag "${GOOD_TAG}" --set app.message=release-2 --timeout 120s
   [[ "$(rc_of good-2)" == 0 && "$(field good-2 .result)" == deployed && "$(field good-2 .serving_revision)" == 2 &&
     "$(field good-2 '.serving_images | join(",")')" == "${REPO}:${GOOD_TAG}" ]] || { show good-2; return 1; }
   e2e::eventually 60 images_are "${REPO}:${GOOD_TAG}" && get_root | grep -q '"message":"release-2"'
 }
-e2e::check "good upgrade to ${GOOD_TAG}: exit 0, revision N=2 serving ${REPO}:${GOOD_TAG}" good_upgrade
+check::run "good upgrade to ${GOOD_TAG}: exit 0, revision N=2 serving ${REPO}:${GOOD_TAG}" good_upgrade
 
 # -- --dry-run changes nothing ---------------------------------------------------------------------------------
 dry_run_changes_nothing() {
@@ -180,7 +180,7 @@ dry_run_changes_nothing() {
   [[ "${before}" == "${after}" && "${dep_before}" == "${dep_after}" ]] ||
     { log::error "history or Deployment changed: ${dep_before} -> ${dep_after}"; return 1; }
 }
-e2e::check "--dry-run: exit 0, prints the plan, helm history and the Deployment unchanged" dry_run_changes_nothing
+check::run "--dry-run: exit 0, prints the plan, helm history and the Deployment unchanged" dry_run_changes_nothing
 
 # -- a bad release is rolled back -------------------------------------------------------------------------------
 # A stand-in Pushgateway on loopback: records the path and body of every push.
@@ -208,13 +208,13 @@ bad_release_rolled_back() {
     { log::error "revisions: $(jq -c '{previous_revision, deployed_revision, serving_revision}' "${TMP}/bad.json")"; return 1; }
   [[ "$(field bad '.serving_images | join(",")')" == "${REPO}:${GOOD_TAG}" ]]
 }
-e2e::check "bad release (faultProfile=unready): exit 3, revision 3 failed, revision 4 (the rollback) serves" bad_release_rolled_back
+check::run "bad release (faultProfile=unready): exit 3, revision 3 failed, revision 4 (the rollback) serves" bad_release_rolled_back
 summary_says_why() {
   field bad .reason | grep -q 'helm upgrade --install failed after' &&
     field bad .reason | grep -qi 'not ready\|deadline\|timed out' &&
     field bad .timeline[].event | grep -q '^healthy again: revision 4 (rollback to 2)'
 }
-e2e::check "the summary says why (helm's not-ready error) and when it was healthy again" summary_says_why
+check::run "the summary says why (helm's not-ready error) and when it was healthy again" summary_says_why
 cluster_serves_good() {
   local hist
   hist="$(history_json)"
@@ -224,14 +224,14 @@ cluster_serves_good() {
   e2e::eventually 60 images_are "${REPO}:${GOOD_TAG}" && get_root | grep -q '"message":"release-2"' &&
     [[ "$("${K[@]}" get deployment "${FULL}" -o jsonpath='{.status.readyReplicas}/{.spec.replicas}')" == 2/2 ]]
 }
-e2e::check "helm history: 3 failed, 4 'Rollback to 2' deployed; only ${GOOD_TAG} pods run, 2/2 Ready, release-2 answers" cluster_serves_good
+check::run "helm history: 3 failed, 4 'Rollback to 2' deployed; only ${GOOD_TAG} pods run, 2/2 Ready, release-2 answers" cluster_serves_good
 rollback_pushed() {
   grep -q "^PATH /metrics/job/selfheal-autorollback/namespace/${NS}/release/${REL}$" "${TMP}/pushes" &&
     grep -Eq '^selfheal_autorollback_last_rollback_timestamp_seconds [0-9]{10}$' "${TMP}/pushes" &&
     grep -q '^selfheal_autorollback_last_rollback_healthy 1$' "${TMP}/pushes" &&
     grep -q '^selfheal_autorollback_last_run_success 0$' "${TMP}/pushes"
 }
-e2e::check "the rollback was pushed to the Pushgateway (metrics of the SelfhealHelmRollback alert)" rollback_pushed
+check::run "the rollback was pushed to the Pushgateway (metrics of the SelfhealHelmRollback alert)" rollback_pushed
 log::info "measured (bad release, --timeout 40s): $(jq -r '.timeline | map("+\(.elapsed_seconds)s \(.event)") | join("; ")' "${TMP}/bad.json" 2>/dev/null || true)"
 
 errors_caught_by_smoke() {
@@ -240,7 +240,7 @@ errors_caught_by_smoke() {
   field errors .reason | grep -Eq '^[0-9]+ of 20 GET / through service/'"${FULL}"' failed' &&
     e2e::eventually 60 images_are "${REPO}:${GOOD_TAG}"
 }
-e2e::check "bad release that passes readiness (faultProfile=errors): the GET / smoke check catches it, rollback (revision 6)" errors_caught_by_smoke
+check::run "bad release that passes readiness (faultProfile=errors): the GET / smoke check catches it, rollback (revision 6)" errors_caught_by_smoke
 
 # -- a release left pending-upgrade by an interrupted run ---------------------------------------------------------
 interrupt_an_upgrade() {
@@ -257,7 +257,7 @@ interrupt_an_upgrade() {
   wait "${pid}" 2>/dev/null || true
   [[ "$("${HELM}" status "${REL}" --namespace "${NS}" -o json | jq -r .info.status)" == pending-upgrade ]]
 }
-e2e::check "helm killed mid-upgrade leaves revision 7 pending-upgrade" interrupt_an_upgrade
+check::run "helm killed mid-upgrade leaves revision 7 pending-upgrade" interrupt_an_upgrade
 young_pending_refused() {
   local before
   before="$(history_json)"
@@ -265,7 +265,7 @@ young_pending_refused() {
   [[ "$(rc_of pending-young)" == 1 ]] && field pending-young .reason | grep -q 'pending-upgrade since' &&
     [[ "$(history_json)" == "${before}" ]]
 }
-e2e::check "a young pending release is left alone (exit 1: another deploy may be running), history unchanged" young_pending_refused
+check::run "a young pending release is left alone (exit 1: another deploy may be running), history unchanged" young_pending_refused
 pending_dry_run() {
   local before
   before="$(history_json)"
@@ -274,7 +274,7 @@ pending_dry_run() {
   field pending-dry .timeline[].event | grep -q 'plan: upgrade to revision 9; verify; on failure roll back to revision 6' &&
     grep -q "\[dry-run\] .* rollback ${REL} 6 " "${TMP}/pending-dry.log" && [[ "$(history_json)" == "${before}" ]]
 }
-e2e::check "--dry-run on the pending release: plans rollback to 6 and upgrade to 9, history unchanged" pending_dry_run
+check::run "--dry-run on the pending release: plans rollback to 6 and upgrade to 9, history unchanged" pending_dry_run
 pending_recovered() {
   deploy pending "${BASE[@]}" --image-tag "${GOOD_TAG}" --set app.message=release-3 --timeout 90s --pending-grace 0s
   [[ "$(rc_of pending)" == 0 && "$(field pending .result)" == deployed ]] || { show pending; return 1; }
@@ -283,7 +283,7 @@ pending_recovered() {
     [[ "$("${HELM}" status "${REL}" --namespace "${NS}" -o json | jq -r '.info.status + "/" + (.version | tostring)')" == deployed/9 ]] &&
     e2e::eventually 60 images_are "${REPO}:${GOOD_TAG}" && get_root | grep -q '"message":"release-3"'
 }
-e2e::check "--pending-grace 0s: the interrupted release is rolled back (8), then deployed (9), release-3 answers" pending_recovered
+check::run "--pending-grace 0s: the interrupted release is rolled back (8), then deployed (9), release-3 answers" pending_recovered
 
 # -- the optional Prometheus error-rate check ----------------------------------------------------------------------
 # A stand-in Prometheus on loopback answering every query with a 25 % 5xx ratio (the pods here
@@ -314,13 +314,13 @@ prometheus_ratio_rolls_back() {
   field prom-bad .reason | grep -q "^Prometheus: 5xx ratio of service/${FULL} over 2m is 0.25 (more than 0.05)" &&
     grep -q "namespace=\"${NS}\",job=\"${FULL}\"" "${TMP}/queries"
 }
-e2e::check "--prometheus: a 5xx ratio of 0.25 for the release's Service fails verification, rollback (revision 11)" prometheus_ratio_rolls_back
+check::run "--prometheus: a 5xx ratio of 0.25 for the release's Service fails verification, rollback (revision 11)" prometheus_ratio_rolls_back
 unreachable_prometheus_skipped() {
   deploy prom-down "${BASE[@]}" --image-tag "${GOOD_TAG}" --timeout 60s --prometheus "http://127.0.0.1:9"
   [[ "$(rc_of prom-down)" == 0 && "$(field prom-down .serving_revision)" == 12 ]] || { show prom-down; return 1; }
   field prom-down .timeline[].event | grep -q 'Prometheus not reachable: error-rate check skipped'
 }
-e2e::check "--prometheus unreachable: the check is skipped and said so, deploy succeeds (revision 12)" unreachable_prometheus_skipped
+check::run "--prometheus unreachable: the check is skipped and said so, deploy succeeds (revision 12)" unreachable_prometheus_skipped
 
-((E2E_FAILED == 0)) || { e2e::dump "${NS}"; "${HELM}" history "${REL}" --namespace "${NS}" >&2 || true; }
-e2e::summary auto-rollback
+((CHECK_FAILED == 0)) || { e2e::dump "${NS}"; "${HELM}" history "${REL}" --namespace "${NS}" >&2 || true; }
+check::summary auto-rollback

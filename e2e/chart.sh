@@ -82,12 +82,12 @@ server_dry_run() {
   fi
   log::info "$(wc -l <"${TMP}/${name}.out") objects accepted: $(awk '{print $1}' "${TMP}/${name}.out" | tr '\n' ' ')"
 }
-e2e::check "server-side dry-run: default values" server_dry_run default
-e2e::check "server-side dry-run: values-demo.yaml" server_dry_run demo -f "${CHART}/values-demo.yaml"
-e2e::check "server-side dry-run: canary (ci/canary-values.yaml: canary Deployment, weighted Ingress, TLS)" \
+check::run "server-side dry-run: default values" server_dry_run default
+check::run "server-side dry-run: values-demo.yaml" server_dry_run demo -f "${CHART}/values-demo.yaml"
+check::run "server-side dry-run: canary (ci/canary-values.yaml: canary Deployment, weighted Ingress, TLS)" \
   server_dry_run canary -f "${CHART}/ci/canary-values.yaml"
-e2e::check "server-side dry-run: values-openshift.yaml (no fixed UID)" server_dry_run openshift -f "${CHART}/values-openshift.yaml"
-e2e::check "server-side dry-run: ci/full-values.yaml (HPA with memory, NetworkPolicy, PDB maxUnavailable)" \
+check::run "server-side dry-run: values-openshift.yaml (no fixed UID)" server_dry_run openshift -f "${CHART}/values-openshift.yaml"
+check::run "server-side dry-run: ci/full-values.yaml (HPA with memory, NetworkPolicy, PDB maxUnavailable)" \
   server_dry_run full -f "${CHART}/ci/full-values.yaml"
 # A negative control: the same path must reject a pod the restricted profile forbids.
 privileged_rejected() {
@@ -97,7 +97,7 @@ privileged_rejected() {
   grep -q 'violates PodSecurity "restricted' "${TMP}/privileged.err" &&
     grep -q 'would violate PodSecurity "restricted' "${TMP}/privileged.err"
 }
-e2e::check "server-side dry-run rejects allowPrivilegeEscalation=true (the namespace really enforces restricted)" privileged_rejected
+check::run "server-side dry-run rejects allowPrivilegeEscalation=true (the namespace really enforces restricted)" privileged_rejected
 
 # -- install, helm test ---------------------------------------------------------------------------
 # minAvailable = replicas: any dip in ready pods during a rollout breaks the budget.
@@ -107,31 +107,31 @@ install_release() {
   "${HELM}" install "${REL}" "${CHART}" --namespace "${NS}" "${INSTALL_VALUES[@]}" >"${TMP}/install.out" &&
     "${K[@]}" rollout status "deployment/${FULL}" --timeout=180s
 }
-e2e::check "helm install with ${REPO}:${TAG}: rollout completes" install_release
+check::run "helm install with ${REPO}:${TAG}: rollout completes" install_release
 all_pods_ready() {
   "${K[@]}" wait pod -l "app.kubernetes.io/instance=${REL},track=stable" --for=condition=Ready --timeout=60s >/dev/null &&
     [[ "$("${K[@]}" get deployment "${FULL}" -o jsonpath='{.status.readyReplicas}')" == 2 ]]
 }
-e2e::check "2 stable pods Ready (probes on /health and /ready pass)" all_pods_ready
+check::run "2 stable pods Ready (probes on /health and /ready pass)" all_pods_ready
 notes_say_next_steps() { grep -q "port-forward service/${FULL}" "${TMP}/install.out" && grep -q "helm test ${REL}" "${TMP}/install.out"; }
-e2e::check "NOTES.txt tells what to run next (port-forward, helm test)" notes_say_next_steps
+check::run "NOTES.txt tells what to run next (port-forward, helm test)" notes_say_next_steps
 
 helm_test() {
   "${HELM}" test "${REL}" --namespace "${NS}" --timeout 120s >"${TMP}/test.out" 2>&1 || { cat "${TMP}/test.out" >&2; return 1; }
   [[ "$("${K[@]}" get pod "${FULL}-test" -o jsonpath='{.status.phase}')" == Succeeded ]] &&
     grep -q "^ok: http://${FULL}.${NS}.svc:80/ready answered 200" <<<"$("${K[@]}" logs "${FULL}-test" -c ready)"
 }
-e2e::check "helm test passes (pod ${FULL}-test probes /health and /ready through the Service)" helm_test
+check::run "helm test passes (pod ${FULL}-test probes /health and /ready through the Service)" helm_test
 
 # get_root SERVICE: GET / of a Service through the API server's service proxy (works on any cluster).
 get_root() { kubectl get --raw "/api/v1/namespaces/${NS}/services/http:$1:http/proxy/"; }
 answers_json() { get_root "${FULL}" | python3 -c "import json, sys; d = json.load(sys.stdin); sys.exit(0 if d['track'] == 'stable' and d['message'] == '$1' and d['namespace'] == '${NS}' else 1)"; }
-e2e::check "the Service answers GET / with track stable, the release message and the Downward API namespace" \
+check::run "the Service answers GET / with track stable, the release message and the Downward API namespace" \
   e2e::eventually 30 answers_json release-1
 pdb_live() {
   [[ "$("${K[@]}" get pdb "${FULL}" -o jsonpath='{.status.currentHealthy}/{.status.desiredHealthy}/{.status.disruptionsAllowed}')" == 2/2/0 ]]
 }
-e2e::check "PDB is live: 2 healthy, 2 desired, 0 disruptions allowed" e2e::eventually 30 pdb_live
+check::run "PDB is live: 2 healthy, 2 desired, 0 disruptions allowed" e2e::eventually 30 pdb_live
 # evict_refused: the Eviction API (what node drains and the selfheal controller use) refuses to
 # take a pod while the budget allows no disruption.
 evict_refused() {
@@ -147,12 +147,12 @@ EOF
   log::info "eviction refused: ${out}"
   grep -q 'disruption budget' <<<"${out}"
 }
-e2e::check "the PDB refuses an eviction through the Eviction API (429: would violate the disruption budget)" evict_refused
+check::run "the PDB refuses an eviction through the Eviction API (429: would violate the disruption budget)" evict_refused
 no_token() {
   [[ "$("${K[@]}" get pod -l "app.kubernetes.io/instance=${REL},track=stable" -o jsonpath='{.items[0].spec.automountServiceAccountToken}')" == false ]] &&
     ! grep -q serviceaccount <<<"$("${K[@]}" get pod -l "app.kubernetes.io/instance=${REL},track=stable" -o jsonpath='{.items[*].spec.containers[*].volumeMounts}')"
 }
-e2e::check "pods run without a ServiceAccount token" no_token
+check::run "pods run without a ServiceAccount token" no_token
 
 # -- canary track -----------------------------------------------------------------------------------
 canary_up() {
@@ -162,16 +162,16 @@ canary_up() {
     grep -q '"track":"canary"' <<<"$(get_root "${FULL}-canary")" &&
     grep -q '"track":"stable"' <<<"$(get_root "${FULL}-stable")"
 }
-e2e::check "canary enabled: ${FULL}-canary Ready, its Service answers track canary, ${FULL}-stable answers stable" canary_up
+check::run "canary enabled: ${FULL}-canary Ready, its Service answers track canary, ${FULL}-stable answers stable" canary_up
 three_endpoints() {
   [[ "$("${K[@]}" get endpointslices -l "kubernetes.io/service-name=${FULL}" -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}')" == xxx ]]
 }
-e2e::check "the all-tracks Service has 3 ready endpoints (2 stable + 1 canary: replica-ratio split)" e2e::eventually 30 three_endpoints
+check::run "the all-tracks Service has 3 ready endpoints (2 stable + 1 canary: replica-ratio split)" e2e::eventually 30 three_endpoints
 canary_down() {
   "${HELM}" upgrade "${REL}" "${CHART}" --namespace "${NS}" --reuse-values --set canary.enabled=false >/dev/null &&
     e2e::eventually 60 bash -c "! kubectl --namespace '${NS}' get deployment '${FULL}-canary' >/dev/null 2>&1"
 }
-e2e::check "canary disabled: its Deployment and Services are removed" canary_down
+check::run "canary disabled: its Deployment and Services are removed" canary_down
 
 # -- upgrade to a new tag under a watcher -------------------------------------------------------------
 # watch_capacity FILE: stream every stored state of the stable Deployment (to FILE.deploy) and of
@@ -231,20 +231,20 @@ upgrade_release() {
     --set app.message=release-2 >/dev/null &&
     "${K[@]}" rollout status "deployment/${FULL}" --timeout=180s
 }
-e2e::check "helm upgrade to ${REPO}:${NEW_TAG}: rollout completes" upgrade_release
+check::run "helm upgrade to ${REPO}:${NEW_TAG}: rollout completes" upgrade_release
 sleep 2
 kill "${WATCHERS[@]}" 2>/dev/null || true
 wait "${WATCHERS[@]}" 2>/dev/null || true
-e2e::check "during the upgrade ready replicas and ready endpoints never dropped below the PDB's minAvailable (${MIN_AVAILABLE})" \
+check::run "during the upgrade ready replicas and ready endpoints never dropped below the PDB's minAvailable (${MIN_AVAILABLE})" \
   capacity_held "${TMP}/capacity" "${MIN_AVAILABLE}"
 new_pods_only() {
   local images
   images="$("${K[@]}" get pods -l "app.kubernetes.io/instance=${REL},track=stable" --field-selector=status.phase=Running -o jsonpath='{range .items[*]}{.spec.containers[0].image}{"\n"}{end}' | sort -u)"
   [[ "${images}" == "${REPO}:${NEW_TAG}" ]]
 }
-e2e::check "only pods of the new tag remain" e2e::eventually 60 new_pods_only
-e2e::check "the Service answers with the upgraded release's message" e2e::eventually 30 answers_json release-2
-e2e::check "helm test passes after the upgrade" helm_test
+check::run "only pods of the new tag remain" e2e::eventually 60 new_pods_only
+check::run "the Service answers with the upgraded release's message" e2e::eventually 30 answers_json release-2
+check::run "helm test passes after the upgrade" helm_test
 
 # -- a bad release stalls without losing capacity; helm rollback restores it ----------------------------
 bad_release_stalls() {
@@ -257,7 +257,7 @@ bad_release_stalls() {
   log::info "after 20 s: ready/updated/total = ${s}"
   [[ "${s}" == 2/1/3 ]] && answers_json release-2
 }
-e2e::check "bad release (faultProfile=unready): the new pod never turns Ready, 2 old pods keep serving" bad_release_stalls
+check::run "bad release (faultProfile=unready): the new pod never turns Ready, 2 old pods keep serving" bad_release_stalls
 # healthy_profile_only: exactly 2 pods, none of them started with a fault profile.
 healthy_profile_only() {
   [[ "$("${K[@]}" get pods -l "app.kubernetes.io/instance=${REL},track=stable" -o jsonpath='{range .items[*]}{.spec.containers[0].env[?(@.name=="APP_FAULT_PROFILE")].value}{"\n"}{end}')" == $'none\nnone' ]]
@@ -268,7 +268,7 @@ rollback_release() {
     e2e::eventually 90 healthy_profile_only && answers_json release-2 &&
     [[ "$("${HELM}" history "${REL}" --namespace "${NS}" -o json | python3 -c 'import json, sys; print(json.load(sys.stdin)[-1]["description"])')" == "Rollback to"* ]]
 }
-e2e::check "helm rollback restores the previous revision" rollback_release
+check::run "helm rollback restores the previous revision" rollback_release
 
 # -- HPA -------------------------------------------------------------------------------------------
 # Last, because switching an existing release to the HPA drops the replicas field: the Deployment
@@ -283,7 +283,7 @@ hpa_works() {
     e2e::eventually 150 hpa_has_cpu &&
     log::info "HPA: $("${K[@]}" get hpa "${FULL}" --no-headers)"
 }
-e2e::check "autoscaling on: the HPA reads CPU utilisation from metrics-server (requests set) and holds minReplicas 2" hpa_works
+check::run "autoscaling on: the HPA reads CPU utilisation from metrics-server (requests set) and holds minReplicas 2" hpa_works
 
-((E2E_FAILED == 0)) || { e2e::dump "${NS}"; "${HELM}" history "${REL}" --namespace "${NS}" >&2 || true; }
-e2e::summary chart
+((CHECK_FAILED == 0)) || { e2e::dump "${NS}"; "${HELM}" history "${REL}" --namespace "${NS}" >&2 || true; }
+check::summary chart

@@ -29,9 +29,9 @@ log::step "second 'up' is a no-op"
 before="$(pids_now)"
 out="$("${CLUSTER}" up 2>&1)"
 after="$(pids_now)"
-e2e::check "second up reports nothing to do" grep -q "already up" <<<"${out}"
+check::run "second up reports nothing to do" grep -q "already up" <<<"${out}"
 same_processes() { [[ "${before}" == "${after}" ]] && (($(wc -w <<<"${before}") == 7)); }
-e2e::check "second up keeps the same 7 processes (${before})" same_processes
+check::run "second up keeps the same 7 processes (${before})" same_processes
 
 log::step "'down' leaves nothing behind"
 "${CLUSTER}" down
@@ -48,10 +48,10 @@ no_bridge() { ! ip link show selfheal0 >/dev/null 2>&1; }
 no_chains() {
   ! { iptables -t nat -S && iptables -t filter -S && iptables -t mangle -S; } 2>/dev/null | grep -Eq '^-N (KUBE|CNI)-'
 }
-e2e::check "no cluster process is left" e2e::eventually 15 none_alive
-e2e::check "no container shim of this cluster is left" no_shims
-e2e::check "no mount under the cluster state is left" no_mounts
-e2e::check "the pod bridge is gone" no_bridge
-e2e::check "no KUBE-/CNI- iptables chains are left" no_chains
-e2e::check "the cluster state directory is removed" test ! -e "${CLUSTER_STATE}"
-e2e::summary lifecycle
+check::run "no cluster process is left" e2e::eventually 15 none_alive
+check::run "no container shim of this cluster is left" no_shims
+check::run "no mount under the cluster state is left" no_mounts
+check::run "the pod bridge is gone" no_bridge
+check::run "no KUBE-/CNI- iptables chains are left" no_chains
+check::run "the cluster state directory is removed" test ! -e "${CLUSTER_STATE}"
+check::summary lifecycle

@@ -33,7 +33,7 @@ util::trap_add "kubectl delete -k '${REPO_ROOT}/controller/deploy' --wait=false 
 
 log::step "installing the controller (kubectl apply -k controller/deploy)"
 kubectl apply -k "${REPO_ROOT}/controller/deploy" >/dev/null
-e2e::check "controller Deployment rolls out with 2 Ready replicas" \
+check::run "controller Deployment rolls out with 2 Ready replicas" \
   kubectl -n "${SYS}" rollout status deployment/selfheal-controller --timeout=180s
 leader() { kubectl -n "${SYS}" get lease selfheal-controller -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
 leader_is_a_replica() {
@@ -41,7 +41,7 @@ leader_is_a_replica() {
   holder="$(leader)"
   [[ -n "${holder}" ]] && kubectl -n "${SYS}" get pod "${holder}" >/dev/null 2>&1
 }
-e2e::check "one replica holds the Lease" e2e::eventually 60 leader_is_a_replica
+check::run "one replica holds the Lease" e2e::eventually 60 leader_is_a_replica
 
 e2e::namespace controller
 NS="${E2E_NS}"
@@ -78,27 +78,27 @@ e2e::eventually 60 remember_first_pod || log::warn "the crasher pod did not appe
 recycled_event() {
   kubectl -n "${NS}" get events --field-selector reason=Recycled -o jsonpath='{.items[*].involvedObject.kind}' | grep -q Deployment
 }
-e2e::check "the controller records a Recycled Event on the owning Deployment" e2e::eventually 240 recycled_event
+check::run "the controller records a Recycled Event on the owning Deployment" e2e::eventually 240 recycled_event
 fresh_pod() {
   local uids
   uids="$(kubectl -n "${NS}" get pods -l app=crasher -o jsonpath='{.items[*].metadata.uid}')"
   [[ -n "${first_uid}" && -n "${uids}" && "${uids}" != *"${first_uid}"* ]]
 }
-e2e::check "the crash-looping pod was replaced by a fresh one" e2e::eventually 60 fresh_pod
+check::run "the crash-looping pod was replaced by a fresh one" e2e::eventually 60 fresh_pod
 # The previous container's log tail is added when the kubelet still has it; on the local cluster
 # the dead container is often gone already, so the check asks for the termination evidence.
 evidence_in_event() {
   kubectl -n "${NS}" get events --field-selector reason=Recycled -o jsonpath='{.items[*].message}' | grep -q 'last terminated Error (exit 1)'
 }
-e2e::check "the Event carries the crashed container's exit as evidence" evidence_in_event
+check::run "the Event carries the crashed container's exit as evidence" evidence_in_event
 metric_counted() {
   kubectl get --raw "/api/v1/namespaces/${SYS}/pods/$(leader):8081/proxy/metrics" |
     grep -E "^selfheal_controller_recycles_total\{[^}]*namespace=\"${NS}\"" | grep -Eq ' [1-9][0-9]*$'
 }
-e2e::check "the leader's selfheal_controller_recycles_total counts it" e2e::eventually 30 metric_counted
+check::run "the leader's selfheal_controller_recycles_total counts it" e2e::eventually 30 metric_counted
 
-((E2E_FAILED == 0)) || {
+((CHECK_FAILED == 0)) || {
   e2e::dump "${NS}"
   kubectl -n "${SYS}" logs deployment/selfheal-controller --tail=40 >&2 || true
 }
-e2e::summary controller
+check::summary controller

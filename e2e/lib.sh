@@ -1,13 +1,10 @@
 # shellcheck shell=bash
-# Helpers for the cluster tests in e2e/: a namespace per test file (deleted at exit), checks
-# that count passes and failures, and a closing "N passed, N failed" line.
+# Helpers for the cluster tests in e2e/: a namespace per test file (deleted at exit), bounded
+# polling and diagnostics. Checks and the closing line are check::run / check::summary (hack/lib.sh).
 # Tests run against $KUBECONFIG (hack/cluster.sh's cluster by default, or minikube).
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 
-E2E_PASSED=0
-E2E_FAILED=0
-E2E_FAILURES=()
 export KUBECONFIG="${KUBECONFIG:-${CLUSTER_KUBECONFIG}}"
 
 # e2e::require_cluster: fail loudly, never skip, when there is no cluster to test.
@@ -28,20 +25,6 @@ e2e::namespace() {
   util::trap_add "kubectl delete namespace '${E2E_NS}' --wait=false >/dev/null 2>&1 || true"
 }
 
-# e2e::check "what" cmd...: run cmd; count and print the result. Never exits the script.
-e2e::check() {
-  local what="$1"
-  shift
-  if "$@"; then
-    E2E_PASSED=$((E2E_PASSED + 1))
-    log::ok "${what} passed"
-  else
-    E2E_FAILED=$((E2E_FAILED + 1))
-    E2E_FAILURES+=("${what}")
-    log::error "${what} FAILED"
-  fi
-  return 0
-}
 
 # e2e::eventually TIMEOUT cmd...: true once cmd succeeds within TIMEOUT seconds.
 e2e::eventually() {
@@ -61,10 +44,3 @@ e2e::dump() {
   kubectl -n "$1" get events --sort-by=.lastTimestamp >&2 || true
 }
 
-# e2e::summary NAME: the closing line; exit status says whether everything passed.
-e2e::summary() {
-  local f
-  for f in "${E2E_FAILURES[@]}"; do log::error "failed: ${f}"; done
-  printf '%s: %d passed, %d failed\n' "$1" "${E2E_PASSED}" "${E2E_FAILED}"
-  ((E2E_FAILED == 0))
-}

@@ -98,7 +98,7 @@ pod_field() { kubectl -n "${NS}" get pods -l "app=$1" -o jsonpath="{.items[0]$2}
 restarts_at_least() { (($(pod_field "$1" '.status.containerStatuses[0].restartCount' || echo 0) >= $2)); }
 
 # -- probes -------------------------------------------------------------------------------------
-e2e::check "Deployment with HTTP readiness probes becomes Available (2/2 Ready)" \
+check::run "Deployment with HTTP readiness probes becomes Available (2/2 Ready)" \
   kubectl -n "${NS}" rollout status deployment/web --timeout=180s
 not_ready_but_running() {
   [[ "$(pod_field unready '.status.phase')" == Running ]] &&
@@ -106,18 +106,18 @@ not_ready_but_running() {
 }
 # Give it time to (wrongly) turn Ready: several readiness periods after it runs.
 e2e::eventually 180 not_ready_but_running && sleep 5
-e2e::check "failing readiness probe keeps a running pod out of Ready" not_ready_but_running
+check::run "failing readiness probe keeps a running pod out of Ready" not_ready_but_running
 liveness_restarted() {
   restarts_at_least unlive 1 &&
     kubectl -n "${NS}" get events --field-selector reason=Unhealthy -o jsonpath='{.items[*].message}' | grep -q 'Liveness probe failed'
 }
-e2e::check "failing liveness probe restarts the container" e2e::eventually 90 liveness_restarted
+check::run "failing liveness probe restarts the container" e2e::eventually 90 liveness_restarted
 
 # -- restarts -----------------------------------------------------------------------------------
 crasher_restarted() {
   restarts_at_least crasher 2 && [[ "$(pod_field crasher '.status.containerStatuses[0].lastState.terminated.exitCode')" == 3 ]]
 }
-e2e::check "container exiting with code 3 is restarted (restartCount >= 2, last exit 3)" \
+check::run "container exiting with code 3 is restarted (restartCount >= 2, last exit 3)" \
   e2e::eventually 120 crasher_restarted
 
 # -- Service and DNS ----------------------------------------------------------------------------
@@ -127,17 +127,17 @@ CLUSTER_IP="$(kubectl -n "${NS}" get service web -o jsonpath='{.spec.clusterIP}'
 from_pod() {
   kubectl -n "${NS}" exec "${CLIENT}" -- sh -c "printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 $1 80" | grep -q "^web-"
 }
-e2e::check "Service ClusterIP ${CLUSTER_IP} answers from a pod" e2e::eventually 30 from_pod "${CLUSTER_IP}"
-e2e::check "Service DNS name answers from a pod" e2e::eventually 30 from_pod "web.${NS}.svc.cluster.local"
+check::run "Service ClusterIP ${CLUSTER_IP} answers from a pod" e2e::eventually 30 from_pod "${CLUSTER_IP}"
+check::run "Service DNS name answers from a pod" e2e::eventually 30 from_pod "web.${NS}.svc.cluster.local"
 from_host() { curl -fsS -m 3 "http://${CLUSTER_IP}/" | grep -q "^web-"; }
-e2e::check "Service ClusterIP answers from the host" e2e::eventually 30 from_host
+check::run "Service ClusterIP answers from the host" e2e::eventually 30 from_host
 dns_from_host() { busybox nslookup "web.${NS}.svc.cluster.local" 10.96.0.10 | grep -q "${CLUSTER_IP}"; }
-e2e::check "cluster DNS resolves the Service name from the host" e2e::eventually 30 dns_from_host
+check::run "cluster DNS resolves the Service name from the host" e2e::eventually 30 dns_from_host
 
 # -- metrics-server -----------------------------------------------------------------------------
 # The first sample needs about 30 s after a pod starts; kubectl top prints "<name> <cpu>m <mem>Mi".
 top_has_numbers() { kubectl -n "${NS}" top pod --no-headers | grep -Eq '^web-[^ ]+ +[0-9]+m +[0-9]+Mi'; }
-e2e::check "kubectl top pod returns CPU and memory numbers (metrics-server)" e2e::eventually 150 top_has_numbers
+check::run "kubectl top pod returns CPU and memory numbers (metrics-server)" e2e::eventually 150 top_has_numbers
 
-((E2E_FAILED == 0)) || e2e::dump "${NS}"
-e2e::summary smoke
+((CHECK_FAILED == 0)) || e2e::dump "${NS}"
+check::summary smoke

@@ -121,6 +121,38 @@ util::host_ip() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Checks: every test script counts with these and ends with check::summary's
+# "NAME: N passed, N failed" line, which hack/test.sh adds up.
+# ---------------------------------------------------------------------------------------------
+CHECK_PASSED=0
+CHECK_FAILED=0
+CHECK_FAILURES=()
+
+# check::run "what" cmd...: run cmd, count and print the result, keep going.
+check::run() {
+  local what="$1"
+  shift
+  log::step "${what}"
+  if "$@"; then
+    CHECK_PASSED=$((CHECK_PASSED + 1))
+    log::ok "${what} passed"
+  else
+    CHECK_FAILED=$((CHECK_FAILED + 1))
+    CHECK_FAILURES+=("${what}")
+    log::error "${what} FAILED"
+  fi
+  return 0
+}
+
+# check::summary NAME: list the failures, print the closing line; true when all passed.
+check::summary() {
+  local f
+  for f in "${CHECK_FAILURES[@]}"; do log::error "failed: ${f}"; done
+  printf '%s: %d passed, %d failed\n' "$1" "${CHECK_PASSED}" "${CHECK_FAILED}"
+  ((CHECK_FAILED == 0))
+}
+
+# ---------------------------------------------------------------------------------------------
 # The local cluster's paths (hack/cluster.sh owns them; others read them).
 # ---------------------------------------------------------------------------------------------
 CLUSTER_STATE="${SELFHEAL_HOME}/cluster"

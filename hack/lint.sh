@@ -21,24 +21,7 @@ case "${1:-}" in
   *) util::usage_error "unknown argument: $1" ;;
 esac
 
-PASSED=0
-FAILED=0
-FAILURES=()
 
-# lint::check "what" cmd...: run, count, keep going.
-lint::check() {
-  local what="$1"
-  shift
-  log::step "${what}"
-  if "$@"; then
-    PASSED=$((PASSED + 1))
-    log::ok "${what} passed"
-  else
-    FAILED=$((FAILED + 1))
-    FAILURES+=("${what}")
-    log::error "${what} FAILED"
-  fi
-}
 
 cd "${REPO_ROOT}"
 mapfile -t SHELL_FILES < <({ git ls-files '*.sh'; printf '.ci/run\n'; } | sort -u | while read -r f; do [[ -f "${f}" ]] && echo "${f}"; done)
@@ -47,24 +30,24 @@ mapfile -t RULES < <(git ls-files 'self-healing/*.rules.yml' 'self-healing/*.rul
 mapfile -t PYTHON < <(git ls-files '*.py')
 
 if [[ -n "$(cargo metadata --no-deps --format-version 1 2>/dev/null | jq -r '.packages[].name' 2>/dev/null)" ]]; then
-  lint::check "cargo fmt --check" cargo fmt --all -- --check
-  lint::check "cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
+  check::run "cargo fmt --check" cargo fmt --all -- --check
+  check::run "cargo clippy -D warnings" cargo clippy --workspace --all-targets --locked -- -D warnings
 else
   log::info "no Rust crates yet: fmt and clippy not run"
 fi
 
 util::require_tools shellcheck
-lint::check "shellcheck (${#SHELL_FILES[@]} scripts)" shellcheck -x "${SHELL_FILES[@]}"
+check::run "shellcheck (${#SHELL_FILES[@]} scripts)" shellcheck -x "${SHELL_FILES[@]}"
 
 if ((${#PYTHON[@]})); then
-  lint::check "python byte-compile (${#PYTHON[@]} files)" python3 -m py_compile "${PYTHON[@]}"
+  check::run "python byte-compile (${#PYTHON[@]} files)" python3 -m py_compile "${PYTHON[@]}"
 fi
 
 if ((${#WORKFLOWS[@]})); then
   "${REPO_ROOT}/hack/tools.sh" install actionlint pyyaml
-  lint::check "actionlint (${#WORKFLOWS[@]} workflows)" actionlint "${WORKFLOWS[@]}"
+  check::run "actionlint (${#WORKFLOWS[@]} workflows)" actionlint "${WORKFLOWS[@]}"
   if [[ -f .github/ci/check-workflows.py ]]; then
-    lint::check "workflow rules (.github/ci/check-workflows.py)" python3 .github/ci/check-workflows.py
+    check::run "workflow rules (.github/ci/check-workflows.py)" python3 .github/ci/check-workflows.py
   fi
 else
   log::info "no workflows yet: actionlint not run"
@@ -72,9 +55,9 @@ fi
 
 if [[ -f helm-chart/Chart.yaml ]]; then
   "${REPO_ROOT}/hack/tools.sh" install helm pyyaml
-  lint::check "helm lint --strict helm-chart" helm lint --strict helm-chart
+  check::run "helm lint --strict helm-chart" helm lint --strict helm-chart
   if [[ -x helm-chart/tests/template.sh ]]; then
-    lint::check "chart template tests (helm-chart/tests/template.sh)" helm-chart/tests/template.sh
+    check::run "chart template tests (helm-chart/tests/template.sh)" helm-chart/tests/template.sh
   fi
 else
   log::info "no chart yet: helm lint not run"
@@ -82,9 +65,9 @@ fi
 
 if ((${#RULES[@]})); then
   "${REPO_ROOT}/hack/tools.sh" install promtool
-  lint::check "promtool check rules (${#RULES[@]} files)" promtool check rules "${RULES[@]}"
+  check::run "promtool check rules (${#RULES[@]} files)" promtool check rules "${RULES[@]}"
   if [[ -x self-healing/tests/rules.sh ]]; then
-    lint::check "alert rule tests (self-healing/tests/rules.sh)" self-healing/tests/rules.sh
+    check::run "alert rule tests (self-healing/tests/rules.sh)" self-healing/tests/rules.sh
   fi
 else
   log::info "no alert rules yet: promtool not run"
@@ -99,8 +82,6 @@ help_lists_every_target() {
   done < <(grep -E '^[a-z][a-z0-9-]*:' "${REPO_ROOT}/Makefile" | cut -d: -f1)
   return "${unlisted}"
 }
-lint::check "make help lists every target" help_lists_every_target
+check::run "make help lists every target" help_lists_every_target
 
-for f in "${FAILURES[@]}"; do log::error "failed: ${f}"; done
-printf 'lint: %d passed, %d failed\n' "${PASSED}" "${FAILED}"
-((FAILED == 0))
+check::summary lint

@@ -42,24 +42,7 @@ NS=chart-test
 TMP="$(mktemp -d)"
 util::trap_add "rm -rf '${TMP}'"
 
-PASSED=0
-FAILED=0
-FAILURES=()
 
-# check "what" cmd...: run cmd; count and print the result; never exits.
-check() {
-  local what="$1"
-  shift
-  if "$@"; then
-    PASSED=$((PASSED + 1))
-    log::ok "${what} passed"
-  else
-    FAILED=$((FAILED + 1))
-    FAILURES+=("${what}")
-    log::error "${what} FAILED"
-  fi
-  return 0
-}
 
 # render NAME [helm args...]: helm template into $TMP/NAME.yaml (an empty file when it fails, so
 # every assertion on it fails too).
@@ -95,14 +78,14 @@ lint() { "${HELM}" lint --strict "${CHART}" "$@" >"${TMP}/lint.out" 2>&1 || { ca
 log::step "chart template tests with $("${HELM}" version --short 2>/dev/null || echo "${HELM}")"
 
 # -- lint: every values file ------------------------------------------------------------------
-check "helm lint --strict (defaults)" lint
+check::run "helm lint --strict (defaults)" lint
 VALUES_FILES=(values-demo.yaml values-openshift.yaml)
 for f in "${CHART}"/ci/*-values.yaml; do [[ -f "${f}" ]] && VALUES_FILES+=("ci/${f##*/}"); done
 for f in "${VALUES_FILES[@]}"; do
-  check "helm lint --strict -f ${f}" lint -f "${CHART}/${f}"
+  check::run "helm lint --strict -f ${f}" lint -f "${CHART}/${f}"
 done
 printf '%s\n' "${VALUES_FILES[@]}" >"${TMP}/ci-files"
-check "ci/ has the default, demo, canary, openshift and hpa-off/pdb-off variants" \
+check::run "ci/ has the default, demo, canary, openshift and hpa-off/pdb-off variants" \
   bash -c "for v in default demo canary openshift hpa-off-pdb-off; do grep -qx \"ci/\${v}-values.yaml\" '${TMP}/ci-files' || exit 1; done"
 
 # -- renders used below -----------------------------------------------------------------------
@@ -128,16 +111,16 @@ render digest --set image.digest=sha256:0123456789abcdef0123456789abcdef01234567
 render local --set image.repository=localhost/selfheal-app --set image.tag=dev --set image.pullPolicy=Never
 
 # -- defaults ---------------------------------------------------------------------------------
-check "default: one Deployment (stable), 2 replicas, image ghcr.io/...:<appVersion>" expect default \
+check::run "default: one Deployment (stable), 2 replicas, image ghcr.io/...:<appVersion>" expect default \
   "len(objs('Deployment')) == 1 and deploy('stable')['spec']['replicas'] == 2
    and pod_spec(deploy('stable'))['containers'][0]['image'] == 'ghcr.io/selfheal-io/selfheal-app:0.1.0'"
-check "default: selectors are name + instance + track=stable; Service selects name + instance (all tracks)" expect default \
+check::run "default: selectors are name + instance + track=stable; Service selects name + instance (all tracks)" expect default \
   "deploy('stable')['spec']['selector']['matchLabels'] == {'app.kubernetes.io/name': 'selfheal-app', 'app.kubernetes.io/instance': '${RELEASE}', 'track': 'stable'}
    and one('Service')['spec']['selector'] == {'app.kubernetes.io/name': 'selfheal-app', 'app.kubernetes.io/instance': '${RELEASE}'}"
-check "default: pod template carries no chart or version label" expect default \
+check::run "default: pod template carries no chart or version label" expect default \
   "not any(k in deploy('stable')['spec']['template']['metadata']['labels'] for k in ('helm.sh/chart', 'app.kubernetes.io/version'))
    and deploy('stable')['metadata']['labels']['helm.sh/chart'] == 'selfheal-app-0.1.0'"
-check "default: probes (startup; liveness /health 5s x3; readiness /ready 3s x2)" expect default \
+check::run "default: probes (startup; liveness /health 5s x3; readiness /ready 3s x2)" expect default \
   "(lambda c: c['startupProbe']['httpGet']['path'] == '/health'
      and (c['livenessProbe']['httpGet']['path'], c['livenessProbe']['periodSeconds'], c['livenessProbe']['failureThreshold']) == ('/health', 5, 3)
      and (c['readinessProbe']['httpGet']['path'], c['readinessProbe']['periodSeconds'], c['readinessProbe']['failureThreshold']) == ('/ready', 3, 2)
@@ -148,25 +131,25 @@ probes_overridable() {
   expect probes "(lambda c: c['livenessProbe']['periodSeconds'] == 7 and c['livenessProbe']['httpGet']['path'] == '/live'
     and c['startupProbe']['failureThreshold'] == 60 and 'readinessProbe' not in c)(pod_spec(deploy('stable'))['containers'][0])"
 }
-check "probe settings are overridable (liveness period and path, startup threshold, readiness off)" probes_overridable
-check "default: preStop is the native sleep action, grace period 30s, rollingUpdate maxUnavailable 0" expect default \
+check::run "probe settings are overridable (liveness period and path, startup threshold, readiness off)" probes_overridable
+check::run "default: preStop is the native sleep action, grace period 30s, rollingUpdate maxUnavailable 0" expect default \
   "pod_spec(deploy('stable'))['containers'][0]['lifecycle']['preStop'] == {'sleep': {'seconds': 3}}
    and pod_spec(deploy('stable'))['terminationGracePeriodSeconds'] == 30
    and deploy('stable')['spec']['strategy']['rollingUpdate']['maxUnavailable'] == 0"
-check "default: resource requests and limits set" expect default \
+check::run "default: resource requests and limits set" expect default \
   "pod_spec(deploy('stable'))['containers'][0]['resources'] == {'requests': {'cpu': '50m', 'memory': '16Mi'}, 'limits': {'cpu': '500m', 'memory': '64Mi'}}"
-check "default: topology spread across nodes, scoped to the track and the ReplicaSet" expect default \
+check::run "default: topology spread across nodes, scoped to the track and the ReplicaSet" expect default \
   "(lambda t: t['topologyKey'] == 'kubernetes.io/hostname' and t['labelSelector']['matchLabels']['track'] == 'stable'
      and t['matchLabelKeys'] == ['pod-template-hash'])(pod_spec(deploy('stable'))['topologySpreadConstraints'][0])"
-check "default: ServiceAccount and pods do not automount a token" expect default \
+check::run "default: ServiceAccount and pods do not automount a token" expect default \
   "one('ServiceAccount')['automountServiceAccountToken'] is False and pod_spec(deploy('stable'))['automountServiceAccountToken'] is False
    and pod_spec(deploy('stable'))['serviceAccountName'] == one('ServiceAccount')['metadata']['name']"
-check "default: chaos off, JSON logs, track stable, Downward API pod name/namespace" expect default \
+check::run "default: chaos off, JSON logs, track stable, Downward API pod name/namespace" expect default \
   "(lambda e: e['CHAOS_ENABLED'] == 'false' and e['LOG_FORMAT'] == 'json' and e['APP_TRACK'] == 'stable'
      and e['APP_FAULT_PROFILE'] == 'none' and e['LISTEN_ADDR'] == '0.0.0.0:8080'
      and e['POD_NAME'] == {'fieldRef': {'fieldPath': 'metadata.name'}} and e['POD_NAMESPACE'] == {'fieldRef': {'fieldPath': 'metadata.namespace'}}
      and 'CHAOS_TOKEN' not in e and 'OTEL_EXPORTER_OTLP_ENDPOINT' not in e)(env(deploy('stable')))"
-check "default: no HPA, Ingress, NetworkPolicy, Secret, ServiceMonitor, PrometheusRule, canary" expect default \
+check::run "default: no HPA, Ingress, NetworkPolicy, Secret, ServiceMonitor, PrometheusRule, canary" expect default \
   "not any(objs(k) for k in ('HorizontalPodAutoscaler', 'Ingress', 'NetworkPolicy', 'Secret', 'ServiceMonitor', 'PrometheusRule'))
    and len(objs('Service')) == 1"
 env_mapping() {
@@ -182,74 +165,74 @@ env_mapping() {
     'OTEL_EXPORTER_OTLP_ENDPOINT': 'http://collector:4318', 'OTEL_SERVICE_NAME': 'svc', 'CHAOS_ENABLED': 'true'}.items()
     and pod_spec(deploy('stable'))['containers'][0]['ports'][0]['containerPort'] == 9090"
 }
-check "every app.* value reaches its environment variable" env_mapping
+check::run "every app.* value reaches its environment variable" env_mapping
 
 # -- restricted Pod Security ------------------------------------------------------------------
 for r in default demo canary full; do
-  check "${r}: every pod (Deployments, helm test) meets the restricted Pod Security Standard with a numeric UID" expect "${r}" \
+  check::run "${r}: every pod (Deployments, helm test) meets the restricted Pod Security Standard with a numeric UID" expect "${r}" \
     "all(restricted(o) is None and pod_spec(o)['securityContext']['runAsUser'] == 65532 for o in objs('Deployment') + objs('Pod'))
      and len(objs('Deployment')) >= 1"
 done
-check "openshift: restricted settings kept, no fixed runAsUser/runAsGroup" expect openshift \
+check::run "openshift: restricted settings kept, no fixed runAsUser/runAsGroup" expect openshift \
   "all(restricted(o) is None and not ({'runAsUser', 'runAsGroup'} & set(pod_spec(o)['securityContext'])) for o in objs('Deployment') + objs('Pod'))"
 
 # -- HPA --------------------------------------------------------------------------------------
-check "HPA on: Deployment has no replicas field" expect hpa-on "'replicas' not in deploy('stable')['spec']"
-check "HPA on: autoscaling/v2, min 2, max 5, 70 % CPU, scaleUp and scaleDown behavior, targets the stable Deployment" expect hpa-on \
+check::run "HPA on: Deployment has no replicas field" expect hpa-on "'replicas' not in deploy('stable')['spec']"
+check::run "HPA on: autoscaling/v2, min 2, max 5, 70 % CPU, scaleUp and scaleDown behavior, targets the stable Deployment" expect hpa-on \
   "(lambda h: h['apiVersion'] == 'autoscaling/v2' and h['spec']['minReplicas'] == 2 and h['spec']['maxReplicas'] == 5
      and h['spec']['metrics'] == [{'type': 'Resource', 'resource': {'name': 'cpu', 'target': {'type': 'Utilization', 'averageUtilization': 70}}}]
      and h['spec']['behavior']['scaleUp']['policies'] and h['spec']['behavior']['scaleDown']['stabilizationWindowSeconds'] == 120
      and h['spec']['scaleTargetRef'] == {'apiVersion': 'apps/v1', 'kind': 'Deployment', 'name': deploy('stable')['metadata']['name']}
    )(one('HorizontalPodAutoscaler'))"
-check "HPA off: no HPA object, replicas rendered" expect default \
+check::run "HPA off: no HPA object, replicas rendered" expect default \
   "not objs('HorizontalPodAutoscaler') and deploy('stable')['spec']['replicas'] == 2"
-check "demo values: HPA on, chaos on, text logs" expect demo \
+check::run "demo values: HPA on, chaos on, text logs" expect demo \
   "one('HorizontalPodAutoscaler') and 'replicas' not in deploy('stable')['spec']
    and env(deploy('stable'))['CHAOS_ENABLED'] == 'true' and env(deploy('stable'))['LOG_FORMAT'] == 'text'"
-check "full values: memory target added to the HPA" expect full \
+check::run "full values: memory target added to the HPA" expect full \
   "[m['resource']['name'] for m in one('HorizontalPodAutoscaler')['spec']['metrics']] == ['cpu', 'memory']"
 
 # -- PDB --------------------------------------------------------------------------------------
-check "PDB on (default): policy/v1, minAvailable 1, AlwaysAllow, selects the stable track exactly" expect default \
+check::run "PDB on (default): policy/v1, minAvailable 1, AlwaysAllow, selects the stable track exactly" expect default \
   "(lambda p: p['apiVersion'] == 'policy/v1' and p['spec']['minAvailable'] == 1 and 'maxUnavailable' not in p['spec']
      and p['spec']['unhealthyPodEvictionPolicy'] == 'AlwaysAllow'
      and p['spec']['selector']['matchLabels'] == deploy('stable')['spec']['selector']['matchLabels'])(one('PodDisruptionBudget'))"
-check "PDB off: not rendered" expect pdb-off "not objs('PodDisruptionBudget')"
-check "PDB: not rendered for replicaCount 1 without HPA" expect pdb-replicas1 "not objs('PodDisruptionBudget') and deploy('stable')['spec']['replicas'] == 1"
-check "PDB: not rendered for HPA minReplicas 1" expect hpa-min1 "not objs('PodDisruptionBudget')"
-check "PDB: rendered for HPA minReplicas 3 even with replicaCount 1" expect hpa-min3 "one('PodDisruptionBudget') and 'replicas' not in deploy('stable')['spec']"
-check "PDB: maxUnavailable replaces minAvailable" expect pdb-max \
+check::run "PDB off: not rendered" expect pdb-off "not objs('PodDisruptionBudget')"
+check::run "PDB: not rendered for replicaCount 1 without HPA" expect pdb-replicas1 "not objs('PodDisruptionBudget') and deploy('stable')['spec']['replicas'] == 1"
+check::run "PDB: not rendered for HPA minReplicas 1" expect hpa-min1 "not objs('PodDisruptionBudget')"
+check::run "PDB: rendered for HPA minReplicas 3 even with replicaCount 1" expect hpa-min3 "one('PodDisruptionBudget') and 'replicas' not in deploy('stable')['spec']"
+check::run "PDB: maxUnavailable replaces minAvailable" expect pdb-max \
   "one('PodDisruptionBudget')['spec'].get('maxUnavailable') == 1 and 'minAvailable' not in one('PodDisruptionBudget')['spec']"
-check "hpa-off/pdb-off variant: 1 replica, no HPA, no PDB, no spread, no test pod" expect single \
+check::run "hpa-off/pdb-off variant: 1 replica, no HPA, no PDB, no spread, no test pod" expect single \
   "deploy('stable')['spec']['replicas'] == 1 and not objs('HorizontalPodAutoscaler') and not objs('PodDisruptionBudget')
    and 'topologySpreadConstraints' not in pod_spec(deploy('stable')) and not objs('Pod')"
 
 # -- canary track -----------------------------------------------------------------------------
-check "canary on: a second Deployment with track=canary in selector and pod labels" expect canary \
+check::run "canary on: a second Deployment with track=canary in selector and pod labels" expect canary \
   "len(objs('Deployment')) == 2 and deploy('canary')['spec']['selector']['matchLabels']['track'] == 'canary'
    and deploy('canary')['spec']['template']['metadata']['labels']['track'] == 'canary'
    and deploy('canary')['metadata']['name'] == '${RELEASE}-selfheal-app-canary'
    and deploy('stable')['spec']['selector']['matchLabels'] != deploy('canary')['spec']['selector']['matchLabels']"
-check "canary on: own image tag, replicas and fault profile; stable untouched" expect canary \
+check::run "canary on: own image tag, replicas and fault profile; stable untouched" expect canary \
   "pod_spec(deploy('canary'))['containers'][0]['image'] == 'ghcr.io/selfheal-io/selfheal-app:0.2.0'
    and deploy('canary')['spec']['replicas'] == 1
    and env(deploy('canary'))['APP_FAULT_PROFILE'] == 'errors' and env(deploy('canary'))['APP_FAULT_ERROR_PERCENT'] == '20'
    and env(deploy('canary'))['APP_TRACK'] == 'canary'
    and pod_spec(deploy('stable'))['containers'][0]['image'] == 'ghcr.io/selfheal-io/selfheal-app:0.1.0'
    and deploy('stable')['spec']['replicas'] == 3 and env(deploy('stable'))['APP_FAULT_PROFILE'] == 'none'"
-check "canary on: Service spans both tracks; -stable and -canary Services select one track each" expect canary \
+check::run "canary on: Service spans both tracks; -stable and -canary Services select one track each" expect canary \
   "'track' not in one('Service', 'selfheal-app')['spec']['selector']
    and one('Service', '-stable')['spec']['selector']['track'] == 'stable'
    and one('Service', '-canary')['spec']['selector']['track'] == 'canary'"
-check "canary on: HPA and PDB (when rendered) never select canary pods" expect canary \
+check::run "canary on: HPA and PDB (when rendered) never select canary pods" expect canary \
   "all(p['spec']['selector']['matchLabels']['track'] == 'stable' for p in objs('PodDisruptionBudget'))"
-check "canary off: one Deployment, one Service" expect default "len(objs('Deployment')) == 1 and len(objs('Service')) == 1"
-check "canary Ingress: canary, canary-weight, canary-weight-total, canary-by-header(-value) annotations" expect canary \
+check::run "canary off: one Deployment, one Service" expect default "len(objs('Deployment')) == 1 and len(objs('Service')) == 1"
+check::run "canary Ingress: canary, canary-weight, canary-weight-total, canary-by-header(-value) annotations" expect canary \
   "one('Ingress', '-canary')['metadata']['annotations'] == {
      'nginx.ingress.kubernetes.io/canary': 'true', 'nginx.ingress.kubernetes.io/canary-weight': '20',
      'nginx.ingress.kubernetes.io/canary-weight-total': '100', 'nginx.ingress.kubernetes.io/canary-by-header': 'X-Canary',
      'nginx.ingress.kubernetes.io/canary-by-header-value': 'yes'}"
-check "canary Ingress: same class, host, path and TLS as the stable one; backends -canary and -stable" expect canary \
+check::run "canary Ingress: same class, host, path and TLS as the stable one; backends -canary and -stable" expect canary \
   "(lambda s, c: s['spec']['ingressClassName'] == c['spec']['ingressClassName'] == 'nginx'
      and s['spec']['rules'][0]['host'] == c['spec']['rules'][0]['host'] == 'selfheal.example.test'
      and s['spec']['tls'] == c['spec']['tls']
@@ -257,16 +240,16 @@ check "canary Ingress: same class, host, path and TLS as the stable one; backend
      and s['spec']['rules'][0]['http']['paths'][0]['backend']['service']['name'] == '${RELEASE}-selfheal-app-stable'
      and c['spec']['rules'][0]['http']['paths'][0]['backend']['service']['name'] == '${RELEASE}-selfheal-app-canary'
    )(one('Ingress', 'selfheal-app'), one('Ingress', '-canary'))"
-check "canary without its Ingress (replica ratio): no Ingress, both Deployments behind one Service" expect canary-replicas \
+check::run "canary without its Ingress (replica ratio): no Ingress, both Deployments behind one Service" expect canary-replicas \
   "not objs('Ingress') and len(objs('Deployment')) == 2 and 'track' not in one('Service', 'selfheal-app')['spec']['selector']"
-check "Ingress without canary: one Ingress to the all-tracks Service, class nginx" expect ingress-only \
+check::run "Ingress without canary: one Ingress to the all-tracks Service, class nginx" expect ingress-only \
   "one('Ingress')['spec']['rules'][0]['http']['paths'][0]['backend']['service']['name'] == '${RELEASE}-selfheal-app'
    and one('Ingress')['spec']['ingressClassName'] == 'nginx' and 'annotations' not in one('Ingress')['metadata']"
 
 # -- optional objects -------------------------------------------------------------------------
-check "ServiceMonitor/PrometheusRule enabled but no monitoring.coreos.com/v1: not rendered" expect monitoring-no-crd \
+check::run "ServiceMonitor/PrometheusRule enabled but no monitoring.coreos.com/v1: not rendered" expect monitoring-no-crd \
   "not objs('ServiceMonitor') and not objs('PrometheusRule')"
-check "ServiceMonitor/PrometheusRule with the CRDs: rendered; scrapes only the main Service; rules carry runbook_url" expect full \
+check::run "ServiceMonitor/PrometheusRule with the CRDs: rendered; scrapes only the main Service; rules carry runbook_url" expect full \
   "one('ServiceMonitor')['spec']['selector']['matchLabels']['selfheal.io/scrape'] == 'true'
    and [s['metadata']['name'] for s in objs('Service') if s['metadata']['labels'].get('selfheal.io/scrape') == 'true'] == ['${RELEASE}-selfheal-app']
    and one('ServiceMonitor')['spec']['podTargetLabels'] == ['track']
@@ -281,23 +264,23 @@ print(yaml.safe_dump({"groups": docs[0]["spec"]["groups"]}))' "${TMP}/full.yaml"
     promtool check rules "${TMP}/rules.yaml" >&2
 }
 if command -v promtool >/dev/null 2>&1; then
-  check "PrometheusRule expressions and templates pass promtool check rules" promtool_rules
+  check::run "PrometheusRule expressions and templates pass promtool check rules" promtool_rules
 else
   log::warn "promtool not installed (hack/tools.sh install promtool): PrometheusRule expressions not checked, not counted"
 fi
-check "NetworkPolicy: app port open to the namespace, ingress-nginx and monitoring only" expect full \
+check::run "NetworkPolicy: app port open to the namespace, ingress-nginx and monitoring only" expect full \
   "(lambda n: n['spec']['policyTypes'] == ['Ingress'] and n['spec']['ingress'][0]['ports'] == [{'port': 'http', 'protocol': 'TCP'}]
      and {'podSelector': {}} in n['spec']['ingress'][0]['from'] and len(n['spec']['ingress'][0]['from']) == 3)(one('NetworkPolicy'))"
-check "NetworkPolicy without sources denies everything (ingress: [])" expect netpol-none "one('NetworkPolicy')['spec']['ingress'] == []"
-check "chaos token: Secret created, CHAOS_TOKEN from it, checksum rolls pods" expect chaos-token \
+check::run "NetworkPolicy without sources denies everything (ingress: [])" expect netpol-none "one('NetworkPolicy')['spec']['ingress'] == []"
+check::run "chaos token: Secret created, CHAOS_TOKEN from it, checksum rolls pods" expect chaos-token \
   "one('Secret')['metadata']['name'] == '${RELEASE}-selfheal-app-chaos'
    and env(deploy('stable'))['CHAOS_TOKEN'] == {'secretKeyRef': {'name': '${RELEASE}-selfheal-app-chaos', 'key': 'token'}}
    and 'checksum/chaos-token' in deploy('stable')['spec']['template']['metadata']['annotations']"
-check "chaos existingSecret: no Secret, CHAOS_TOKEN from the named one" expect chaos-existing \
+check::run "chaos existingSecret: no Secret, CHAOS_TOKEN from the named one" expect chaos-existing \
   "not objs('Secret') and env(deploy('stable'))['CHAOS_TOKEN']['secretKeyRef']['name'] == 'my-token'"
-check "image digest wins over the tag" expect digest \
+check::run "image digest wins over the tag" expect digest \
   "pod_spec(deploy('stable'))['containers'][0]['image'] == 'ghcr.io/selfheal-io/selfheal-app@sha256:' + '0123456789abcdef' * 4"
-check "helm test pod: test hook, app image's probe subcommand against the Service's /health and /ready" expect local \
+check::run "helm test pod: test hook, app image's probe subcommand against the Service's /health and /ready" expect local \
   "(lambda p: p['metadata']['annotations']['helm.sh/hook'] == 'test' and p['metadata']['name'] == '${RELEASE}-selfheal-app-test'
      and p['spec']['restartPolicy'] == 'Never'
      and [c['image'] for c in containers(p)] == ['localhost/selfheal-app:dev'] * 2
@@ -305,17 +288,17 @@ check "helm test pod: test hook, app image's probe subcommand against the Servic
      and restricted(p) is None)(one('Pod'))"
 
 # -- schema and render-time checks --------------------------------------------------------------
-check "schema rejects a wrong type (replicaCount=two)" rejects 'replicaCount' --set replicaCount=two
-check "schema rejects an unknown top-level key (replicas=3)" rejects "replicas" --set replicas=3
-check "schema rejects an unknown nested key (canary.tag=x)" rejects "tag" --set canary.tag=x
-check "schema rejects a bad enum (image.pullPolicy=Sometimes)" rejects 'pullPolicy' --set image.pullPolicy=Sometimes
-check "schema rejects a bad fault profile (app.faultProfile=explode)" rejects 'faultProfile' --set app.faultProfile=explode
-check "schema rejects a value below its minimum (autoscaling.maxReplicas=0)" rejects 'maxReplicas' --set autoscaling.maxReplicas=0
-check "schema rejects an error percent above 100" rejects 'faultErrorPercent' --set canary.faultErrorPercent=101
-check "render fails when the grace period cannot hold preStop + drain" rejects 'gracePeriodSeconds.*must be at least' --set termination.gracePeriodSeconds=10
-check "render fails for HPA minReplicas > maxReplicas" rejects 'minReplicas.*above' --set autoscaling.enabled=true --set autoscaling.minReplicas=6
-check "render fails for a canary Ingress without the stable Ingress" rejects 'needs ingress.enabled' --set canary.enabled=true --set canary.ingress.enabled=true
-check "kubeVersion constraint rejects Kubernetes 1.29" rejects 'kubeVersion|incompatible|compatible' --kube-version 1.29.0
+check::run "schema rejects a wrong type (replicaCount=two)" rejects 'replicaCount' --set replicaCount=two
+check::run "schema rejects an unknown top-level key (replicas=3)" rejects "replicas" --set replicas=3
+check::run "schema rejects an unknown nested key (canary.tag=x)" rejects "tag" --set canary.tag=x
+check::run "schema rejects a bad enum (image.pullPolicy=Sometimes)" rejects 'pullPolicy' --set image.pullPolicy=Sometimes
+check::run "schema rejects a bad fault profile (app.faultProfile=explode)" rejects 'faultProfile' --set app.faultProfile=explode
+check::run "schema rejects a value below its minimum (autoscaling.maxReplicas=0)" rejects 'maxReplicas' --set autoscaling.maxReplicas=0
+check::run "schema rejects an error percent above 100" rejects 'faultErrorPercent' --set canary.faultErrorPercent=101
+check::run "render fails when the grace period cannot hold preStop + drain" rejects 'gracePeriodSeconds.*must be at least' --set termination.gracePeriodSeconds=10
+check::run "render fails for HPA minReplicas > maxReplicas" rejects 'minReplicas.*above' --set autoscaling.enabled=true --set autoscaling.minReplicas=6
+check::run "render fails for a canary Ingress without the stable Ingress" rejects 'needs ingress.enabled' --set canary.enabled=true --set canary.ingress.enabled=true
+check::run "kubeVersion constraint rejects Kubernetes 1.29" rejects 'kubeVersion|incompatible|compatible' --kube-version 1.29.0
 
 # -- stability across a chart version bump ------------------------------------------------------
 stable_across_bump() {
@@ -340,7 +323,7 @@ for key, d in a.items():
 print("    selectors, pod templates and specs identical for", len(a), "objects", file=sys.stderr)
 EOF
 }
-check "a chart version bump changes the chart label but no selector or pod template" stable_across_bump
+check::run "a chart version bump changes the chart label but no selector or pod template" stable_across_bump
 
 # -- package and docs ---------------------------------------------------------------------------
 packaged() {
@@ -351,12 +334,10 @@ packaged() {
     grep -q 'selfheal-app/README.md$' "${TMP}/pkg.list" &&
     ! grep -Eq 'selfheal-app/(tests|ci)/' "${TMP}/pkg.list"
 }
-check "helm package keeps templates/tests/, drops tests/ and ci/ (.helmignore)" packaged
-check "every values.yaml key is commented, in the schema, and in README.md (tests/values-doc.py --check)" \
+check::run "helm package keeps templates/tests/, drops tests/ and ci/ (.helmignore)" packaged
+check::run "every values.yaml key is commented, in the schema, and in README.md (tests/values-doc.py --check)" \
   python3 "${HERE}/values-doc.py" --check
-check "appVersion equals the app crate's version" \
+check::run "appVersion equals the app crate's version" \
   bash -c "[[ \"\$(sed -nE 's/^appVersion: \"?([^\"]+)\"?/\\1/p' '${CHART}/Chart.yaml')\" == \"\$(sed -nE '/^\\[workspace.package\\]/,/^\\[/ s/^version = \"([^\"]+)\"/\\1/p' '${REPO_ROOT}/Cargo.toml')\" ]]"
 
-for f in "${FAILURES[@]}"; do log::error "failed: ${f}"; done
-printf 'chart-template: %d passed, %d failed\n' "${PASSED}" "${FAILED}"
-((FAILED == 0))
+check::summary chart-template

@@ -34,23 +34,7 @@ ERROR_PERCENT="${ERROR_PERCENT:-50}"
 if ! [[ "${ERROR_PERCENT}" =~ ^[0-9]+$ ]] || ((ERROR_PERCENT < 10 || ERROR_PERCENT > 100)); then
   util::usage_error "ERROR_PERCENT must be 10-100"
 fi
-PASSED=0
-FAILED=0
-FAILURES=()
 
-check() {
-  local what="$1"
-  shift
-  if "$@"; then
-    PASSED=$((PASSED + 1))
-    log::ok "${what} passed"
-  else
-    FAILED=$((FAILED + 1))
-    FAILURES+=("${what}")
-    log::error "${what} FAILED"
-  fi
-  return 0
-}
 
 util::require_tools cargo curl jq python3
 command -v prometheus >/dev/null 2>&1 || "${REPO_ROOT}/hack/tools.sh" install prometheus
@@ -113,15 +97,15 @@ prom_query() { curl -fsS -m 5 -G --data-urlencode "query=$1" "${PROM}/api/v1/que
 alert_state() { curl -fsS -m 5 "${PROM}/api/v1/alerts" | jq -r --arg n "$1" '[.data.alerts[] | select(.labels.alertname == $n) | .state] | first // ""'; }
 alert_is() { [[ "$(alert_state "$1")" == "$2" ]]; }
 
-check "Prometheus is ready" util::wait_for "Prometheus /-/ready" 60 curl -fsS -m 2 "${PROM}/-/ready"
+check::run "Prometheus is ready" util::wait_for "Prometheus /-/ready" 60 curl -fsS -m 2 "${PROM}/-/ready"
 target_up() { [[ "$(prom_query 'up{job="selfheal-app"}' | jq -r '.data.result[0].value[1] // ""')" == 1 ]]; }
-check "Prometheus scrapes selfheal-app (up == 1)" util::wait_for "target up" 30 target_up
+check::run "Prometheus scrapes selfheal-app (up == 1)" util::wait_for "target up" 30 target_up
 rules_loaded() {
   local n
   n="$(curl -fsS -m 5 "${PROM}/api/v1/rules?type=alert" | jq '[.data.groups[].rules[] | select(.name | startswith("Selfheal"))] | length')"
   [[ "${n}" == "$(grep -c -- '- alert:' "${RULES}")" ]]
 }
-check "every workshop alert rule is loaded" util::wait_for "rules loaded" 30 rules_loaded
+check::run "every workshop alert rule is loaded" util::wait_for "rules loaded" 30 rules_loaded
 
 # -- traffic: GET / and GET /ready, about 20 requests a second, for at most 10 minutes --------------
 python3 - "${APP}" >"${TMP}/load.log" 2>&1 <<'EOF' &
@@ -142,11 +126,11 @@ LOAD_PID=$!
 util::trap_add "stop ${LOAD_PID}"
 
 crash() { curl -fsS -m 5 -XPOST "${APP}/crash?$1" >/dev/null; }
-check "inject unready (/ready answers 503, like an unready pod)" crash "mode=unready"
+check::run "inject unready (/ready answers 503, like an unready pod)" crash "mode=unready"
 ready_503s_seen() {
   [[ "$(prom_query 'sum(rate(http_requests_total{job="selfheal-app", route="/ready", status="503"}[1m])) > 0 and sum(rate(http_requests_total{job="selfheal-app", route="/"}[1m])) > 0' | jq '.data.result | length')" == 1 ]]
 }
-check "Prometheus sees the traffic and the 503s of /ready" util::wait_for "/ready 503s in Prometheus" 60 ready_503s_seen
+check::run "Prometheus sees the traffic and the 503s of /ready" util::wait_for "/ready 503s in Prometheus" 60 ready_503s_seen
 # Let the app group evaluate twice more (20 s) with the 503s in its window: no pending, no firing.
 group_evaluated_after() {
   local since="$1"
@@ -156,13 +140,13 @@ group_evaluated_after() {
 T_SILENT="$(($(date +%s) + 20))"
 util::wait_for "two evaluations of the app group" 60 group_evaluated_after "${T_SILENT}" || true
 silent_despite_503s() { [[ -z "$(alert_state SelfhealHighErrorRatio)" ]]; }
-check "503s of /ready do not count: SelfhealHighErrorRatio stays silent" silent_despite_503s
+check::run "503s of /ready do not count: SelfhealHighErrorRatio stays silent" silent_despite_503s
 
 # -- inject errors: the alert goes pending, then fires -----------------------------------------------
-check "inject errors (POST /crash?mode=errors&percent=${ERROR_PERCENT})" crash "mode=errors&percent=${ERROR_PERCENT}"
+check::run "inject errors (POST /crash?mode=errors&percent=${ERROR_PERCENT})" crash "mode=errors&percent=${ERROR_PERCENT}"
 T_INJECT="$(date +%s)"
-check "SelfhealHighErrorRatio goes pending" util::wait_for "SelfhealHighErrorRatio pending" 60 alert_is SelfhealHighErrorRatio pending
-check "SelfhealHighErrorRatio fires (workshop for: 30s)" util::wait_for "SelfhealHighErrorRatio firing" 120 alert_is SelfhealHighErrorRatio firing
+check::run "SelfhealHighErrorRatio goes pending" util::wait_for "SelfhealHighErrorRatio pending" 60 alert_is SelfhealHighErrorRatio pending
+check::run "SelfhealHighErrorRatio fires (workshop for: 30s)" util::wait_for "SelfhealHighErrorRatio firing" 120 alert_is SelfhealHighErrorRatio firing
 FIRE_S=$(($(date +%s) - T_INJECT))
 log::info "SelfhealHighErrorRatio fired ${FIRE_S}s after the errors were injected"
 firing_alert_is_complete() {
@@ -174,27 +158,25 @@ firing_alert_is_complete() {
     select(.annotations.description | test("of the requests to selfheal-app in namespace live-test")) |
     select(.annotations.runbook_url | endswith("/docs/runbooks/SelfhealHighErrorRatio.md"))' >/dev/null
 }
-check "the firing alert has severity, profile, namespace/job/track labels and rendered annotations" firing_alert_is_complete
-check "it fired within 90s of the injection (workshop promise: about a minute; took ${FIRE_S}s)" test "${FIRE_S}" -le 90
+check::run "the firing alert has severity, profile, namespace/job/track labels and rendered annotations" firing_alert_is_complete
+check::run "it fired within 90s of the injection (workshop promise: about a minute; took ${FIRE_S}s)" test "${FIRE_S}" -le 90
 
 # -- reset: the alert clears -------------------------------------------------------------------------
-check "reset faults (POST /crash?mode=reset)" crash "mode=reset"
+check::run "reset faults (POST /crash?mode=reset)" crash "mode=reset"
 T_RESET="$(date +%s)"
 absent() { [[ -z "$(alert_state "$1")" ]]; }
-check "SelfhealHighErrorRatio clears after reset" util::wait_for "SelfhealHighErrorRatio gone" 150 absent SelfhealHighErrorRatio
+check::run "SelfhealHighErrorRatio clears after reset" util::wait_for "SelfhealHighErrorRatio gone" 150 absent SelfhealHighErrorRatio
 CLEAR_S=$(($(date +%s) - T_RESET))
 log::info "SelfhealHighErrorRatio cleared ${CLEAR_S}s after the reset"
 no_rule_errors() {
   curl -fsS -m 5 "${PROM}/api/v1/rules" | jq -e '[.data.groups[].rules[] | select(.health != "ok")] | length == 0' >/dev/null
 }
-check "no rule evaluation errors (every rule health ok)" no_rule_errors
+check::run "no rule evaluation errors (every rule health ok)" no_rule_errors
 
-if ((FAILED)); then
+if ((CHECK_FAILED)); then
   log::info "Prometheus log:"
   tail -20 "${TMP}/prometheus.log" >&2 || true
   curl -fsS -m 5 "${PROM}/api/v1/alerts" >&2 || true
 fi
 log::info "measured: fired ${FIRE_S}s after injecting errors, cleared ${CLEAR_S}s after reset"
-for f in "${FAILURES[@]}"; do log::error "failed: ${f}"; done
-printf 'live-prometheus: %d passed, %d failed\n' "${PASSED}" "${FAILED}"
-((FAILED == 0))
+check::summary live-prometheus

@@ -26,24 +26,7 @@ case "${1:-}" in
 esac
 
 SH="${REPO_ROOT}/self-healing"
-PASSED=0
-FAILED=0
-FAILURES=()
 
-# check "what" cmd...: run, count, keep going.
-check() {
-  local what="$1"
-  shift
-  log::step "${what}"
-  if "$@"; then
-    PASSED=$((PASSED + 1))
-    log::ok "${what} passed"
-  else
-    FAILED=$((FAILED + 1))
-    FAILURES+=("${what}")
-    log::error "${what} FAILED"
-  fi
-}
 
 util::require_tools python3
 command -v promtool >/dev/null 2>&1 || "${REPO_ROOT}/hack/tools.sh" install promtool
@@ -51,7 +34,7 @@ util::require_tools promtool
 TMP="$(mktemp -d)"
 util::trap_add "rm -rf '${TMP}'"
 
-check "generated rule files are fresh (self-healing/generate.py --check)" "${SH}/generate.py" --check
+check::run "generated rule files are fresh (self-healing/generate.py --check)" "${SH}/generate.py" --check
 
 # The freshness check must be able to fail: render into a copy, make one file stale, expect exit 1.
 stale_is_caught() {
@@ -60,14 +43,14 @@ stale_is_caught() {
   sed -i 's/for: 15m/for: 14m/' "${TMP}/gen/rules/production.rules.yaml"
   ! "${SH}/generate.py" --check --out-dir "${TMP}/gen" 2>/dev/null
 }
-check "a hand-edited generated file is reported stale" stale_is_caught
+check::run "a hand-edited generated file is reported stale" stale_is_caught
 
 mapfile -t RULE_FILES < <(find "${SH}/rules" -name '*.rules.yaml' | sort)
-check "promtool check rules (${#RULE_FILES[@]} files)" promtool check rules "${RULE_FILES[@]}"
+check::run "promtool check rules (${#RULE_FILES[@]} files)" promtool check rules "${RULE_FILES[@]}"
 
 # promtool resolves rule_files relative to the test file.
 for t in "${SH}"/tests/*.test.yaml; do
-  check "promtool test rules $(basename "${t}")" promtool test rules "${t}"
+  check::run "promtool test rules $(basename "${t}")" promtool test rules "${t}"
 done
 
 # The unit tests must be able to fail: break one threshold in a copy, expect a failing test.
@@ -78,15 +61,15 @@ broken_rule_fails_tests() {
   ! promtool test rules "${TMP}/broken/tests/production.test.yaml" >"${TMP}/broken.out" 2>&1 &&
     grep -q SelfhealHighErrorRatio "${TMP}/broken.out"
 }
-check "promtool test rules fails when a threshold is changed (the tests can fail)" broken_rule_fails_tests
+check::run "promtool test rules fails when a threshold is changed (the tests can fail)" broken_rule_fails_tests
 
-check "structure: PrometheusRule = rule file, annotations, runbooks, fire+silent case per alert (check_rules.py)" \
+check::run "structure: PrometheusRule = rule file, annotations, runbooks, fire+silent case per alert (check_rules.py)" \
   python3 "${SH}/tests/check_rules.py"
 
 # The Alertmanager example, when amtool is available (it is not a pinned tool: say so, do not count).
 AM_CONFIG="${SH}/alertmanager/alertmanager.yaml"
 if command -v amtool >/dev/null 2>&1; then
-  check "amtool check-config alertmanager/alertmanager.yaml" amtool check-config "${AM_CONFIG}"
+  check::run "amtool check-config alertmanager/alertmanager.yaml" amtool check-config "${AM_CONFIG}"
   # routes_to RECEIVER label=value...: the labels are routed to exactly RECEIVER.
   routes_to() {
     local want="$1"
@@ -99,11 +82,9 @@ if command -v amtool >/dev/null 2>&1; then
       routes_to workshop-webhook severity=critical profile=workshop &&
       routes_to null severity=info
   }
-  check "Alertmanager routes: critical -> oncall, warning -> team, workshop -> workshop, info -> null" routed_by_severity
+  check::run "Alertmanager routes: critical -> oncall, warning -> team, workshop -> workshop, info -> null" routed_by_severity
 else
   log::info "amtool not on PATH: the Alertmanager example is not checked (not counted)"
 fi
 
-for f in "${FAILURES[@]}"; do log::error "failed: ${f}"; done
-printf 'rules: %d passed, %d failed\n' "${PASSED}" "${FAILED}"
-((FAILED == 0))
+check::summary rules
