@@ -15,7 +15,7 @@ Starts the local cluster from a wiped state, measures, and stops it again.
 Prints one "name value unit" line per figure.
 USAGE
 }
-case "${1:-}" in -h | --help) usage; exit 0 ;; "") ;; *) util::usage_error "unknown argument: $1" ;; esac
+util::no_arguments "$@"
 
 CLUSTER="${REPO_ROOT}/hack/cluster.sh"
 if "${CLUSTER}" status >/dev/null 2>&1; then

@@ -23,7 +23,7 @@ Environment:
   MALLOC_ARENA_MAX        glibc arenas for the binary (default 2, as in the Deployment)
 USAGE
 }
-case "${1:-}" in -h | --help) usage; exit 0 ;; "") ;; *) util::usage_error "unknown argument: $1" ;; esac
+util::no_arguments "$@"
 
 util::require_tools cargo curl kubectl
 export KUBECONFIG="${KUBECONFIG:-${HOME}/.cache/selfheal/cluster/kubeconfig}"

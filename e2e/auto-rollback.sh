@@ -27,11 +27,7 @@ Environment:
 EOF
 }
 
-case "${1:-}" in
-  -h | --help) usage; exit 0 ;;
-  "") ;;
-  *) util::usage_error "unknown argument: $1" ;;
-esac
+util::no_arguments "$@"
 
 HELM="${HELM:-helm}"
 export HELM

@@ -15,11 +15,7 @@ local cluster. Prints "lifecycle: N passed, N failed".
 EOF
 }
 
-case "${1:-}" in
-  -h | --help) usage; exit 0 ;;
-  "") ;;
-  *) util::usage_error "unknown argument: $1" ;;
-esac
+util::no_arguments "$@"
 
 CLUSTER="${REPO_ROOT}/hack/cluster.sh"
 [[ -d "${CLUSTER_STATE}/pids" ]] || log::fatal "no local cluster to test: start one with 'make cluster-up'"

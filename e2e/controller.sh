@@ -18,11 +18,7 @@ uninstalls. Prints "controller: N passed, N failed".
 EOF
 }
 
-case "${1:-}" in
-  -h | --help) usage; exit 0 ;;
-  "") ;;
-  *) util::usage_error "unknown argument: $1" ;;
-esac
+util::no_arguments "$@"
 
 e2e::require_cluster
 SYS=selfheal-system

@@ -20,11 +20,7 @@ Environment:
 EOF
 }
 
-case "${1:-}" in
-  -h | --help) usage; exit 0 ;;
-  "") ;;
-  *) util::usage_error "unknown argument: $1" ;;
-esac
+util::no_arguments "$@"
 
 e2e::require_cluster
 e2e::namespace smoke

@@ -46,6 +46,15 @@ util::usage_error() {
   exit 2
 }
 
+# util::no_arguments "$@": for scripts that take only -h/--help (usage() must exist).
+util::no_arguments() {
+  case "${1:-}" in
+    -h | --help) usage; exit 0 ;;
+    "") ;;
+    *) util::usage_error "unknown argument: $1" ;;
+  esac
+}
+
 # util::require_tools tool...: fail with one message naming every missing tool and the fix.
 util::require_tools() {
   local missing=() t

@@ -15,11 +15,7 @@ Exit status 0 only when every check passed. Installs missing pinned tools first.
 EOF
 }
 
-case "${1:-}" in
-  -h | --help) usage; exit 0 ;;
-  "") ;;
-  *) util::usage_error "unknown argument: $1" ;;
-esac
+util::no_arguments "$@"
 
 
 

@@ -19,11 +19,7 @@ Environment:
 USAGE
 }
 
-case "${1:-}" in
-  -h | --help) usage; exit 0 ;;
-  "") ;;
-  *) util::usage_error "unknown argument: $1" ;;
-esac
+util::no_arguments "$@"
 
 set +o errexit
 util::require_tools kubectl

@@ -17,11 +17,7 @@ Environment:
 USAGE
 }
 
-case "${1:-}" in
-  -h | --help) usage; exit 0 ;;
-  "") ;;
-  *) util::usage_error "unknown argument: $1" ;;
-esac
+util::no_arguments "$@"
 
 [[ -n "${KUBE_CONFIG:-}" ]] ||
   log::fatal "KUBE_CONFIG is empty: add the secret KUBE_CONFIG to this environment (see .github/README.md)"

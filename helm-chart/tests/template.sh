@@ -25,11 +25,7 @@ Example:
 EOF
 }
 
-case "${1:-}" in
-  -h | --help) usage; exit 0 ;;
-  "") ;;
-  *) util::usage_error "unknown argument: $1" ;;
-esac
+util::no_arguments "$@"
 
 HELM="${HELM:-helm}"
 util::require_tools "${HELM}" python3
