@@ -1,0 +1,1 @@
+//! Canary analysis (skeleton; see issue 11).

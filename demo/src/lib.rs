@@ -1,0 +1,1 @@
+//! The seven-layer demo runner (skeleton; see issue 12).
