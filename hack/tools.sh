@@ -6,7 +6,8 @@
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ALL_TOOLS=(apt pyyaml kubernetes coredns metrics-server helm actionlint promtool prometheus)
+ALL_TOOLS=(apt pyyaml kubernetes coredns metrics-server helm actionlint promtool prometheus
+  prometheus-operator-crds gateway-api-crds)
 
 usage() {
   cat <<EOF
@@ -15,7 +16,7 @@ Usage: hack/tools.sh <command> [tool...]
 Commands:
   install [tool...]   build or install the tools (default: all), skipping cached ones
   list                print each tool, its pinned version and whether it is installed
-  path                print the bin directory to put on PATH
+  path [tool]         print the bin directory to put on PATH, or one tool's install directory
 
 Tools: ${ALL_TOOLS[*]}
   apt             Debian packages: ${SELFHEAL_APT_PACKAGES[*]}
@@ -28,6 +29,10 @@ Tools: ${ALL_TOOLS[*]}
   actionlint      actionlint ${ACTIONLINT_VERSION}
   promtool        promtool from Prometheus ${PROMETHEUS_VERSION}
   prometheus      Prometheus server ${PROMETHEUS_VERSION} (no web UI assets: API only; for self-healing/tests)
+  prometheus-operator-crds
+                  monitoring.coreos.com CRD YAML from the prometheus-operator ${PROMETHEUS_OPERATOR_VERSION} module
+  gateway-api-crds
+                  Gateway API standard-channel CRD YAML from sigs.k8s.io/gateway-api ${GATEWAY_API_VERSION}
 
 Environment:
   SELFHEAL_HOME   cache root (default ~/.cache/selfheal); binaries land in \$SELFHEAL_HOME/bin
@@ -50,16 +55,43 @@ tools::link() {
   return 0
 }
 
+# tools::cached NAME VERSION: true (and the tool linked) when that version is already installed.
+tools::cached() {
+  local dest="${TOOLS_DIR}/$1-$2"
+  [[ -d "${dest}" ]] || return 1
+  tools::link "${dest}"
+  log::info "$1 $2: cached"
+}
+
+# tools::module_files NAME VERSION MODULE SUBDIR: copy SUBDIR of a Go module (e.g. the CRD YAML
+# that projects publish inside their module) into the tools directory. Data, not binaries:
+# nothing is linked into bin; `hack/tools.sh path NAME` prints where the files are.
+tools::module_files() {
+  local name="$1" version="$2" module="$3" subdir="$4"
+  local dest="${TOOLS_DIR}/${name}-${version}"
+  if [[ -d "${dest}" ]]; then
+    log::info "${name} ${version}: cached"
+    return 0
+  fi
+  util::require_tools go jq
+  log::step "fetching ${subdir}/ of ${module}@${version} from the Go module proxy"
+  local dir tmp
+  # Outside any module, so no go.mod around us is read or changed.
+  dir="$(cd "${TOOLS_DIR}" && GOFLAGS=-mod=mod go mod download -json "${module}@${version}" | jq -r '.Dir // empty')"
+  [[ -n "${dir}" && -d "${dir}/${subdir}" ]] || log::fatal "${module}@${version} has no ${subdir}/ (download failed?)"
+  tmp="$(mktemp -d "${TOOLS_DIR}/.${name}.XXXXXX")"
+  cp "${dir}/${subdir}"/*.yaml "${tmp}/"
+  chmod -R u+w "${tmp}"
+  mv "${tmp}" "${dest}"
+  log::ok "${name} ${version}: $(find "${dest}" -name '*.yaml' | wc -l) files in ${dest}"
+}
+
 # tools::go_install NAME VERSION PACKAGE@VERSION [ldflags]: one binary from the module proxy,
 # built into a temporary dir and moved into place, so an interrupted build leaves no half tool.
 tools::go_install() {
   local name="$1" version="$2" pkg="$3" ldflags="${4:-}"
   local dest="${TOOLS_DIR}/${name}-${version}"
-  if [[ -d "${dest}" ]]; then
-    tools::link "${dest}"
-    log::info "${name} ${version}: cached"
-    return 0
-  fi
+  tools::cached "${name}" "${version}" && return 0
   util::require_tools go
   log::step "building ${name} ${version} from the Go module proxy"
   local tmp start
@@ -102,11 +134,7 @@ tools::apt() {
 # as is: build from a wrapper module that pins each staging module to its published v0.X.Y.
 tools::kubernetes() {
   local dest="${TOOLS_DIR}/kubernetes-${KUBE_VERSION}"
-  if [[ -d "${dest}" ]]; then
-    tools::link "${dest}"
-    log::info "kubernetes ${KUBE_VERSION}: cached"
-    return 0
-  fi
+  tools::cached kubernetes "${KUBE_VERSION}" && return 0
   util::require_tools go
   local wrap="${SELFHEAL_HOME}/build/kubernetes-${KUBE_VERSION}" staging="v0.${KUBE_VERSION#v1.}"
   log::step "building Kubernetes ${KUBE_VERSION} server binaries and kubectl (about 8 min on 2 cores when cold)"
@@ -203,6 +231,13 @@ tools::install_one() {
       tools::go_install prometheus "${PROMETHEUS_VERSION}" \
         "github.com/prometheus/prometheus/cmd/prometheus@${PROMETHEUS_VERSION}"
       ;;
+    prometheus-operator-crds)
+      tools::module_files prometheus-operator-crds "${PROMETHEUS_OPERATOR_VERSION}" \
+        github.com/prometheus-operator/prometheus-operator example/prometheus-operator-crd
+      ;;
+    gateway-api-crds)
+      tools::module_files gateway-api-crds "${GATEWAY_API_VERSION}" sigs.k8s.io/gateway-api config/crd/standard
+      ;;
     *) util::usage_error "unknown tool: $1" ;;
   esac
 }
@@ -218,6 +253,9 @@ tools::version_of() {
     actionlint) echo "${ACTIONLINT_VERSION}" ;;
     promtool) echo "${PROMETHEUS_VERSION}" ;;
     prometheus) echo "${PROMETHEUS_VERSION}" ;;
+    prometheus-operator-crds) echo "${PROMETHEUS_OPERATOR_VERSION}" ;;
+    gateway-api-crds) echo "${GATEWAY_API_VERSION}" ;;
+    *) util::usage_error "unknown tool: $1" ;;
   esac
 }
 
@@ -244,10 +282,16 @@ main() {
         elif [[ -d "${TOOLS_DIR}/${t}-$(tools::version_of "${t}")" ]]; then
           state="installed"
         fi
-        printf '%-16s %-10s %s\n' "${t}" "$(tools::version_of "${t}")" "${state}"
+        printf '%-26s %-10s %s\n' "${t}" "$(tools::version_of "${t}")" "${state}"
       done
       ;;
-    path) printf '%s\n' "${SELFHEAL_BIN}" ;;
+    path)
+      if (($#)); then
+        printf '%s\n' "${TOOLS_DIR}/$1-$(tools::version_of "$1")"
+      else
+        printf '%s\n' "${SELFHEAL_BIN}"
+      fi
+      ;;
     *) util::usage_error "unknown command: ${cmd}" ;;
   esac
 }

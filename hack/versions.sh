@@ -14,6 +14,11 @@
 : "${HELM_VERSION:=v4.3.1}"
 : "${ACTIONLINT_VERSION:=v1.7.12}"
 : "${PROMETHEUS_VERSION:=v0.316.0}"
+# CRD YAML shipped inside Go modules: the ServiceMonitor/PrometheusRule schemas (observability
+# tests) and the Gateway API standard channel (canary HTTPRoute). v0.85.0 is the newest
+# prometheus-operator version the module proxy serves with a checksum here.
+: "${PROMETHEUS_OPERATOR_VERSION:=v0.85.0}"
+: "${GATEWAY_API_VERSION:=v1.6.3}"
 # Pause image tag: must match containerd's sandbox_image.
 : "${PAUSE_IMAGE:=registry.k8s.io/pause:3.10.1}"
 # Debian packages the local cluster runs on (containerd, runc, CNI plugins, etcd) and the
@@ -22,4 +27,4 @@
 SELFHEAL_APT_PACKAGES=(containerd runc containernetworking-plugins etcd-server etcd-client
   iptables conntrack socat iproute2 ethtool openssl jq busybox-static shellcheck gcc libc6-dev make bc curl)
 export KUBE_VERSION COREDNS_VERSION METRICS_SERVER_VERSION HELM_VERSION ACTIONLINT_VERSION \
-  PROMETHEUS_VERSION PAUSE_IMAGE
+  PROMETHEUS_VERSION PROMETHEUS_OPERATOR_VERSION GATEWAY_API_VERSION PAUSE_IMAGE
