@@ -318,5 +318,35 @@ unreachable_prometheus_skipped() {
 }
 check::run "--prometheus unreachable: the check is skipped and said so, deploy succeeds (revision 12)" unreachable_prometheus_skipped
 
+# -- self-healing/rollback-to.sh: a person's "roll back to revision N" (the CD workflow's dispatch) ----------
+ROLLBACK_TO="${REPO_ROOT}/self-healing/rollback-to.sh"
+revisions() { history_json | jq -c 'map(.revision)'; }
+rollback_to_refuses() {
+  local before rc=0
+  before="$(revisions)"
+  SCRIPT="${ROLLBACK_TO}" exits_2 --namespace "${NS}" --release "${REL}" || return 1
+  SCRIPT="${ROLLBACK_TO}" exits_2 --namespace "${NS}" --release "${REL}" --revision 0 || return 1
+  SCRIPT="${ROLLBACK_TO}" deploy rb-missing --namespace "${NS}" --release "${REL}" --revision 999 --output json
+  [[ "$(rc_of rb-missing)" == 1 && "$(field rb-missing .result)" == error ]] || { show rb-missing; return 1; }
+  field rb-missing .reason | grep -q '^revision 999 is not in the history' && [[ "$(revisions)" == "${before}" ]]
+}
+check::run "rollback-to: no/zero revision exit 2; a revision not in the history exit 1, history unchanged" rollback_to_refuses
+rollback_to_dry_run() {
+  local before
+  before="$(revisions)"
+  SCRIPT="${ROLLBACK_TO}" deploy rb-dry --namespace "${NS}" --release "${REL}" --revision 4 --output json --dry-run
+  [[ "$(rc_of rb-dry)" == 0 && "$(field rb-dry .result)" == dry_run && "$(field rb-dry .dry_run)" == true ]] || { show rb-dry; return 1; }
+  [[ "$(revisions)" == "${before}" ]] && images_are "${REPO}:${GOOD_TAG}"
+}
+check::run "rollback-to --dry-run: exit 0, the plan, history and pods unchanged" rollback_to_dry_run
+# Helm keeps 10 revisions: 3..12 are left; 4 is "Rollback to 2" (message release-2).
+rollback_to_four() {
+  SCRIPT="${ROLLBACK_TO}" deploy rb-4 --namespace "${NS}" --release "${REL}" --revision 4 --timeout 2m --output json
+  [[ "$(rc_of rb-4)" == 0 && "$(field rb-4 .result)" == rolled_back && "$(field rb-4 .target_revision)" == 4 &&
+    "$(field rb-4 .serving_revision)" == 13 && "$(field rb-4 '.serving_images | join(",")')" == "${REPO}:${GOOD_TAG}" ]] || { show rb-4; return 1; }
+  get_root | grep -q '"message":"release-2"' && [[ "$(history_json | jq -r 'last | .description')" == "Rollback to 4" ]]
+}
+check::run "rollback-to --revision 4: exit 0, revision 13 is 'Rollback to 4', serves its message, verified" rollback_to_four
+
 ((CHECK_FAILED == 0)) || { e2e::dump "${NS}"; "${HELM}" history "${REL}" --namespace "${NS}" >&2 || true; }
 check::summary auto-rollback

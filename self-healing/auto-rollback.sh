@@ -10,6 +10,8 @@
 # Prerequisites: helm 3 or 4, kubectl, jq; curl for --prometheus/--pushgateway.
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
+# shellcheck source=self-healing/lib/release.sh
+source "${REPO_ROOT}/self-healing/lib/release.sh"
 
 usage() {
   cat <<EOF
@@ -84,28 +86,6 @@ CREATE_NAMESPACE=0
 OUTPUT=text
 HELM="${HELM:-helm}"
 
-# dur::seconds DURATION: seconds of a Go-style duration (90, 90s, 5m, 1h, 1m30s); 1 when invalid.
-dur::seconds() {
-  local s="$1" total=0
-  if [[ "${s}" =~ ^[0-9]+$ ]]; then
-    printf '%s\n' "${s}"
-    return 0
-  fi
-  [[ "${s}" =~ ^([0-9]+[hms])+$ ]] || return 1
-  while [[ "${s}" =~ ^([0-9]+)([hms])(.*)$ ]]; do
-    case "${BASH_REMATCH[2]}" in
-      h) total=$((total + BASH_REMATCH[1] * 3600)) ;;
-      m) total=$((total + BASH_REMATCH[1] * 60)) ;;
-      s) total=$((total + BASH_REMATCH[1])) ;;
-    esac
-    s="${BASH_REMATCH[3]}"
-  done
-  printf '%s\n' "${total}"
-}
-
-# need_value FLAG "$#": the flag must be followed by a value.
-need_value() { (($2 >= 2)) || util::usage_error "$1 needs a value"; }
-
 while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
@@ -132,48 +112,24 @@ while (($#)); do
   shift
 done
 
-[[ -n "${NAMESPACE}" ]] || util::usage_error "--namespace is required"
-[[ "${RELEASE}" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ && ${#RELEASE} -le 53 ]] ||
-  util::usage_error "--release must be a DNS-1123 label of at most 53 characters: ${RELEASE}"
-[[ "${NAMESPACE}" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] || util::usage_error "--namespace is not a valid namespace name: ${NAMESPACE}"
+release::valid_names
 TIMEOUT_S="$(dur::seconds "${TIMEOUT}")" || util::usage_error "--timeout must be a duration like 90s, 5m or 1m30s: ${TIMEOUT}"
 ((TIMEOUT_S > 0)) || util::usage_error "--timeout must be positive"
 PENDING_GRACE_S="$(dur::seconds "${PENDING_GRACE}")" || util::usage_error "--pending-grace must be a duration: ${PENDING_GRACE}"
 dur::seconds "${PROMETHEUS_WINDOW}" >/dev/null || util::usage_error "--prometheus-window must be a duration: ${PROMETHEUS_WINDOW}"
 [[ "${SMOKE_REQUESTS}" =~ ^[0-9]+$ ]] || util::usage_error "--smoke-requests must be a number: ${SMOKE_REQUESTS}"
 [[ "${MAX_ERROR_RATIO}" =~ ^(0(\.[0-9]+)?|1(\.0+)?)$ ]] || util::usage_error "--max-error-ratio must be between 0 and 1: ${MAX_ERROR_RATIO}"
-[[ "${OUTPUT}" =~ ^(text|json)$ ]] || util::usage_error "--output must be text or json: ${OUTPUT}"
 for v in "${VALUES[@]}"; do [[ -f "${v}" ]] || util::usage_error "values file not found: ${v}"; done
 for v in "${SETS[@]}"; do [[ "${v}" == *=* ]] || util::usage_error "--set needs KEY=VALUE: ${v}"; done
 [[ "${IMAGE_TAG}" =~ ^[A-Za-z0-9_.-]{0,128}$ ]] || util::usage_error "--image-tag is not a valid tag: ${IMAGE_TAG}"
 DRY_RUN="${DRY_RUN:-0}"
 
-# -- state of this run (the summary is built from it) -----------------------------------------------
-START_EPOCH="$(date +%s)"
-TIMELINE=()        # "elapsed_seconds|utc time|event"
-RESULT=""          # deployed | rolled_back | rollback_failed | install_failed | install_cleanup_failed | dry_run | error
-REASON=""          # why verification failed (or why we stopped)
-PREVIOUS_REVISION="" # last good revision before this run ("" on first install)
-DEPLOYED_REVISION="" # revision this run created
-SERVING_REVISION=""
-SERVING_IMAGES=""
+# -- state of this run (the summary is built from it; see self-healing/lib/release.sh) -------------
+release::init
+# RESULT: deployed | rolled_back | rollback_failed | install_failed | install_cleanup_failed | dry_run | error
 HELM_MAJOR=""
 ROLLBACK_EPOCH=""
-CLUSTER_OK=0       # set once the API server answered: the summary may then ask it what serves
-
-timeline() {
-  local now
-  now="$(date +%s)"
-  TIMELINE+=("$((now - START_EPOCH))|$(date -u +%H:%M:%SZ)|$*")
-  log::info "[timeline +$((now - START_EPOCH))s] $*"
-}
-
-K=(kubectl --namespace "${NAMESPACE}")
-H=("${HELM}" --namespace "${NAMESPACE}")
-if [[ -n "${KUBE_CONTEXT}" ]]; then
-  K+=(--context "${KUBE_CONTEXT}")
-  H+=(--kube-context "${KUBE_CONTEXT}")
-fi
+CLUSTER_OK=0 # set once the API server answered: the summary may then ask it what serves
 
 # -- summary ------------------------------------------------------------------------------------------
 exit_code_of() {
@@ -187,37 +143,8 @@ exit_code_of() {
 }
 
 summary() {
-  local code="$1" elapsed=$(($(date +%s) - START_EPOCH)) e
-  if [[ "${OUTPUT}" == json ]]; then
-    printf '%s\n' "${TIMELINE[@]}" | jq -R -s -c \
-      --arg release "${RELEASE}" --arg namespace "${NAMESPACE}" --arg result "${RESULT}" \
-      --arg reason "${REASON}" --arg image_tag "${IMAGE_TAG}" --arg helm "${HELM_MAJOR}" \
-      --arg previous "${PREVIOUS_REVISION}" --arg deployed "${DEPLOYED_REVISION}" \
-      --arg serving "${SERVING_REVISION}" --arg images "${SERVING_IMAGES}" \
-      --argjson exit_code "${code}" --argjson duration "${elapsed}" --argjson dry_run "$([[ "${DRY_RUN}" == 1 ]] && echo true || echo false)" '
-      def num: if . == "" then null else tonumber end;
-      {release: $release, namespace: $namespace, result: $result, exit_code: $exit_code,
-       reason: (if $reason == "" then null else $reason end), image_tag: $image_tag,
-       dry_run: $dry_run, helm_major_version: ($helm | num),
-       previous_revision: ($previous | num), deployed_revision: ($deployed | num),
-       serving_revision: ($serving | num),
-       serving_images: ($images | split(" ") | map(select(. != ""))),
-       duration_seconds: $duration,
-       timeline: (split("\n") | map(select(. != "") | split("|") |
-         {elapsed_seconds: (.[0] | tonumber), time: .[1], event: (.[2:] | join("|"))}))}'
-    return 0
-  fi
-  printf '\n==== auto-rollback: %s/%s ====\n' "${NAMESPACE}" "${RELEASE}"
-  for e in "${TIMELINE[@]}"; do
-    printf '  +%4ss  %s  %s\n' "${e%%|*}" "$(cut -d'|' -f2 <<<"${e}")" "$(cut -d'|' -f3- <<<"${e}")"
-  done
-  printf 'result:   %s (exit %s) after %ss\n' "${RESULT}" "${code}" "${elapsed}"
-  [[ -z "${REASON}" ]] || printf 'why:      %s\n' "${REASON}"
-  if [[ -n "${SERVING_REVISION}" ]]; then
-    printf 'serving:  revision %s%s\n' "${SERVING_REVISION}" "${SERVING_IMAGES:+, image ${SERVING_IMAGES}}"
-  else
-    printf 'serving:  nothing (no release)\n'
-  fi
+  release::summary auto-rollback "$1" "$(jq -n -c --arg image_tag "${IMAGE_TAG}" --arg helm "${HELM_MAJOR}" \
+    '{image_tag: $image_tag, helm_major_version: (if $helm == "" then null else ($helm | tonumber) end)}')"
 }
 
 # push_metrics: the run's outcome for the SelfhealHelmRollback alert (Pushgateway, POST keeps the
@@ -262,132 +189,16 @@ finish() {
 fail_early() {
   log::error "$1"
   timeline "stopped before changing anything: $1"
-  ((CLUSTER_OK)) && serving_state
+  ((CLUSTER_OK)) && release::serving_state
   finish error "$1"
 }
 
 # -- helm and cluster helpers --------------------------------------------------------------------------
-# helm_history: the release's revisions as JSON ([] when there is no release).
-helm_history() {
-  "${H[@]}" history "${RELEASE}" --max 1000 -o json 2>/dev/null || echo '[]'
-}
-
-# last_good_revision HISTORY_JSON: the deployed revision, else the newest superseded one
-# (after a failed upgrade Helm 3 leaves no revision "deployed"); "" when there is none.
-last_good_revision() {
-  jq -r '(map(select(.status == "deployed")) | last | .revision) //
-         (map(select(.status == "superseded")) | last | .revision) // empty' <<<"$1"
-}
-
-# release_deployments: names of the release's Deployments (chart convention: instance label).
-release_deployments() {
-  "${K[@]}" get deployments -l "app.kubernetes.io/instance=${RELEASE}" -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'
-}
-
-# release_service: the Service that selects every pod of the release (the one without a track
-# label), and the name of its first port, as "name port".
-release_service() {
-  "${K[@]}" get services -l "app.kubernetes.io/instance=${RELEASE}" -o json |
-    jq -r '[.items[] | select((.metadata.labels.track // "") == "")] | first // empty |
-           "\(.metadata.name) \(.spec.ports[0].name // .spec.ports[0].port)"'
-}
-
-# svc_get SERVICE PORT PATH: GET through the API server's service proxy (works from any machine
-# that reaches the API server; the proxy picks one ready endpoint per request).
-svc_get() {
-  "${K[@]}" get --raw "/api/v1/namespaces/${NAMESPACE}/services/http:$1:$2/proxy$3" 2>/dev/null
-}
-
 # no_release_left: no Helm release and none of its Deployments, Services or Pods.
 # shellcheck disable=SC2317 # called through util::wait_for
 no_release_left() {
   ! "${H[@]}" status "${RELEASE}" >/dev/null 2>&1 &&
     [[ -z "$("${K[@]}" get deployments,services,pods -l "app.kubernetes.io/instance=${RELEASE}" -o name 2>/dev/null)" ]]
-}
-
-serving_state() {
-  local d images=""
-  SERVING_REVISION="$("${H[@]}" status "${RELEASE}" -o json 2>/dev/null | jq -r '.version // empty')" || SERVING_REVISION=""
-  while read -r d; do
-    [[ -n "${d}" ]] || continue
-    images+="$("${K[@]}" get deployment "${d}" -o jsonpath='{.spec.template.spec.containers[*].image}') "
-  done < <(release_deployments 2>/dev/null)
-  SERVING_IMAGES="$(tr ' ' '\n' <<<"${images}" | sed '/^$/d' | sort -u | tr '\n' ' ')"
-  SERVING_IMAGES="${SERVING_IMAGES% }"
-}
-
-# verify [PROMETHEUS=1]: every check of a healthy release; sets REASON and returns 1 on the first
-# failure. verify 0 leaves out the Prometheus query (its window still holds the failed revision's
-# errors right after a rollback).
-verify() {
-  local use_prometheus="${1:-1}"
-  local deployments=() d status svc port i ok=0 fail=0 want ready updated unavailable
-  mapfile -t deployments < <(release_deployments)
-  if ((${#deployments[@]} == 0)); then
-    REASON="the release has no Deployment (label app.kubernetes.io/instance=${RELEASE})"
-    return 1
-  fi
-  for d in "${deployments[@]}"; do
-    if ! "${K[@]}" rollout status "deployment/${d}" --timeout="${TIMEOUT_S}s" >&2; then
-      REASON="rollout of deployment/${d} did not complete within ${TIMEOUT_S}s ($("${K[@]}" get deployment "${d}" -o jsonpath='{range .status.conditions[*]}{.type}={.status} {.reason}; {end}'))"
-      return 1
-    fi
-    status="$("${K[@]}" get deployment "${d}" -o jsonpath='{.spec.replicas} {.status.readyReplicas} {.status.updatedReplicas} {.status.unavailableReplicas}')"
-    read -r want ready updated unavailable <<<"${status}"
-    if [[ "${ready:-0}" != "${want}" || "${updated:-0}" != "${want}" || -n "${unavailable:-}" ]]; then
-      REASON="deployment/${d}: ${ready:-0}/${want} replicas Ready, ${updated:-0} updated, ${unavailable:-0} unavailable"
-      return 1
-    fi
-    log::ok "deployment/${d}: ${ready}/${want} replicas Ready and updated"
-  done
-  read -r svc port <<<"$(release_service)"
-  if [[ -z "${svc:-}" ]]; then
-    REASON="the release has no Service to check /health and /ready through"
-    return 1
-  fi
-  local path
-  for path in /health /ready; do
-    if ! util::wait_for "${path} through service/${svc}" 30 svc_get "${svc}" "${port}" "${path}"; then
-      REASON="${path} through service/${svc} did not answer 2xx within 30s"
-      return 1
-    fi
-  done
-  log::ok "/health and /ready answer through service/${svc}"
-  if ((SMOKE_REQUESTS > 0)); then
-    for ((i = 0; i < SMOKE_REQUESTS; i++)); do
-      if svc_get "${svc}" "${port}" / >/dev/null; then ok=$((ok + 1)); else fail=$((fail + 1)); fi
-    done
-    if awk -v f="${fail}" -v n="${SMOKE_REQUESTS}" -v max="${MAX_ERROR_RATIO}" 'BEGIN { exit !(f / n > max) }'; then
-      REASON="${fail} of ${SMOKE_REQUESTS} GET / through service/${svc} failed (more than ${MAX_ERROR_RATIO})"
-      return 1
-    fi
-    log::ok "smoke test: ${ok}/${SMOKE_REQUESTS} GET / answered 2xx"
-  fi
-  if [[ -n "${PROMETHEUS}" && "${use_prometheus}" == 1 ]]; then
-    verify_prometheus "${svc}" || return 1
-  fi
-  return 0
-}
-
-# verify_prometheus SERVICE: the Service's 5xx ratio from Prometheus; skipped when unreachable.
-verify_prometheus() {
-  local svc="$1" q out ratio
-  q="sum(rate(http_requests_total{namespace=\"${NAMESPACE}\",job=\"${svc}\",route!~\"/(health|ready|metrics)\",status=~\"5..\"}[${PROMETHEUS_WINDOW}])) / sum(rate(http_requests_total{namespace=\"${NAMESPACE}\",job=\"${svc}\",route!~\"/(health|ready|metrics)\"}[${PROMETHEUS_WINDOW}]))"
-  if ! out="$(curl -fsS -m 10 -G --data-urlencode "query=${q}" "${PROMETHEUS%/}/api/v1/query" 2>/dev/null)"; then
-    log::warn "Prometheus at ${PROMETHEUS} is not reachable: error-rate check skipped"
-    timeline "Prometheus not reachable: error-rate check skipped"
-    return 0
-  fi
-  ratio="$(jq -r '.data.result[0].value[1] // empty' <<<"${out}")"
-  if [[ -z "${ratio}" || "${ratio}" == NaN ]]; then
-    log::info "Prometheus has no request rate for ${svc} yet: error-rate check skipped"
-    return 0
-  fi
-  if awk -v r="${ratio}" -v max="${MAX_ERROR_RATIO}" 'BEGIN { exit !(r > max) }'; then
-    REASON="Prometheus: 5xx ratio of service/${svc} over ${PROMETHEUS_WINDOW} is ${ratio} (more than ${MAX_ERROR_RATIO})"
-    return 1
-  fi
-  log::ok "Prometheus: 5xx ratio of service/${svc} is ${ratio}"
 }
 
 # -- preflight ------------------------------------------------------------------------------------------
@@ -429,10 +240,10 @@ else
   timeline "start: deploy (chart's image tag, context ${CONTEXT}, timeout ${TIMEOUT_S}s)"
 fi
 
-HISTORY="$(helm_history)"
+HISTORY="$(release::history)"
 LATEST_STATUS="$(jq -r 'last | .status // empty' <<<"${HISTORY}")"
 LATEST_REVISION="$(jq -r 'last | .revision // empty' <<<"${HISTORY}")"
-PREVIOUS_REVISION="$(last_good_revision "${HISTORY}")"
+PREVIOUS_REVISION="$(release::last_good_revision "${HISTORY}")"
 if [[ -n "${LATEST_STATUS}" ]]; then
   log::info "release ${RELEASE}: latest revision ${LATEST_REVISION} is ${LATEST_STATUS}; last good revision ${PREVIOUS_REVISION:-none}"
 else
@@ -460,8 +271,8 @@ if [[ "${LATEST_STATUS}" == pending-* ]]; then
     timeline "recovered: uninstalled the interrupted first install (nothing to roll back to)"
   fi
   if [[ "${DRY_RUN}" != 1 ]]; then
-    HISTORY="$(helm_history)"
-    PREVIOUS_REVISION="$(last_good_revision "${HISTORY}")"
+    HISTORY="$(release::history)"
+    PREVIOUS_REVISION="$(release::last_good_revision "${HISTORY}")"
   fi
 fi
 
@@ -506,7 +317,7 @@ if [[ "${DRY_RUN}" == 1 ]]; then
   else
     timeline "plan: upgrade to revision ${next}; verify; on failure roll back to revision ${PREVIOUS_REVISION}"
   fi
-  serving_state
+  release::serving_state
   finish dry_run
 fi
 
@@ -521,11 +332,11 @@ if ! util::run "${H[@]}" "${HELM_ARGS[@]}" >&2 2>"${HELM_ERR}"; then
   cat "${HELM_ERR}" >&2
   REASON="helm upgrade --install failed after $(($(date +%s) - DEPLOY_EPOCH))s: $(grep -m1 '^Error:' "${HELM_ERR}" | cut -c1-300 || true)"
 fi
-DEPLOYED_REVISION="$(jq -r 'last | .revision // empty' <<<"$(helm_history)")"
+DEPLOYED_REVISION="$(jq -r 'last | .revision // empty' <<<"$(release::history)")"
 if ((DEPLOY_OK)); then
   timeline "helm finished: revision ${DEPLOYED_REVISION} deployed; verifying"
-  if verify; then
-    serving_state
+  if release::verify 1; then
+    release::serving_state
     timeline "verified: revision ${SERVING_REVISION} healthy (${SERVING_IMAGES})"
     finish deployed
   fi
@@ -545,7 +356,7 @@ if ((FIRST_INSTALL)); then
     timeline "release removed: nothing of ${RELEASE} is left in ${NAMESPACE}"
     finish install_failed
   fi
-  serving_state
+  release::serving_state
   timeline "cleanup incomplete: objects of ${RELEASE} remain"
   finish install_cleanup_failed
 fi
@@ -556,17 +367,17 @@ log::step "rolling back ${RELEASE} to revision ${PREVIOUS_REVISION}"
 ROLLBACK_EPOCH="$(date +%s)"
 timeline "helm rollback to revision ${PREVIOUS_REVISION} started"
 if ! util::run "${H[@]}" rollback "${RELEASE}" "${PREVIOUS_REVISION}" --wait --timeout "${TIMEOUT_S}s" >&2; then
-  serving_state
+  release::serving_state
   timeline "helm rollback failed"
   finish rollback_failed "${FAIL_REASON}; then helm rollback to revision ${PREVIOUS_REVISION} failed"
 fi
 REASON=""
 [[ -z "${PROMETHEUS}" ]] || timeline "verifying the rollback without the Prometheus query: its ${PROMETHEUS_WINDOW} window still holds the failed revision's errors"
-if ! verify 0; then
-  serving_state
+if ! release::verify 0; then
+  release::serving_state
   timeline "rollback revision ${SERVING_REVISION} is NOT healthy: ${REASON}"
   finish rollback_failed "${FAIL_REASON}; the rollback to revision ${PREVIOUS_REVISION} is not healthy either: ${REASON}"
 fi
-serving_state
+release::serving_state
 timeline "healthy again: revision ${SERVING_REVISION} (rollback to ${PREVIOUS_REVISION}) serves ${SERVING_IMAGES}, $(($(date +%s) - DEPLOY_EPOCH))s after the deploy started"
 finish rolled_back "${FAIL_REASON}"
