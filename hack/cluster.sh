@@ -295,9 +295,14 @@ cluster::start_rest() {
     --authorization-kubeconfig="${CLUSTER_STATE}/scheduler.kubeconfig" \
     --bind-address=127.0.0.1 --leader-elect=false
   mkdir -p "${CLUSTER_STATE}/kubelet"
+  # Two dead instances per container, not one: this kubelet with containerd 1.6 reports the
+  # second-newest dead instance as lastState, and with one kept that one is already deleted, so
+  # `kubectl logs --previous` (and the controller's crash evidence) found nothing. Flag only: the
+  # KubeletConfiguration file has no field for it.
   cluster::start kubelet "${SELFHEAL_BIN}/kubelet" --config="${ETC}/kubelet.yaml" \
     --kubeconfig="${CLUSTER_STATE}/kubelet.kubeconfig" --root-dir="${CLUSTER_STATE}/kubelet" \
-    --hostname-override="${NODE_NAME}" --node-ip="${HOST_IP}" --v=1
+    --hostname-override="${NODE_NAME}" --node-ip="${HOST_IP}" --v=1 \
+    --maximum-dead-containers-per-container=2
   cluster::start kube-proxy "${SELFHEAL_BIN}/kube-proxy" --config="${ETC}/kube-proxy.yaml"
 }
 
