@@ -11,6 +11,9 @@
 {{- if and $v.canary.enabled $v.canary.ingress.enabled (not $v.ingress.enabled) }}
 {{- fail "canary.ingress.enabled needs ingress.enabled: the nginx canary Ingress only works next to a stable Ingress with the same host and path" }}
 {{- end }}
+{{- if and $v.httpRoute.enabled (not $v.httpRoute.parentRefs) }}
+{{- fail "httpRoute.enabled needs httpRoute.parentRefs: an HTTPRoute attached to no Gateway routes nothing" }}
+{{- end }}
 {{- if and $v.canary.ingress.enabled (gt (int $v.canary.ingress.weight) (int $v.canary.ingress.weightTotal)) }}
 {{- fail (printf "canary.ingress.weight (%v) is above canary.ingress.weightTotal (%v)" $v.canary.ingress.weight $v.canary.ingress.weightTotal) }}
 {{- end }}

@@ -99,6 +99,8 @@ render pdb-replicas1 --set replicaCount=1
 render pdb-max --set podDisruptionBudget.maxUnavailable=1
 render canary-replicas -f "${CHART}/ci/canary-values.yaml" --set ingress.enabled=false --set canary.ingress.enabled=false
 render ingress-only --set ingress.enabled=true
+render route-canary -f "${CHART}/ci/canary-values.yaml" --set httpRoute.enabled=true --set 'httpRoute.parentRefs[0].name=gw' --set canary.httpRoute.weight=25
+render route-only --set httpRoute.enabled=true --set 'httpRoute.parentRefs[0].name=gw' --set 'httpRoute.hostnames[0]=a.test'
 render monitoring-no-crd --set serviceMonitor.enabled=true --set prometheusRule.enabled=true
 render chaos-token --set chaos.enabled=true --set chaos.token=s3cret
 render chaos-existing --set chaos.enabled=true --set chaos.existingSecret=my-token --set chaos.token=ignored
@@ -241,6 +243,16 @@ check::run "canary without its Ingress (replica ratio): no Ingress, both Deploym
 check::run "Ingress without canary: one Ingress to the all-tracks Service, class nginx" expect ingress-only \
   "one('Ingress')['spec']['rules'][0]['http']['paths'][0]['backend']['service']['name'] == '${RELEASE}-selfheal-app'
    and one('Ingress')['spec']['ingressClassName'] == 'nginx' and 'annotations' not in one('Ingress')['metadata']"
+check::run "HTTPRoute with canary: header rule to -canary, then weighted backendRefs stable 75 / canary 25" expect route-canary \
+  "(lambda r: r['spec']['parentRefs'] == [{'name': 'gw'}] and r['spec']['hostnames'] == ['selfheal.example.test']
+     and r['spec']['rules'][0]['matches'][0]['headers'] == [{'name': 'X-Canary', 'value': 'always'}]
+     and r['spec']['rules'][0]['backendRefs'] == [{'name': '${RELEASE}-selfheal-app-canary', 'port': 80}]
+     and r['spec']['rules'][1]['backendRefs'] == [{'name': '${RELEASE}-selfheal-app-stable', 'port': 80, 'weight': 75},
+                                                  {'name': '${RELEASE}-selfheal-app-canary', 'port': 80, 'weight': 25}]
+   )(one('HTTPRoute'))"
+check::run "HTTPRoute without canary: one rule to the all-tracks Service, hostnames from values" expect route-only \
+  "(lambda r: r['spec']['hostnames'] == ['a.test'] and len(r['spec']['rules']) == 1
+     and r['spec']['rules'][0]['backendRefs'] == [{'name': '${RELEASE}-selfheal-app', 'port': 80}])(one('HTTPRoute'))"
 
 # -- optional objects -------------------------------------------------------------------------
 check::run "ServiceMonitor/PrometheusRule enabled but no monitoring.coreos.com/v1: not rendered" expect monitoring-no-crd \
@@ -293,6 +305,8 @@ check::run "schema rejects a value below its minimum (autoscaling.maxReplicas=0)
 check::run "schema rejects an error percent above 100" rejects 'faultErrorPercent' --set canary.faultErrorPercent=101
 check::run "render fails when the grace period cannot hold preStop + drain" rejects 'gracePeriodSeconds.*must be at least' --set termination.gracePeriodSeconds=10
 check::run "render fails for HPA minReplicas > maxReplicas" rejects 'minReplicas.*above' --set autoscaling.enabled=true --set autoscaling.minReplicas=6
+check::run "render fails for an HTTPRoute without parentRefs" rejects 'needs httpRoute.parentRefs' --set httpRoute.enabled=true
+check::run "schema rejects a canary HTTPRoute weight above 100" rejects 'weight' --set canary.httpRoute.weight=101
 check::run "render fails for a canary Ingress without the stable Ingress" rejects 'needs ingress.enabled' --set canary.enabled=true --set canary.ingress.enabled=true
 check::run "kubeVersion constraint rejects Kubernetes 1.29" rejects 'kubeVersion|incompatible|compatible' --kube-version 1.29.0
 
