@@ -38,9 +38,12 @@ Options:
       --recover-timeout D  after the last kill, how long to wait for the Ready count to be back
                            (default 3m; 0: do not wait)
       --seed N             seed the random choice of pods (repeatable runs)
-      --load URL           run the selfheal-demo load generator against URL meanwhile and print
-                           its availability and latency at the end
+      --load TARGET        run the selfheal-demo load generator meanwhile (through the recovery)
+                           and print its availability and latency at the end; TARGET is an
+                           http:// URL (the Service's ClusterIP from the local cluster's node) or
+                           NAMESPACE/SERVICE[:PORT] (API server service proxy, e.g. on minikube)
       --load-concurrency N concurrent requests of the load generator (default 4)
+      --load-json FILE     also write the load generator's JSON report to FILE
       --force              allow the selfheal-system namespace (the controller itself)
       --dry-run            pick and print victims, delete nothing
   -h, --help               this help
@@ -50,6 +53,7 @@ Exit status: 0 done (and recovered), 1 error / --count not reached / not recover
 Environment:
   KUBECONFIG     the cluster
   SELFHEAL_DEMO  path of the selfheal-demo binary (default: PATH, then the cargo target dir)
+  DEMO_LOAD_RATE requests per second of the load generator (default 50)
   DRY_RUN=1      same as --dry-run
 
 Examples:
@@ -88,6 +92,7 @@ while (($#)); do
     --seed) chaos::need_value "$1" "$#"; SEED="$2"; shift ;;
     --load) chaos::need_value "$1" "$#"; LOAD_URL="$2"; shift ;;
     --load-concurrency) chaos::need_value "$1" "$#"; LOAD_CONC="$2"; shift ;;
+    --load-json) chaos::need_value "$1" "$#"; CHAOS_LOAD_OUT="$2"; shift ;;
     --force) export CHAOS_FORCE=1 ;;
     --dry-run) export DRY_RUN=1 ;;
     *) util::usage_error "unknown argument: $1" ;;
@@ -162,21 +167,19 @@ KILLS=0
 SKIPS=0
 MIN_SEEN="${READY0}"
 chaos::timeline_start
-if [[ -n "${LOAD_URL}" ]]; then
-  # The load must outlast the kills and the recovery after them.
-  chaos::load_start "${LOAD_URL}" $((${DURATION_S:-$((COUNT * INTERVAL_S))} + 20)) "${LOAD_CONC}"
-fi
+[[ -z "${LOAD_URL}" ]] || chaos::load_start "${LOAD_URL}" "${LOAD_CONC}"
 
 summary() {
   printf '\n==== kill-pods summary ====\n'
   printf 'target:            %s\n' "${TARGET}"
   printf 'pods deleted:      %d%s\n' "${KILLS}" "$([[ "${DRY_RUN:-0}" == 1 ]] && echo ' (dry-run: would have been deleted)')"
   printf 'kills skipped:     %d (safety floor %d Ready)\n' "${SKIPS}" "${MIN_READY}"
-  printf 'min Ready seen:    %d (sampled before each kill)\n' "${MIN_SEEN}"
+  printf 'lowest Ready:      %d (counted before each kill, minus the pod killed)\n' "${MIN_SEEN}"
 }
 # shellcheck disable=SC2317 # called by the INT/TERM trap
 interrupted() {
   chaos::mark "interrupted"
+  chaos::load_report || true
   summary
   exit 130
 }
@@ -226,6 +229,7 @@ until done_yet; do
     continue
   fi
   KILLS=$((KILLS + 1))
+  ((LEFT >= MIN_SEEN)) || MIN_SEEN="${LEFT}"
   chaos::mark "kill ${KILLS}${COUNT:+/${COUNT}}: deleted ${VICTIM} ($([[ "${VICTIM_READY}" == true ]] && echo Ready || echo unready)); Ready ${READY} -> ${LEFT}"
   done_yet && break
   sleep "${INTERVAL_S}"
@@ -238,9 +242,6 @@ if [[ "${DRY_RUN:-0}" != 1 && "${RESULT}" == 0 && "${RECOVER_S}" -gt 0 ]]; then
   chaos::wait_mark "${RECOVER_S}" "recovered: ${READY0} Ready again" back_to "${READY0}" || RESULT=1
 fi
 chaos::mark "end: $(chaos::ready_count "${NS}" "${SELECTOR}") Ready"
-if [[ -n "${LOAD_URL}" ]]; then
-  log::info "waiting for the load generator to finish"
-  chaos::load_report || RESULT=1
-fi
+chaos::load_report || RESULT=1
 summary
 exit "${RESULT}"

@@ -225,6 +225,8 @@ chaos::wait_mark() {
 CHAOS_LOAD_PID=""
 CHAOS_LOAD_JSON=""
 CHAOS_LOAD_LOG=""
+# Where chaos::load_report copies the load generator's JSON report (the scripts' --load-json).
+CHAOS_LOAD_OUT="${CHAOS_LOAD_OUT:-}"
 
 # chaos::demo_bin: the selfheal-demo binary: $SELFHEAL_DEMO, then PATH, then the shared cargo
 # target directory's debug and release builds.
@@ -247,44 +249,55 @@ chaos::require_load() {
     log::fatal "--load needs the selfheal-demo load generator: build it with 'cargo build -p selfheal-demo' (or set SELFHEAL_DEMO=/path/to/selfheal-demo)"
 }
 
-# chaos::load_start URL SECONDS CONCURRENCY: start the load generator in the background for
-# SECONDS (it reports at the end); chaos::load_report waits for it. Skipped with DRY_RUN=1.
+# chaos::load_start TARGET CONCURRENCY: start the load generator in the background until
+# chaos::load_report stops it. TARGET is an http:// URL (e.g. the Service's ClusterIP, reachable
+# from the local cluster's node) or NAMESPACE/SERVICE[:PORT] (through the API server's service
+# proxy: works on minikube too, one hop more). Skipped with DRY_RUN=1. DEMO_LOAD_RATE (requests
+# per second, default 50) and DEMO_LOAD_TIMEOUT (per request, default 2s) pass through.
 chaos::load_start() {
-  local url="$1" secs="$2" conc="$3" bin dir
+  local target="$1" conc="$2" bin dir
+  local -a how
   bin="$(chaos::demo_bin)" || chaos::require_load
+  if [[ "${target}" == http://* ]]; then how=(--url "${target}"); else how=(--service "${target}"); fi
   if [[ "${DRY_RUN:-0}" == 1 ]]; then
-    printf '%s [dry-run] %s load --url %s --duration %ss --concurrency %s\n' "$(log::_ts)" "${bin}" "${url}" "${secs}" "${conc}" >&2
+    printf '%s [dry-run] %s load %s --concurrency %s\n' "$(log::_ts)" "${bin}" "${how[*]}" "${conc}" >&2
     return 0
   fi
   dir="$(mktemp -d)"
   util::trap_add "rm -rf '${dir}'"
   CHAOS_LOAD_JSON="${dir}/load.json"
   CHAOS_LOAD_LOG="${dir}/load.log"
-  "${bin}" load --url "${url}" --duration "${secs}s" --concurrency "${conc}" --json "${CHAOS_LOAD_JSON}" \
+  # Stopped with SIGINT by chaos::load_report (it then reports what it measured); the hour is
+  # only a bound in case this script dies without its EXIT trap.
+  "${bin}" load "${how[@]}" --duration 1h --concurrency "${conc}" --json "${CHAOS_LOAD_JSON}" \
     >"${CHAOS_LOAD_LOG}" 2>&1 &
   CHAOS_LOAD_PID="$!"
   util::trap_add "kill ${CHAOS_LOAD_PID} 2>/dev/null || true"
-  chaos::mark "load generator started: ${url}, ${conc} concurrent, ${secs}s"
+  chaos::mark "load generator started: GET ${target}, ${conc} concurrent, ${DEMO_LOAD_RATE:-50} requests/s"
 }
 
-# chaos::load_report: wait for the load generator, print its report and the availability line.
+# chaos::load_report: stop the load generator, print its report and the availability line.
 # Returns 1 when it failed or wrote no report.
 chaos::load_report() {
   [[ -n "${CHAOS_LOAD_PID}" ]] || return 0
   local rc=0
+  kill -INT "${CHAOS_LOAD_PID}" 2>/dev/null || true
   wait "${CHAOS_LOAD_PID}" || rc=$?
   CHAOS_LOAD_PID=""
-  chaos::mark "load generator finished (exit ${rc})"
+  chaos::mark "load generator stopped (exit ${rc})"
   printf '\n==== load ====\n'
   cat "${CHAOS_LOAD_LOG}"
   if [[ ! -s "${CHAOS_LOAD_JSON}" ]]; then
     log::error "the load generator wrote no report (exit ${rc})"
     return 1
   fi
+  if [[ -n "${CHAOS_LOAD_OUT:-}" ]]; then
+    cp "${CHAOS_LOAD_JSON}" "${CHAOS_LOAD_OUT}" || log::warn "cannot write the load report to ${CHAOS_LOAD_OUT}"
+  fi
   chaos::load_summary "${CHAOS_LOAD_JSON}"
 }
 
-# chaos::load_summary FILE: one line from the load generator's JSON report.
+# chaos::load_summary FILE: one line from the load generator's JSON report (selfheal-demo load --json).
 chaos::load_summary() {
-  jq -r '"availability: \(.success_ratio * 100 | . * 1000 | round / 1000) % of \(.total) requests succeeded (\(.failed) failed), latency p50 \(.latency_ms.p50) ms, p99 \(.latency_ms.p99) ms"' "$1"
+  jq -r '.summary | "availability: \(.success_ratio * 100000 | round / 1000) % of \(.total) requests served (\(.failed) failed\(if .failed > 0 then ": " + (.failures | to_entries | map("\(.key) \(.value)") | join(", ")) else "" end)); latency p50 \(.latency.p50_ms // "-") ms, p99 \(.latency.p99_ms // "-") ms"' "$1"
 }

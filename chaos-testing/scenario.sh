@@ -51,9 +51,12 @@ Options:
       --profile P          bad-release: fault profile of the bad release: unready, unhealthy,
                            errors or latency (default unready)
       --timeout D          bound of each wait for detection and for healing (default 3m)
-      --load URL           run the selfheal-demo load generator against URL meanwhile and print
-                           its availability and latency at the end
+      --load TARGET        run the selfheal-demo load generator during the scenario and print
+                           its availability and latency at the end; TARGET is an http:// URL
+                           (the Service's ClusterIP from the local cluster's node) or
+                           NAMESPACE/SERVICE[:PORT] (API server service proxy, e.g. on minikube)
       --load-concurrency N concurrent requests of the load generator (default 4)
+      --load-json FILE     also write the load generator's JSON report to FILE
       --force              allow the selfheal-system namespace
       --dry-run            print what would be done; inject nothing
   -h, --help               this help
@@ -64,6 +67,7 @@ Environment:
   KUBECONFIG     the cluster
   HELM           helm binary (default: helm on PATH)
   SELFHEAL_DEMO  path of the selfheal-demo binary (default: PATH, then the cargo target dir)
+  DEMO_LOAD_RATE requests per second of the load generator (default 50)
 
 Examples:
   chaos-testing/scenario.sh readiness-failure -n selfheal-demo --seconds 15
@@ -105,6 +109,7 @@ while (($#)); do
     --timeout) chaos::need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
     --load) chaos::need_value "$1" "$#"; LOAD_URL="$2"; shift ;;
     --load-concurrency) chaos::need_value "$1" "$#"; LOAD_CONC="$2"; shift ;;
+    --load-json) chaos::need_value "$1" "$#"; CHAOS_LOAD_OUT="$2"; shift ;;
     --force) export CHAOS_FORCE=1 ;;
     --dry-run) export DRY_RUN=1 ;;
     *) util::usage_error "unknown argument: $1" ;;
@@ -163,8 +168,6 @@ dry_stop() {
   exit 0
 }
 
-# load_for SECONDS: start the load generator (with --load) for the scenario's expected length.
-load_for() { [[ -z "${LOAD_URL}" ]] || chaos::load_start "${LOAD_URL}" "$1" "${LOAD_CONC}"; }
 
 # shellcheck disable=SC2317 # the helpers below are called through util::wait_for
 restarted_since() { local r; r="$(chaos::restarts "${NS}" "$1")"; [[ -n "${r}" ]] && ((r > $2)); }
@@ -192,7 +195,6 @@ scenario_crash_loop() {
   target_pod
   local i r before ready0 state
   ready0="$(chaos::ready_count "${NS}" "${SELECTOR}")"
-  load_for $((TIMES * 45 + 30))
   for ((i = 1; i <= TIMES; i++)); do
     before="$(chaos::restarts "${NS}" "${POD}")"
     chaos::mark "fault ${i}/${TIMES}: POST /crash mode=exit to ${POD} (restartCount ${before:-?})"
@@ -225,7 +227,6 @@ scenario_liveness_failure() {
   target_pod
   local before
   before="$(chaos::restarts "${NS}" "${POD}")"
-  load_for 60
   chaos::mark "fault: POST /crash mode=unhealthy to ${POD}: /health answers 503 (restartCount ${before})"
   chaos::crash "${NS}" "${POD}" '{"mode":"unhealthy"}' >/dev/null || return 1
   dry_stop "the liveness probe to fail and the kubelet to restart ${POD}, then ${POD} Ready"
@@ -239,7 +240,6 @@ scenario_readiness_failure() {
   target_pod
   local secs="${SECONDS_ARG:-20}" before
   before="$(chaos::restarts "${NS}" "${POD}")"
-  load_for $((secs + 30))
   chaos::mark "fault: POST /crash mode=unready seconds=${secs} to ${POD}: /ready answers 503"
   chaos::crash "${NS}" "${POD}" "{\"mode\":\"unready\",\"seconds\":${secs}}" >/dev/null || return 1
   dry_stop "${POD} unready and out of the EndpointSlices, then back after ${secs}s"
@@ -270,7 +270,6 @@ scenario_cpu_burn() {
   hpa=""
   [[ -z "${deploy}" ]] || hpa="$("${K[@]}" get hpa -o json | jq -r --arg d "${deploy}" \
     '[.items[] | select(.spec.scaleTargetRef.kind == "Deployment" and .spec.scaleTargetRef.name == $d)][0].metadata.name // empty')"
-  load_for $((secs + 30))
   chaos::mark "fault: POST /crash mode=cpu seconds=${secs} threads=${THREADS} to ${POD}"
   chaos::crash "${NS}" "${POD}" "{\"mode\":\"cpu\",\"seconds\":${secs},\"threads\":${THREADS}}" >/dev/null || return 1
   if [[ -z "${hpa}" ]]; then
@@ -300,7 +299,6 @@ scenario_bad_release() {
   # auto-rollback.sh takes complete values (no --reuse-values): start from the release's own.
   "${HELM}" get values "${RELEASE}" --namespace "${NS}" -o yaml >"${values}"
   last="$("${HELM}" history "${RELEASE}" --namespace "${NS}" -o json | jq -r '[.[] | select(.status == "deployed")][-1].revision // "none"')"
-  load_for $((TIMEOUT_S * 2 + 60))
   chaos::mark "fault: upgrade ${RELEASE} (deployed revision ${last}) with app.faultProfile=${PROFILE} through self-healing/auto-rollback.sh --timeout ${TIMEOUT_S}s"
   local args=(--namespace "${NS}" --release "${RELEASE}" --values "${values}" --set "app.faultProfile=${PROFILE}" --timeout "${TIMEOUT_S}s")
   [[ "${DRY}" != 1 ]] || args+=(--dry-run)
@@ -337,7 +335,6 @@ scenario_node_drain() {
     for p in "${pods[@]}"; do chaos::evict "${NS}" "${p}"; done
     dry_stop "each eviction to be accepted or refused (429) by the PDB until replacements are Ready"
   fi
-  load_for 120
   local out
   for pod in "${pods[@]}"; do
     deadline=$(($(date +%s) + TIMEOUT_S))
@@ -378,6 +375,7 @@ log::info "breaks: ${BREAKS}"
 log::info "heals:  ${HEALS}"
 chaos::timeline_start
 RESULT=0
+[[ -z "${LOAD_URL}" ]] || chaos::load_start "${LOAD_URL}" "${LOAD_CONC}"
 case "${SCENARIO}" in
   crash-loop) scenario_crash_loop || RESULT=1 ;;
   liveness-failure) scenario_liveness_failure || RESULT=1 ;;
@@ -386,10 +384,7 @@ case "${SCENARIO}" in
   bad-release) scenario_bad_release || RESULT=1 ;;
   node-drain) scenario_node_drain || RESULT=1 ;;
 esac
-if [[ -n "${CHAOS_LOAD_PID}" ]]; then
-  log::info "waiting for the load generator to finish"
-  chaos::load_report || RESULT=1
-fi
+chaos::load_report || RESULT=1
 if ((RESULT == 0)); then
   log::ok "scenario ${SCENARIO}: healed"
 else
