@@ -30,9 +30,9 @@ TOTAL_FAILED=0
 LOG_DIR="$(mktemp -d)"
 util::trap_add "rm -rf '${LOG_DIR}'"
 
-# test::record NAME LOGFILE RC: pick the "N passed, N failed" figures out of a runner's output.
+# test::record NAME LOGFILE RC [SECONDS]: pick the "N passed, N failed" figures out of a runner's output.
 test::record() {
-  local name="$1" log="$2" rc="$3" passed failed line
+  local name="$1" log="$2" rc="$3" took="${4:+ in ${4}s}" passed failed line
   line="$(grep -E '^[a-z-]+: [0-9]+ passed, [0-9]+ failed' "${log}" | tail -n 1 || true)"
   passed="$(sed -E 's/^[^:]+: ([0-9]+) passed.*/\1/' <<<"${line}")"
   failed="$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"${line}")"
@@ -41,16 +41,17 @@ test::record() {
   ((rc != 0 && failed == 0)) && failed=1
   TOTAL_PASSED=$((TOTAL_PASSED + passed))
   TOTAL_FAILED=$((TOTAL_FAILED + failed))
-  SUMMARY+=("${name}: ${passed} passed, ${failed} failed")
+  SUMMARY+=("${name}: ${passed} passed, ${failed} failed${took}")
   ((rc == 0)) || FAILED_STEPS+=("${name}")
 }
 
 # test::run NAME cmd...: run a step with its output shown and kept, then record it.
 test::run() {
-  local name="$1" log="${LOG_DIR}/$1.log" rc=0
+  local name="$1" log="${LOG_DIR}/$1.log" rc=0 t0
   shift
+  t0="$(date +%s)"
   "$@" 2>&1 | tee "${log}" || rc="${PIPESTATUS[0]}"
-  test::record "${name}" "${log}" "${rc}"
+  test::record "${name}" "${log}" "${rc}" "$(($(date +%s) - t0))"
 }
 
 # Cargo prints one "test result:" line per test binary; add them up into one summary line.
@@ -109,7 +110,8 @@ test::all() {
   local t0
   t0="$(date +%s)"
   log::step "installing tools (cached after the first run)"
-  "${REPO_ROOT}/hack/tools.sh" install apt pyyaml kubernetes coredns metrics-server helm
+  "${REPO_ROOT}/hack/tools.sh" install apt pyyaml kubernetes coredns metrics-server helm \
+    prometheus-operator-crds gateway-api-crds
   test::run lint "${REPO_ROOT}/hack/lint.sh"
   # A real Prometheus scraping the real app with the alert rules loaded (no cluster needed).
   if [[ -x "${REPO_ROOT}/self-healing/tests/live-prometheus.sh" ]]; then
