@@ -6,10 +6,20 @@
 
 /// Command-line durations (`30s`, `500ms`).
 pub mod duration;
+/// Pure readings of Kubernetes objects (conditions, Events, EndpointSlices, Helm history).
+pub mod extract;
 /// The HTTP load generator.
 pub mod load;
+/// Per-layer results, the run report and the terminal table.
+pub mod report;
+/// Kubernetes I/O: setup, watches, fault injection, teardown.
+pub mod runner;
 /// Availability, failures by kind, latency percentiles, per-second series.
 pub mod stats;
+/// The SVG timeline.
+pub mod svg;
+/// The fastest recovery the settings allow, per layer.
+pub mod theory;
 
 /// Everything that can go wrong in the runner.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +36,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The demo cannot start (no cluster, no release, a tool missing).
+    #[error("{0}")]
+    Setup(String),
     /// Writing a report file failed.
     #[error("writing {path}: {source}")]
     Write {
@@ -44,6 +57,7 @@ impl Error {
             Error::BadUrl(_) => "bad_url",
             Error::Kube { .. } => "kube",
             Error::Write { .. } => "write",
+            Error::Setup(_) => "setup",
         }
     }
 }

@@ -4,6 +4,8 @@
 //! ```text
 //! selfheal-demo load --url http://10.96.12.34/ --duration 30s --concurrency 4 --rate 50 --json load.json
 //! selfheal-demo load --service selfheal-demo/selfheal-app:http --requests 200
+//! selfheal-demo run --list
+//! selfheal-demo run --layer 1 --layer 2 --json report.json --svg timeline.svg
 //! ```
 //! See demo/README.md.
 
@@ -13,7 +15,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use selfheal_demo::load::{self, Limit, LoadConfig, Recorder, Target};
-use selfheal_demo::{duration, stats};
+use selfheal_demo::report::{self, LAYERS, Status};
+use selfheal_demo::runner::{self, RunConfig, Runner};
+use selfheal_demo::{duration, stats, svg};
 
 #[derive(Debug, Parser)]
 #[command(name = "selfheal-demo", version, about)]
@@ -26,6 +30,80 @@ struct Cli {
 enum Command {
     /// Send HTTP load to a URL or a Service; print availability and latency.
     Load(LoadArgs),
+    /// Break the app once per layer, watch the cluster heal it, print the recovery table.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Run only this layer (repeatable; default: all seven in order).
+    #[arg(long = "layer", env = "DEMO_LAYERS", value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=7))]
+    layers: Vec<u8>,
+
+    /// Print the layers and exit.
+    #[arg(long)]
+    list: bool,
+
+    /// Leave the faults and anything the runner installed in place for inspection.
+    #[arg(long, env = "DEMO_KEEP")]
+    keep: bool,
+
+    /// Namespace of the demo (created, and deleted afterwards, when missing).
+    #[arg(long, env = "DEMO_NAMESPACE", default_value = "selfheal-demo")]
+    namespace: String,
+
+    /// Helm release of the app (installed, and uninstalled afterwards, when missing).
+    #[arg(long, env = "DEMO_RELEASE", default_value = "selfheal-app")]
+    release: String,
+
+    /// Write the JSON report here.
+    #[arg(long, env = "DEMO_JSON")]
+    json: Option<PathBuf>,
+
+    /// Write the SVG timeline here.
+    #[arg(long, env = "DEMO_SVG")]
+    svg: Option<PathBuf>,
+
+    /// Repository root (the chart, values and layer scripts are found from here).
+    #[arg(long, env = "DEMO_REPO_ROOT", default_value = ".")]
+    repo_root: PathBuf,
+
+    /// Values file for an install and for layer 4's bad release (relative to --repo-root).
+    #[arg(
+        long,
+        env = "DEMO_VALUES",
+        default_value = "helm-chart/values-demo.yaml"
+    )]
+    values: PathBuf,
+
+    /// App image repository.
+    #[arg(
+        long,
+        env = "DEMO_IMAGE_REPOSITORY",
+        default_value = "localhost/selfheal-app"
+    )]
+    image_repository: String,
+
+    /// App image tag.
+    #[arg(long, env = "IMAGE_TAG", default_value = "dev")]
+    image_tag: String,
+
+    /// Plain http:// URL of the Service for the background load (default: the ClusterIP when
+    /// reachable, else the API server's service proxy).
+    #[arg(long, env = "DEMO_LOAD_URL")]
+    load_url: Option<String>,
+
+    /// Requests per second of the background load.
+    #[arg(long, env = "DEMO_LOAD_RATE", default_value_t = 20.0)]
+    load_rate: f64,
+
+    /// How long layer 2 keeps its pod unready.
+    #[arg(long, env = "DEMO_UNREADY_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    unready_secs: u64,
+
+    /// Helm's timeout for layer 4's bad release.
+    #[arg(long, env = "DEMO_HELM_TIMEOUT", value_parser = duration::parse, default_value = "60s")]
+    helm_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -81,7 +159,70 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Load(args) => load_command(args).await,
+        Command::Run(args) => run_command(args).await,
     }
+}
+
+async fn run_command(args: RunArgs) -> anyhow::Result<()> {
+    if args.list {
+        for (n, name, fault, detected, healed) in LAYERS {
+            println!("{n}  {name:<20} fault: {fault}; detected by {detected}; healed by {healed}");
+        }
+        return Ok(());
+    }
+    if !(args.load_rate.is_finite() && args.load_rate > 0.0) {
+        anyhow::bail!("--load-rate must be a positive number");
+    }
+    let mut layers = if args.layers.is_empty() {
+        LAYERS.iter().map(|l| l.0).collect()
+    } else {
+        args.layers.clone()
+    };
+    layers.dedup();
+    let client = runner::client().await?;
+    let cfg = RunConfig {
+        namespace: args.namespace,
+        release: args.release,
+        layers,
+        keep: args.keep,
+        repo_root: args.repo_root,
+        values: args.values,
+        image_repository: args.image_repository,
+        image_tag: args.image_tag,
+        load_url: args.load_url,
+        load_rate: args.load_rate,
+        unready_secs: args.unready_secs,
+        helm_timeout_secs: args.helm_timeout.as_secs().max(1),
+    };
+    let demo = Runner::setup(client, cfg)
+        .await
+        .context("setting up the demo")?;
+    let run = demo.run().await.context("running the layers")?;
+    println!();
+    print!("{}", report::table(&run.layers));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&run).context("encoding the report")?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(">>> JSON report: {}", path.display());
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, svg::render(&run))
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(">>> SVG timeline: {}", path.display());
+    }
+    let failed: Vec<String> = run
+        .layers
+        .iter()
+        .filter(|l| l.status == Status::Failed)
+        .map(|l| l.layer.to_string())
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "layer(s) {} did not heal within their deadline",
+            failed.join(", ")
+        );
+    }
+    Ok(())
 }
 
 async fn load_command(args: LoadArgs) -> anyhow::Result<()> {
@@ -145,6 +286,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn run_layers_are_repeatable_or_comma_separated_and_bounded() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["selfheal-demo", "run"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        let Ok(Cli {
+            command: Command::Run(a),
+        }) = parse(&["--layer", "3", "--layer", "1,2"])
+        else {
+            panic!("parses")
+        };
+        assert_eq!(a.layers, vec![3, 1, 2]);
+        assert_eq!(a.namespace, "selfheal-demo");
+        assert_eq!(a.helm_timeout, Duration::from_secs(60));
+        assert!(parse(&["--layer", "8"]).is_err());
+        assert!(parse(&["--layer", "0"]).is_err());
+        assert!(parse(&["--list"]).is_ok());
+    }
+
+    #[test]
     fn load_needs_exactly_one_target() {
         assert!(Cli::try_parse_from(["selfheal-demo", "load"]).is_err());
         assert!(
@@ -176,7 +338,9 @@ mod tests {
             "0",
         ])
         .expect("parses");
-        let Command::Load(a) = cli.command;
+        let Command::Load(a) = cli.command else {
+            panic!("parsed as load")
+        };
         assert_eq!(a.duration, Duration::from_secs(120));
         assert_eq!(a.concurrency, 8);
         assert_eq!(a.rate, 0.0);
