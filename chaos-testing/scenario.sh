@@ -258,6 +258,10 @@ owner_deployment() {
   [[ -n "${rs}" ]] || return 0
   "${K[@]}" get replicaset "${rs}" -o jsonpath='{.metadata.ownerReferences[?(@.kind=="Deployment")].name}' 2>/dev/null || true
 }
+# hpa_state HPA: its CPU reading, target and replica bounds in one line.
+hpa_state() {
+  "${K[@]}" get hpa "$1" -o json | jq -r '"CPU \(.status.currentMetrics[0].resource.current.averageUtilization // "?")% of requests (target \(.spec.metrics[0].resource.target.averageUtilization // "?")%), min \(.spec.minReplicas), max \(.spec.maxReplicas), desired \(.status.desiredReplicas)"'
+}
 # shellcheck disable=SC2317
 hpa_wants_more() { (($("${K[@]}" get hpa "$1" -o jsonpath='{.status.desiredReplicas}') > $2)); }
 # shellcheck disable=SC2317
@@ -280,11 +284,11 @@ scenario_cpu_burn() {
     return 0
   fi
   replicas0="$("${K[@]}" get deployment "${deploy}" -o jsonpath='{.status.replicas}')"
-  chaos::mark "HPA ${hpa} scales deployment/${deploy} (${replicas0} replicas now; $("${K[@]}" get hpa "${hpa}" --no-headers | awk '{print "targets", $3, "min", $4, "max", $5}'))"
+  chaos::mark "HPA ${hpa} scales deployment/${deploy} (${replicas0} replicas now; $(hpa_state "${hpa}"))"
   dry_stop "HPA ${hpa} to want more than ${replicas0} replicas, then them Ready"
   chaos::wait_mark "${TIMEOUT_S}" "detected: HPA ${hpa} wants more replicas (metrics-server saw the CPU)" hpa_wants_more "${hpa}" "${replicas0}" || return 1
   desired="$("${K[@]}" get hpa "${hpa}" -o jsonpath='{.status.desiredReplicas}')"
-  chaos::mark "HPA: $("${K[@]}" get hpa "${hpa}" --no-headers | awk '{print "targets", $3}') -> desired ${desired} replicas"
+  chaos::mark "HPA: $(hpa_state "${hpa}")"
   chaos::wait_mark "${TIMEOUT_S}" "healed: deployment/${deploy} scaled out to ${desired} Ready replicas" deployment_ready_at_least "${deploy}" "${desired}" || return 1
   chaos::mark "the burn ends ${secs}s after the fault; the HPA scales back in after its scale-down stabilization window"
 }
