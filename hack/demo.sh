@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make demo`: sets up a cluster (the local one, or the current minikube), builds and loads the
-# app image, installs the Helm chart with the workshop values, then breaks it on purpose and shows Kubernetes healing it, with a
-# timeline: layer 1 (a crashed container is restarted by the kubelet) and layer 2 (an unready pod
-# leaves the Service's endpoints and comes back). Later layers join as their parts land.
-# Prerequisites: root for the local cluster (Linux), or a running minikube.
+# app and controller images, installs the Helm chart with the workshop values and the
+# selfheal-controller, then runs `selfheal-demo run`: every layer breaks the app on purpose and
+# the runner watches Kubernetes heal it, printing a recovery table (JSON report + SVG timeline
+# are written under the --out directory).
+# Prerequisites: root for the local cluster (Linux), or a running minikube; cargo.
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -15,26 +16,44 @@ Options:
   --target T      local | minikube | auto (default auto: minikube when it is the current
                   kube context and running, else the local cluster)
   --namespace NS  namespace for the demo (default selfheal-demo)
+  --layer N       run only layer N (repeatable, or comma-separated: --layer 1,2); default all
+  --keep          leave the faulted state in place for inspection (passed to the runner)
+  --out DIR       where the JSON report and the SVG timeline go
+                  (default ${SELFHEAL_HOME}/demo/<date-time>)
   --dry-run       print what would be done, change nothing
   -h, --help      this help
 
-Clean up:  helm -n selfheal-demo uninstall selfheal-app; kubectl delete namespace selfheal-demo   (and 'make cluster-down' for the local cluster)
+Environment:
+  LAYER           same as --layer (make demo LAYER=3, or LAYER=1,2)
+  DEMO_ARGS       extra arguments for 'selfheal-demo run' (e.g. DEMO_ARGS='--unready-secs 20')
+  IMAGE_TAG       tag of the app and controller images (default dev)
+
+Clean up:  helm -n selfheal-demo uninstall selfheal-app; kubectl delete namespace selfheal-demo;
+           kubectl delete -k controller/deploy   (and 'make cluster-down' for the local cluster)
 EOF
 }
 
 TARGET=auto
 NS=selfheal-demo
+LAYERS="${LAYER:-}"
+KEEP=0
+OUT=""
 while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
     --target) [[ $# -ge 2 ]] || util::usage_error "--target needs a value"; TARGET="$2"; shift ;;
     --namespace) [[ $# -ge 2 ]] || util::usage_error "--namespace needs a value"; NS="$2"; shift ;;
+    --layer) [[ $# -ge 2 ]] || util::usage_error "--layer needs a value"; LAYERS="${LAYERS:+${LAYERS},}$2"; shift ;;
+    --keep) KEEP=1 ;;
+    --out) [[ $# -ge 2 ]] || util::usage_error "--out needs a value"; OUT="$2"; shift ;;
     --dry-run) export DRY_RUN=1 ;;
     *) util::usage_error "unknown argument: $1" ;;
   esac
   shift
 done
 [[ "${TARGET}" =~ ^(auto|local|minikube)$ ]] || util::usage_error "--target must be local, minikube or auto"
+[[ -z "${LAYERS}" || "${LAYERS}" =~ ^[1-7](,[1-7])*$ ]] || util::usage_error "--layer/LAYER must be numbers 1-7, e.g. 3 or 1,2"
+OUT="${OUT:-${SELFHEAL_HOME}/demo/$(date -u +%Y%m%d-%H%M%S)}"
 
 if [[ "${TARGET}" == auto ]]; then
   TARGET=local
@@ -48,12 +67,18 @@ log::step "demo on the ${TARGET} cluster, namespace ${NS}"
 if [[ "${TARGET}" == local ]]; then
   util::run "${REPO_ROOT}/hack/cluster.sh" up
   export KUBECONFIG="${CLUSTER_KUBECONFIG}"
-  util::run "${REPO_ROOT}/hack/image.sh" --import app
+  util::run "${REPO_ROOT}/hack/image.sh" --import app controller
 else
   util::require_tools minikube kubectl
-  util::run "${REPO_ROOT}/hack/image.sh" --minikube app
+  # docker vs containerd defaults changed across minikube releases: say what this one runs.
+  mk_version="$(minikube version --short 2>/dev/null || minikube version | head -1)"
+  mk_runtime="$(kubectl get nodes -o jsonpath='{.items[0].status.nodeInfo.containerRuntimeVersion}' 2>/dev/null || echo unknown)"
+  log::info "minikube ${mk_version}, container runtime ${mk_runtime} (images go in with 'minikube image load', which works for both)"
+  util::run minikube addons enable metrics-server
+  util::run minikube addons enable ingress
+  util::run "${REPO_ROOT}/hack/image.sh" --minikube app controller
 fi
-util::require_tools kubectl curl python3 jq
+util::require_tools kubectl cargo
 
 log::step "installing the chart: release selfheal-app (2+ replicas, probes, HPA, PDB, /crash on)"
 command -v helm >/dev/null || util::run "${REPO_ROOT}/hack/tools.sh" install helm
@@ -66,75 +91,45 @@ util::run helm upgrade --install selfheal-app "${REPO_ROOT}/helm-chart" --namesp
   --set-string "podAnnotations.selfheal\.io/restartedAt=$(date +%s)" \
   --wait --timeout 3m
 util::run kubectl -n "${NS}" rollout status deployment/selfheal-app --timeout=120s
+
+log::step "installing selfheal-controller (kubectl apply -k controller/deploy, image localhost/selfheal-controller:${IMAGE_TAG:-dev})"
+if [[ "${IMAGE_TAG:-dev}" == dev ]]; then
+  util::run kubectl apply -k "${REPO_ROOT}/controller/deploy" >/dev/null
+else
+  # The manifests name the :dev image; another tag is set on the Deployment after applying.
+  util::run kubectl apply -k "${REPO_ROOT}/controller/deploy" >/dev/null
+  util::run kubectl -n selfheal-system set image deployment/selfheal-controller "controller=localhost/selfheal-controller:${IMAGE_TAG}"
+fi
+util::run kubectl -n selfheal-system rollout status deployment/selfheal-controller --timeout=180s
+
+log::step "building the runner: cargo build -p selfheal-demo (debug; shared cache ${CARGO_TARGET_DIR:-${SELFHEAL_HOME}/cargo-target})"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${SELFHEAL_HOME}/cargo-target}"
+util::run cargo build -p selfheal-demo --manifest-path "${REPO_ROOT}/Cargo.toml"
+DEMO_BIN="${CARGO_TARGET_DIR}/debug/selfheal-demo"
+
+ARGS=(run --namespace "${NS}" --repo-root "${REPO_ROOT}" --json "${OUT}/report.json" --svg "${OUT}/timeline.svg")
+if [[ -n "${LAYERS}" ]]; then ARGS+=(--layer "${LAYERS}"); fi
+((KEEP)) && ARGS+=(--keep)
+# DEMO_ARGS is split on spaces on purpose: it carries several flags.
+# shellcheck disable=SC2206
+[[ -n "${DEMO_ARGS:-}" ]] && ARGS+=(${DEMO_ARGS})
+
+log::step "running the layers: ${DEMO_BIN} ${ARGS[*]}"
+util::run mkdir -p "${OUT}"
+rc=0
+util::run "${DEMO_BIN}" "${ARGS[@]}" || rc=$?
 [[ "${DRY_RUN:-0}" == 1 ]] && exit 0
 
-# ---------------------------------------------------------------------------------------------
-K="kubectl -n ${NS}"
-T0="$(date +%s.%N)"
-TIMELINE=()
-mark() {
-  local t
-  t="$(echo "$(date +%s.%N) - ${T0}" | bc)"
-  TIMELINE+=("$(printf '%7.1fs  %s' "${t}" "$*")")
-  log::info "$(printf '[%6.1fs] %s' "${t}" "$*")"
-}
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-# forward TARGET: a port-forward on 127.0.0.1, stopped at exit; its local port lands in $port.
-# Not called in $(...): the port-forward and its cleanup trap must belong to this shell.
-forward() {
-  port="$(free_port)"
-  ${K} port-forward --address 127.0.0.1 "$1" "${port}:8080" >/dev/null 2>&1 &
-  util::trap_add "kill $! 2>/dev/null || true"
-  util::wait_for "port-forward to $1" 20 curl -fsS -m 2 "http://127.0.0.1:${port}/health" || log::fatal "port-forward to $1 failed"
-}
-restarts() { ${K} get pod "$1" -o jsonpath='{.status.containerStatuses[0].restartCount}'; }
-is_ready() { [[ "$(${K} get pod "$1" -o jsonpath='{.status.containerStatuses[0].ready}')" == true ]]; }
-ready_endpoints() {
-  ${K} get endpointslices -l kubernetes.io/service-name=selfheal-app \
-    -o jsonpath='{range .items[*].endpoints[*]}{.conditions.ready}{"\n"}{end}' | grep -c true || true
-}
-endpoints_are() { (($(ready_endpoints) == $1)); }
-endpoints_below() { (($(ready_endpoints) < $1)); }
-restarted_since() { (($(restarts "$1") > $2)); }
-
-# The pods of this rollout: old ones may still be terminating.
-mapfile -t PODS < <(${K} get pods -l app.kubernetes.io/name=selfheal-app,track=stable -o json |
-  jq -r '.items[] | select(.metadata.deletionTimestamp == null) | .metadata.name')
-((${#PODS[@]} >= 2)) || log::fatal "expected 2 pods, found ${#PODS[@]}"
-
-log::step "the service answers"
-forward "pod/${PODS[0]}"
-curl -fsS "http://127.0.0.1:${port}/" >&2
-echo >&2
-
-log::step "layer 1 — liveness restart: ${PODS[0]} crashes (POST /crash?mode=exit)"
-before="$(restarts "${PODS[0]}")"
-mark "fault injected: ${PODS[0]} exits non-zero (restartCount ${before})"
-curl -fsS -X POST "http://127.0.0.1:${port}/crash?mode=exit" >/dev/null || true
-util::wait_for "kubelet to restart the container" 60 restarted_since "${PODS[0]}" "${before}"
-mark "detected: kubelet restarted the container (restartCount $(restarts "${PODS[0]}"))"
-util::wait_for "${PODS[0]} Ready again" 60 is_ready "${PODS[0]}"
-mark "healed: ${PODS[0]} Ready again, back in the Service"
-
-log::step "layer 2 — readiness removal: ${PODS[1]} turns unready for 15 s"
-total="$(ready_endpoints)"
-forward "pod/${PODS[1]}"
-mark "fault injected: ${PODS[1]} reports unready (ready endpoints: $(ready_endpoints))"
-curl -fsS -X POST "http://127.0.0.1:${port}/crash?mode=unready&seconds=15" >/dev/null
-util::wait_for "the Service to drop ${PODS[1]}" 30 endpoints_below "${total}"
-mark "detected: readiness probe failed, Service endpoints ready: $(ready_endpoints)/${total}"
-util::wait_for "${PODS[1]} back in the Service" 60 endpoints_are "${total}"
-mark "healed: readiness restored, Service endpoints ready: $(ready_endpoints)/${total} (no restart: $(restarts "${PODS[1]}") restarts)"
-
-printf '\n==== timeline ====\n'
-printf '%s\n' "${TIMELINE[@]}"
 cat <<EOF
+
+JSON report:   ${OUT}/report.json
+SVG timeline:  ${OUT}/timeline.svg   (open it in a browser)
 
 The app keeps running in namespace ${NS}. Try it yourself:
   export KUBECONFIG=${KUBECONFIG:-~/.kube/config}
   kubectl -n ${NS} port-forward svc/selfheal-app 8080:80 &
   curl -X POST 'localhost:8080/crash?mode=unhealthy'      # liveness fails -> restart
   kubectl -n ${NS} get pods -w
-Clean up: helm -n ${NS} uninstall selfheal-app; kubectl delete namespace ${NS}$([[ "${TARGET}" == local ]] && echo "; make cluster-down")
+Clean up: helm -n ${NS} uninstall selfheal-app; kubectl delete namespace ${NS}; kubectl delete -k controller/deploy$([[ "${TARGET}" == local ]] && echo "; make cluster-down")
 EOF
+exit "${rc}"

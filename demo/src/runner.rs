@@ -877,7 +877,6 @@ impl Runner {
                 ));
             }
         }
-        let after = floor_second(evicted_seen_at);
         let deployments: Api<Deployment> =
             Api::namespaced(self.client.clone(), &self.cfg.namespace);
         let want = deployments
@@ -902,11 +901,11 @@ impl Runner {
                 ready
                     .iter()
                     .filter(|p| {
-                        p.metadata.creation_timestamp.as_ref().is_some_and(|c| {
-                            c.0 >= after
-                                .checked_sub(k8s_openapi::jiff::SignedDuration::from_secs(60))
-                                .unwrap_or(after)
-                        }) && p.name_any() != name
+                        p.metadata
+                            .creation_timestamp
+                            .as_ref()
+                            .is_some_and(|c| c.0 >= since)
+                            && p.name_any() != name
                     })
                     .filter_map(|p| extract::pod_ready(p).1.map(|t| (t, p.name_any())))
                     .max_by_key(|(t, _)| *t)
@@ -1005,15 +1004,6 @@ impl Runner {
                 bad.version, bad.status
             ));
         }
-        r.mark(
-            bad.modified.unwrap_or(started),
-            MarkKind::Detected,
-            format!(
-                "revision {} marked {} (verification failed)",
-                bad.version, bad.status
-            ),
-            "Helm release Secret modifiedAt label",
-        );
         let serving =
             extract::deployed_revision(&revs).ok_or("no deployed revision after the rollback")?;
         r.evidence("serving_revision", serving.version);
@@ -1027,6 +1017,17 @@ impl Runner {
                 serving.version
             ));
         }
+        // NB: Helm copies the previous revision's modifiedAt label into a failed one, so the
+        // failure is timed by the rollback revision's creation: the moment verification gave up.
+        r.mark(
+            serving.created.unwrap_or_else(Timestamp::now),
+            MarkKind::Detected,
+            format!(
+                "revision {} {} (verification failed): rollback revision {} created",
+                bad.version, bad.status, serving.version
+            ),
+            "Helm release Secret creationTimestamp (rollback revision)",
+        );
         r.mark(
             serving.modified.unwrap_or_else(Timestamp::now),
             MarkKind::Healed,

@@ -67,28 +67,32 @@ impl Settings {
         }
     }
 
-    /// Layer 1: liveness fails `failureThreshold` times, one period apart; the kubelet then
-    /// stops the container gracefully (preStop + the app's drain delay) and starts it again,
-    /// which is Ready after the startup probe passes.
+    /// Layer 1: liveness fails `failureThreshold` times, one period apart (the first failure can
+    /// come right after the fault, hence `failureThreshold - 1` periods); the kubelet then stops
+    /// the container gracefully (preStop + the app's drain delay) and starts it again, which is
+    /// Ready after the startup probe passes.
     pub fn liveness(&self) -> Theory {
         let (p, f) = self.liveness;
         Theory {
-            heal_secs: p * f + self.pre_stop + self.shutdown_delay + self.startup_period,
+            heal_secs: p * (f - 1.0).max(0.0)
+                + self.pre_stop
+                + self.shutdown_delay
+                + self.startup_period,
             basis: format!(
-                "liveness period {p} s × failureThreshold {f} + preStop {} s + drain delay {} s + startup period {} s",
+                "liveness period {p} s × (failureThreshold {f} - 1) + preStop {} s + drain delay {} s + startup period {} s",
                 self.pre_stop, self.shutdown_delay, self.startup_period
             ),
         }
     }
 
     /// Layer 2: the pod is unready for `unready_secs` by design, and back in the Service after
-    /// `successThreshold` readiness periods.
+    /// `successThreshold` passing probes (the first can come right as the fault ends).
     pub fn readiness(&self, unready_secs: f64) -> Theory {
         let (p, _, s) = self.readiness;
         Theory {
-            heal_secs: unready_secs + p * s,
+            heal_secs: unready_secs + p * (s - 1.0).max(0.0),
             basis: format!(
-                "fault lasts {unready_secs} s + readiness period {p} s × successThreshold {s}"
+                "fault lasts {unready_secs} s + readiness period {p} s × (successThreshold {s} - 1)"
             ),
         }
     }
@@ -197,9 +201,9 @@ mod tests {
     #[test]
     fn layer_minimums_follow_the_formulas() {
         let s = Settings::from_deployment(&chart_deployment());
-        assert_eq!(s.liveness().heal_secs, 5.0 * 3.0 + 2.0 + 3.0 + 1.0);
-        assert!(s.liveness().basis.contains("failureThreshold 3"));
-        assert_eq!(s.readiness(15.0).heal_secs, 18.0);
+        assert_eq!(s.liveness().heal_secs, 5.0 * 2.0 + 2.0 + 3.0 + 1.0);
+        assert!(s.liveness().basis.contains("failureThreshold 3 - 1"));
+        assert_eq!(s.readiness(15.0).heal_secs, 15.0);
         // 3 crashes: back-offs 10 + 20; a 5 s old pod still has 55 s to go.
         assert_eq!(s.recycle(3, 60.0, 5.0).heal_secs, 55.0 + 1.0);
         assert_eq!(s.recycle(3, 60.0, 120.0).heal_secs, 30.0 + 1.0);

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The seven-layer demo as a test: `selfheal-demo run` in a fresh namespace (it installs the chart
+# there with the workshop values), every layer that exists in the tree, then assertions on the
+# JSON report — healed, plus each layer's own evidence (restartCount grew, endpoint removed then
+# restored, pod evicted and replaced, release rolled back to a later good revision, replicas above
+# min, an eviction refused by the PDB) — and on the SVG timeline (well-formed, every healed
+# layer's fault/detected/healed marks present). Timings are reported, never asserted.
+# Prerequisites: a cluster in KUBECONFIG with localhost/selfheal-app:dev and
+# localhost/selfheal-controller:dev imported, metrics-server running; helm, jq, python3, cargo.
+# Installs selfheal-controller when absent and removes only what it installed.
+# shellcheck source=e2e/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+usage() {
+  cat <<EOF
+Usage: e2e/demo.sh [-h|--help]
+
+Runs every layer of 'selfheal-demo run' in a fresh namespace and checks the report and the
+timeline. Takes about ten minutes. Prints "demo: N passed, N failed".
+
+Environment:
+  KUBECONFIG   cluster to test (default: hack/cluster.sh's, ${CLUSTER_KUBECONFIG})
+  DEMO_LAYERS  layers to run (default: all, e.g. DEMO_LAYERS=1,2 for a quick look)
+EOF
+}
+
+util::no_arguments "$@"
+
+e2e::require_cluster
+util::require_tools kubectl helm jq python3 cargo
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${SELFHEAL_HOME}/cargo-target}"
+TMP="$(mktemp -d)"
+util::trap_add "rm -rf '${TMP}'"
+
+SYS=selfheal-system
+if kubectl get namespace "${SYS}" >/dev/null 2>&1; then
+  log::info "selfheal-controller already installed in ${SYS}: using it, leaving it alone"
+else
+  log::step "installing selfheal-controller (kubectl apply -k controller/deploy); removed at exit"
+  kubectl kustomize "${REPO_ROOT}/controller/deploy" >"${TMP}/controller.yaml"
+  # Remove exactly what this test created: cluster-scoped objects (CRDs, ClusterRoles) that
+  # existed before are left alone.
+  python3 - "${TMP}/controller.yaml" >"${TMP}/created.txt" <<'EOF'
+import sys
+kinds = []
+kind = name = None
+for line in open(sys.argv[1]):
+    if line.startswith("kind: "):
+        kind = line.split(":", 1)[1].strip()
+    elif line.startswith("  name: ") and kind and not name:
+        name = line.split(":", 1)[1].strip()
+    elif line.startswith("---"):
+        if kind and name:
+            kinds.append(f"{kind}/{name}")
+        kind = name = None
+if kind and name:
+    kinds.append(f"{kind}/{name}")
+print("\n".join(kinds))
+EOF
+  created=()
+  while read -r obj; do
+    [[ -z "${obj}" ]] && continue
+    case "${obj%%/*}" in
+      Namespace | ClusterRole | ClusterRoleBinding | CustomResourceDefinition)
+        kubectl get "${obj}" >/dev/null 2>&1 || created+=("${obj}") ;;
+    esac
+  done <"${TMP}/created.txt"
+  util::trap_add "kubectl delete ${created[*]:-namespace/${SYS}} --ignore-not-found --wait=false >/dev/null 2>&1 || true"
+  kubectl apply -f "${TMP}/controller.yaml" >/dev/null
+fi
+check::run "selfheal-controller is rolled out" kubectl -n "${SYS}" rollout status deployment/selfheal-controller --timeout=180s
+
+e2e::namespace demo
+NS="${E2E_NS}"
+log::step "building the runner (cargo build -p selfheal-demo)"
+cargo build -q -p selfheal-demo --manifest-path "${REPO_ROOT}/Cargo.toml" || log::fatal "cargo build -p selfheal-demo failed"
+DEMO="${CARGO_TARGET_DIR}/debug/selfheal-demo"
+
+ARGS=(run --namespace "${NS}" --repo-root "${REPO_ROOT}" --json "${TMP}/report.json" --svg "${TMP}/timeline.svg")
+[[ -n "${DEMO_LAYERS:-}" ]] && ARGS+=(--layer "${DEMO_LAYERS}")
+log::step "selfheal-demo ${ARGS[*]}"
+rc=0
+"${DEMO}" "${ARGS[@]}" || rc=$?
+[[ -s "${TMP}/report.json" ]] || { e2e::dump "${NS}"; log::fatal "the runner wrote no report (exit ${rc})"; }
+cp "${TMP}/report.json" "${TMP}/timeline.svg" "${SELFHEAL_HOME}/" 2>/dev/null || true
+log::info "report and timeline copied to ${SELFHEAL_HOME}/report.json and timeline.svg"
+
+runner_exit_zero() { ((rc == 0)); }
+check::run "the runner exits 0 (no layer failed its deadline)" runner_exit_zero
+
+# layer N JQ: the layer's report satisfies the jq condition.
+layer() { jq -e --argjson n "$1" ".layers[] | select(.layer == \$n) | $2" "${TMP}/report.json" >/dev/null; }
+ran() { jq -e --argjson n "$1" '.layers | any(.layer == $n)' "${TMP}/report.json" >/dev/null; }
+
+if ran 1; then
+  check::run "layer 1: container restarted by liveness (restartCount grew) and Ready again" \
+    layer 1 '.healed and .evidence.restart_count_grew and (.evidence.restarts_after > .evidence.restarts_before) and (.evidence.killing_event | test("liveness"))'
+fi
+if ran 2; then
+  check::run "layer 2: endpoint removed then restored, no restart" \
+    layer 2 '.healed and .evidence.endpoint_removed and .evidence.endpoint_restored and (.evidence.restarts_after == .evidence.restarts_before)'
+fi
+if ran 3; then
+  check::run "layer 3: pod evicted by selfheal-controller (Recycled Event) and replaced" \
+    layer 3 '.healed and .evidence.pod_evicted_and_replaced and (.evidence.recycled_event | test("evicted")) and (.evidence.replacement_pod != .evidence.evicted_pod)'
+fi
+if ran 4; then
+  check::run "layer 4: bad revision failed, rolled back to a later revision of the good release (exit 3)" \
+    layer 4 '.healed and .evidence.rolled_back_to_good and .evidence.auto_rollback_exit_code == 3 and (.evidence.serving_revision > .evidence.good_revision + 1)'
+fi
+if ran 5; then
+  check::run "layer 5: HPA scaled out, replicas above min" \
+    layer 5 '.healed and .evidence.replicas_above_min and (.evidence.ready_after > .evidence.min_replicas)'
+fi
+if ran 6; then
+  check::run "layer 6: every pod evicted and replaced, at least one eviction refused by the PDB (429)" \
+    layer 6 '.healed and (.evidence.evictions == (.evidence.pods_before | length)) and .evidence.evictions_refused >= 1'
+fi
+if ran 7; then
+  # Never a fake pass: healed needs the evidence, otherwise it must say it is not available.
+  check::run "layer 7: healed with the canary removed, or reported not available (never a silent pass)" \
+    layer 7 '(.healed and .evidence.canary_removed) or (.status == "not_available" and (.reason | length > 0))'
+fi
+
+svg_ok() {
+  python3 - "${TMP}/timeline.svg" "${TMP}/report.json" <<'EOF'
+import json, sys
+import xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+report = json.load(open(sys.argv[2]))
+marks = {(g.get("data-layer"), g.get("data-kind")) for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "mark"}
+missing = [f"L{l['layer']} {k}" for l in report["layers"] if l["healed"] for k in ("fault", "detected", "healed") if (str(l["layer"]), k) not in marks]
+rows = {g.get("data-layer") for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "layer"}
+missing += [f"row L{l['layer']}" for l in report["layers"] if str(l["layer"]) not in rows]
+if missing:
+    sys.exit("missing in the SVG: " + ", ".join(missing))
+EOF
+}
+check::run "the SVG timeline is well-formed and has every layer's row and fault/detected/healed marks" svg_ok
+
+log::info "the table:"
+jq -r '.layers[] | "  layer \(.layer) \(.name): \(.status), detect \(.time_to_detect_secs // "-") s, heal \(.time_to_heal_secs // "-") s, failed \(.load.failed // "-")/\(.load.total // "-")"' "${TMP}/report.json" >&2
+((rc == 0)) || e2e::dump "${NS}"
+check::summary demo
