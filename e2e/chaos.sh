@@ -5,9 +5,10 @@
 # word), the number of Ready pods never dropped below the floor in any state the watch saw, and
 # the load generator's success ratio is reported and must be 100 % (graceful shutdown plus
 # readiness make that possible). Guards: --dry-run deletes nothing, kube-system and
-# selfheal-system are refused, bad input fails with a message. Two scenarios: readiness-failure
-# (the pod's endpoint turns not-ready and back, no restart) and node-drain (the PDB refuses an
-# eviction with 429, every pod is still replaced).
+# selfheal-system are refused, bad input fails with a message. Three scenarios: readiness-failure
+# (the pod's endpoint turns not-ready and back, no restart), liveness-failure (the kubelet
+# restarts the container) and node-drain (the PDB refuses an eviction with 429, every pod is
+# still replaced).
 # Prerequisites: a cluster in KUBECONFIG (hack/cluster.sh up) with localhost/selfheal-app:$IMAGE_TAG
 # imported (hack/image.sh --import app); helm, jq, python3; cargo (builds selfheal-demo) or
 # SELFHEAL_DEMO pointing at a built binary.
@@ -274,6 +275,20 @@ EOF
   [[ "$(chaos::restarts "${NS}" "${pod}")" == "${before}" ]]
 }
 check::run "scenario readiness-failure: the endpoint is removed (not ready) and restored, no restart" readiness_failure
+
+# liveness-failure: the kubelet restarts the container (restartCount grows, read from the API
+# here, not from the script) and the pod is Ready again.
+liveness_failure() {
+  local pod before rc=0
+  pod="$(chaos::pick_pod "${NS}" "${SEL}" ready)" || return 1
+  before="$(chaos::restarts "${NS}" "${pod}")"
+  "${SCENARIO}" liveness-failure -n "${NS}" -l "${SEL}" --pod "${pod}" --timeout 90s >"${TMP}/live.out" 2>"${TMP}/live.err" || rc=$?
+  cat "${TMP}/live.out" >&2
+  ((rc == 0)) || { tail -20 "${TMP}/live.err" >&2; return 1; }
+  (($(chaos::restarts "${NS}" "${pod}") > before)) && chaos::pod_ready "${NS}" "${pod}" &&
+    grep -q 'Liveness probe failed' <<<"$("${K[@]}" get events --field-selector "involvedObject.name=${pod},reason=Unhealthy" -o jsonpath='{.items[*].message}')"
+}
+check::run "scenario liveness-failure: a Liveness probe failed Event, the container restarted, the pod Ready again" liveness_failure
 
 node_drain() {
   local before out rc=0
