@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::policy::Policy;
+use crate::policy::{Action, Policy};
 
 /// Namespaces the controller never acts in unless told otherwise (its own is added at runtime).
 pub const DEFAULT_EXCLUDED_NAMESPACES: &str = "kube-system,kube-public,kube-node-lease";
@@ -20,10 +20,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// Subcommands; without one the controller runs.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Command {
+    /// Print the HealingPolicy CRD as YAML (what `deploy/crd/` holds) and exit.
+    Crdgen,
+}
+
 /// `selfheal-controller` configuration, parsed once in `main`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "selfheal-controller", version, about)]
 pub struct Config {
+    /// Optional subcommand (`crdgen`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Watch HealingPolicy objects (selfheal.io/v1alpha1); the CRD must be installed. Off = the
+    /// flags below are the only policy.
+    #[arg(long, env = "CONTROLLER_HEALING_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub healing_policies: bool,
+
     /// Recycle when the pod's total container restarts exceed this count.
     #[arg(long, env = "CONTROLLER_RESTART_THRESHOLD", default_value_t = 3)]
     pub restart_threshold: u32,
@@ -158,10 +174,15 @@ impl Config {
     /// The decision thresholds, as the pure policy sees them.
     pub fn policy(&self) -> Policy {
         Policy {
-            restart_threshold: self.restart_threshold,
+            restart_threshold: Some(self.restart_threshold),
             rate_restarts: self.rate_restarts,
             rate_window: secs(self.rate_window_secs),
-            image_pull_grace: secs(self.image_pull_grace_secs),
+            image_pull_grace: Some(secs(self.image_pull_grace_secs)),
+            // NB: on their own only in a HealingPolicy; here they name a restart trigger's reason.
+            crash_loop: false,
+            oom_killed: false,
+            not_ready_for: None,
+            confidence: None,
             min_pod_age: secs(self.min_pod_age_secs),
             cooldown: secs(self.cooldown_secs),
             max_recycles_per_window: self.max_recycles_per_window,
@@ -175,6 +196,9 @@ impl Config {
                 .cloned()
                 .collect(),
             excluded_namespaces: self.excluded_namespaces(),
+            action: Action::Evict,
+            dry_run: self.dry_run,
+            min_healthy: 0,
         }
     }
 
@@ -216,6 +240,9 @@ mod tests {
         assert_eq!(cfg.min_pod_age_secs, 60);
         assert!(!cfg.dry_run);
         assert!(cfg.leader_election);
+        assert!(cfg.healing_policies);
+        assert_eq!(cfg.command, None);
+        assert_eq!(cfg.policy().action, Action::Evict);
         assert_eq!(cfg.http_addr.port(), 8081);
         assert_eq!(
             cfg.excluded_namespaces(),
@@ -244,6 +271,15 @@ mod tests {
         assert!(!cfg.leader_election);
         assert!(cfg.dry_run);
         assert_eq!(cfg.policy().namespaces, ["a", "b"]);
+    }
+
+    #[test]
+    fn crdgen_is_a_subcommand_and_policies_can_be_switched_off() {
+        let cfg = Config::try_parse_from(["selfheal-controller", "crdgen"]).expect("parses");
+        assert_eq!(cfg.command, Some(Command::Crdgen));
+        let cfg = Config::try_parse_from(["selfheal-controller", "--healing-policies=false"])
+            .expect("parses");
+        assert!(!cfg.healing_policies);
     }
 
     #[test]

@@ -4,12 +4,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus, Pod,
-    PodStatus,
+    PodCondition, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::policy::Policy;
+use crate::policy::{Action, Policy};
 
 /// The fixed "now" of every unit test.
 pub const NOW: Timestamp = Timestamp::constant(1_800_000_000, 0);
@@ -28,10 +28,14 @@ pub fn secs(s: i64) -> SignedDuration {
 /// min age 60 s, cooldown 300 s, 2 recycles per 3600 s, give up after 3 within a day.
 pub fn policy() -> Policy {
     Policy {
-        restart_threshold: 3,
+        restart_threshold: Some(3),
         rate_restarts: 3,
         rate_window: secs(300),
-        image_pull_grace: secs(300),
+        image_pull_grace: Some(secs(300)),
+        crash_loop: false,
+        oom_killed: false,
+        not_ready_for: None,
+        confidence: None,
         min_pod_age: secs(60),
         cooldown: secs(300),
         max_recycles_per_window: 2,
@@ -40,6 +44,9 @@ pub fn policy() -> Policy {
         giveup_window: secs(86_400),
         namespaces: Vec::new(),
         excluded_namespaces: vec!["kube-system".into(), "selfheal-system".into()],
+        action: Action::Evict,
+        dry_run: false,
+        min_healthy: 0,
     }
 }
 
@@ -161,6 +168,28 @@ impl PodBuilder {
             .annotations
             .get_or_insert_with(BTreeMap::new)
             .insert(key.into(), value.into());
+        self
+    }
+
+    /// Add a label.
+    pub fn labelled(mut self, key: &str, value: &str) -> Self {
+        self.pod
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// Ready condition `ready`, last changed `secs` before [`NOW`].
+    pub fn ready(mut self, ready: bool, secs: i64) -> Self {
+        let status = self.pod.status.get_or_insert_with(PodStatus::default);
+        status.conditions = Some(vec![PodCondition {
+            type_: "Ready".into(),
+            status: if ready { "True" } else { "False" }.into(),
+            last_transition_time: Some(Time(at(-secs))),
+            ..PodCondition::default()
+        }]);
         self
     }
 

@@ -5,6 +5,8 @@
 
 /// Command-line flags and environment variables.
 pub mod config;
+/// The `HealingPolicy` custom resource: types, CEL validation, CRD generation.
+pub mod crd;
 /// Per-workload recycle history and per-pod restart-rate tracking (pure, no I/O).
 pub mod history;
 /// `/metrics`, `/healthz` and `/readyz` on their own port.
@@ -19,6 +21,8 @@ pub mod owner;
 pub mod policy;
 /// Kubernetes I/O: watch, evidence, Events, evictions.
 pub mod reconcile;
+/// HealingPolicy selection and status, pure.
+pub mod status;
 
 /// Builders for pods and policies used by the unit tests.
 #[cfg(test)]
@@ -39,6 +43,12 @@ pub enum Error {
     /// Reading, creating or renewing the leader Lease failed.
     #[error("lease operation failed: {0}")]
     LeaseFailed(#[source] kube::Error),
+    /// Restarting or scaling the pod's Deployment failed.
+    #[error("healing action failed: {0}")]
+    ActionFailed(#[source] kube::Error),
+    /// Writing a HealingPolicy's status failed.
+    #[error("writing policy status failed: {0}")]
+    StatusFailed(#[source] kube::Error),
     /// The pod lacks a field the controller cannot do without (name or namespace).
     #[error("pod is missing {0}")]
     MissingField(&'static str),
@@ -52,6 +62,8 @@ impl Error {
             Error::OwnerLookupFailed(_) => "owner_lookup_failed",
             Error::EventFailed(_) => "event_failed",
             Error::LeaseFailed(_) => "lease_failed",
+            Error::ActionFailed(_) => "action_failed",
+            Error::StatusFailed(_) => "status_failed",
             Error::MissingField(_) => "missing_field",
         }
     }
@@ -74,6 +86,8 @@ mod tests {
             Error::OwnerLookupFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::EventFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::LeaseFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::ActionFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::StatusFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
         ];
         let mut labels: Vec<_> = errs.iter().map(Error::metric_label).collect();
         labels.sort_unstable();

@@ -3,6 +3,7 @@
 //! Run locally against the cluster in `KUBECONFIG`:
 //! `cargo run -p selfheal-controller -- --leader-election=false --dry-run`
 //! (`--help` lists every flag and its `CONTROLLER_*` environment variable).
+//! `selfheal-controller crdgen` prints the HealingPolicy CRD instead.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use selfheal_controller::config::{Config, LogFormat};
+use selfheal_controller::config::{Command, Config, LogFormat};
+use selfheal_controller::crd;
 use selfheal_controller::http::{self, HttpState};
 use selfheal_controller::leader::{LeaderConfig, LeaderElector};
 use selfheal_controller::metrics::Metrics;
@@ -20,6 +22,10 @@ use tokio::sync::watch;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
+    if cfg.command == Some(Command::Crdgen) {
+        print!("{}", crd::crd_yaml().context("serialising the CRD")?);
+        return Ok(());
+    }
     let mut tcfg =
         telemetry::TelemetryConfig::new("selfheal-controller", env!("CARGO_PKG_VERSION"));
     tcfg.log_format = match cfg.log_format {

@@ -31,6 +31,11 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// Requests sent to the API server, by verb (`watch` counted apart from `get`/`list`).
     pub api_requests_total: IntCounterVec,
+    /// Healing actions by action (`evict`, `rollout_restart`, `scale_to`, `none`) and outcome
+    /// (`done`, `dry_run`, `observed`, `blocked`, `failed`, `unsupported`).
+    pub healing_actions_total: IntCounterVec,
+    /// HealingPolicy objects in the controller's cache.
+    pub healing_policies: IntGauge,
 }
 
 impl Default for Metrics {
@@ -94,6 +99,19 @@ impl Metrics {
             &["verb"],
         )
         .expect("valid metric");
+        let healing_actions_total = IntCounterVec::new(
+            Opts::new(
+                "healing_actions_total",
+                "Healing actions taken (or decided in dry-run) by action and outcome",
+            ),
+            &["action", "outcome"],
+        )
+        .expect("valid metric");
+        let healing_policies = IntGauge::new(
+            "healing_policies",
+            "HealingPolicy objects in the controller's cache",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(recycles_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(evictions_blocked_total.clone()),
@@ -104,6 +122,8 @@ impl Metrics {
             Box::new(watched_pods.clone()),
             Box::new(leader.clone()),
             Box::new(api_requests_total.clone()),
+            Box::new(healing_actions_total.clone()),
+            Box::new(healing_policies.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -118,6 +138,8 @@ impl Metrics {
             watched_pods,
             leader,
             api_requests_total,
+            healing_actions_total,
+            healing_policies,
         }
     }
 
@@ -191,6 +213,9 @@ mod tests {
         m.reconcile_errors_total
             .with_label_values(&["evict_failed"])
             .inc();
+        m.healing_actions_total
+            .with_label_values(&["rollout_restart", "done"])
+            .inc();
         drop(m.time_reconcile());
         let text = m.encode();
         for name in [
@@ -202,6 +227,8 @@ mod tests {
             "reconcile_duration_seconds_count 1",
             "watched_pods 0",
             "leader 0",
+            "healing_actions_total{action=\"rollout_restart\",outcome=\"done\"} 1",
+            "healing_policies 0",
         ] {
             assert!(
                 text.contains(&format!("{PREFIX}_{name}")),

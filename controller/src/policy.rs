@@ -5,7 +5,11 @@
 //! 2. refusals of a pod that *is* unhealthy (opted out, bare pod) — reported as `NotRecycled`;
 //! 3. waits (too young, cooldown, window cap) — reported, re-checked at `until`;
 //! 4. give-up after `max_retries` recycles of the workload;
-//! 5. recycle.
+//! 5. wait while fewer than `min_healthy` sibling pods are Ready;
+//! 6. act (the policy's [`Action`]; "recycle" in names and Events for historical reasons).
+//!
+//! The same function serves the default policy (the controller's flags) and every
+//! `HealingPolicy` ([`crate::crd::HealingPolicySpec::to_policy`]).
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -15,17 +19,99 @@ use crate::history::WorkloadHistory;
 /// Annotation that opts a pod out: `selfheal.io/ignore: "true"`.
 pub const IGNORE_ANNOTATION: &str = "selfheal.io/ignore";
 
-/// Decision thresholds (built from [`crate::config::Config::policy`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How soon a pod waiting for `minHealthyReplicas` is looked at again.
+pub const MIN_HEALTHY_RECHECK: SignedDuration = SignedDuration::from_secs(10);
+
+/// What to do to an unhealthy pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Evict the pod (Eviction API) so its owner replaces it.
+    Evict,
+    /// Restart the rollout of the pod's Deployment.
+    RolloutRestart,
+    /// Set the pod's Deployment to this many replicas.
+    ScaleTo(i32),
+    /// Report only (HealingPolicy action `none`).
+    Observe,
+}
+
+impl Action {
+    /// Bounded metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::Evict => "evict",
+            Action::RolloutRestart => "rollout_restart",
+            Action::ScaleTo(_) => "scale_to",
+            Action::Observe => "none",
+        }
+    }
+
+    /// The name used in the HealingPolicy spec and status.
+    pub fn spec_name(self) -> &'static str {
+        match self {
+            Action::Evict => "evict",
+            Action::RolloutRestart => "rolloutRestart",
+            Action::ScaleTo(_) => "scaleTo",
+            Action::Observe => "none",
+        }
+    }
+
+    /// Whether the action can be applied to a workload of `kind` (`None` = bare pod).
+    /// Evicting needs any controller; restarting and scaling are implemented for Deployments.
+    pub fn supports(self, kind: Option<&str>) -> bool {
+        match self {
+            Action::Evict | Action::Observe => kind.is_some(),
+            Action::RolloutRestart | Action::ScaleTo(_) => kind == Some("Deployment"),
+        }
+    }
+}
+
+/// How a `Recycle` decision is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Execution {
+    /// Change the cluster.
+    Act(Action),
+    /// Report what the action would do, change nothing (policy or controller dry-run).
+    DryRun(Action),
+    /// Action `none`: report the unhealthy pod, change nothing.
+    Observe,
+    /// The action cannot be applied to this owner (restart/scale of a non-Deployment).
+    Unsupported(Action),
+}
+
+/// Carry out a `Recycle` decision for a pod owned by a `owner_kind` workload: the policy's action,
+/// unless it or the whole controller (`global_dry_run`) is in dry-run.
+pub fn execution(policy: &Policy, global_dry_run: bool, owner_kind: Option<&str>) -> Execution {
+    if !policy.action.supports(owner_kind) {
+        return Execution::Unsupported(policy.action);
+    }
+    match policy.action {
+        Action::Observe => Execution::Observe,
+        a if policy.dry_run || global_dry_run => Execution::DryRun(a),
+        a => Execution::Act(a),
+    }
+}
+
+/// Decision thresholds and the action (from [`crate::config::Config::policy`] or a HealingPolicy).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    /// Recycle when total restarts exceed this.
-    pub restart_threshold: u32,
+    /// Recycle when total restarts exceed this (`None` = trigger off).
+    pub restart_threshold: Option<u32>,
     /// Recycle when this many restarts were seen within `rate_window` (0 = off).
     pub rate_restarts: u32,
     /// Window of the restart-rate trigger.
     pub rate_window: SignedDuration,
-    /// ImagePullBackOff/ErrImagePull counts once the pod is at least this old.
-    pub image_pull_grace: SignedDuration,
+    /// ImagePullBackOff/ErrImagePull counts once the pod is at least this old (`None` = off).
+    pub image_pull_grace: Option<SignedDuration>,
+    /// A container waiting in CrashLoopBackOff triggers on its own (without it, CrashLoopBackOff
+    /// only names the reason of a restart trigger).
+    pub crash_loop: bool,
+    /// A container last terminated OOMKilled triggers on its own.
+    pub oom_killed: bool,
+    /// Ready condition False for this long triggers (`None` = off).
+    pub not_ready_for: Option<SignedDuration>,
+    /// Share of the enabled triggers that must fire together (`None` = any one).
+    pub confidence: Option<f64>,
     /// Pods younger than this wait.
     pub min_pod_age: SignedDuration,
     /// Minimum time between two recycles of one workload.
@@ -42,6 +128,12 @@ pub struct Policy {
     pub namespaces: Vec<String>,
     /// Never these namespaces.
     pub excluded_namespaces: Vec<String>,
+    /// What to do once everything allows it.
+    pub action: Action,
+    /// Decide and report, change nothing.
+    pub dry_run: bool,
+    /// Act only while at least this many other pods of the same owner are Ready.
+    pub min_healthy: u32,
 }
 
 /// Why a pod is considered unhealthy. Also the `reason` label of `recycles_total`.
@@ -57,6 +149,8 @@ pub enum Reason {
     OomKilled,
     /// A container has been waiting in `ImagePullBackOff`/`ErrImagePull` past the grace period.
     ImagePullBackOff,
+    /// The pod has not been Ready for the policy's `notReadyFor`.
+    NotReady,
 }
 
 impl Reason {
@@ -68,6 +162,7 @@ impl Reason {
             Reason::CrashLoopBackOff => "crash_loop_back_off",
             Reason::OomKilled => "oom_killed",
             Reason::ImagePullBackOff => "image_pull_back_off",
+            Reason::NotReady => "not_ready",
         }
     }
 }
@@ -116,6 +211,8 @@ pub enum WaitCause {
     Cooldown,
     /// Workload already recycled `max_recycles_per_window` times in the window.
     RateLimited,
+    /// Fewer than `min_healthy` other pods of the workload are Ready.
+    MinHealthy,
 }
 
 impl WaitCause {
@@ -125,6 +222,9 @@ impl WaitCause {
             WaitCause::MinAge => "pod is younger than the minimum age",
             WaitCause::Cooldown => "workload was recycled recently (cooldown)",
             WaitCause::RateLimited => "workload hit the recycle limit for the window",
+            WaitCause::MinHealthy => {
+                "too few other pods of the workload are Ready (minHealthyReplicas)"
+            }
         }
     }
 }
@@ -188,28 +288,121 @@ fn last_terminated_reason(c: &ContainerStatus) -> Option<&str> {
         .as_deref()
 }
 
+/// When the pod's Ready condition last turned False, if it is False now.
+pub fn not_ready_since(pod: &Pod) -> Option<Timestamp> {
+    let ready = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_deref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    (ready.status == "False").then(|| {
+        ready
+            .last_transition_time
+            .as_ref()
+            .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
+    })
+}
+
+/// Whether the pod's Ready condition is True.
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+fn image_pull_failing(pod: &Pod) -> bool {
+    container_statuses(pod)
+        .any(|c| matches!(waiting_reason(c), Some("ImagePullBackOff" | "ErrImagePull")))
+}
+
 /// Whether the pod is unhealthy enough to act on, and why. `recent_restarts` comes from
 /// [`crate::history::RestartTracker::observe`].
+///
+/// Each enabled trigger is one signal. Without `confidence` one firing signal is enough; with it,
+/// the firing share of the enabled signals must reach it. The reason is the first firing signal
+/// in the order image pull, OOM kill, crash loop, not ready, restart count, restart rate — except
+/// that a restart trigger names OOMKilled/CrashLoopBackOff when the pod shows them, as the
+/// default policy always did.
 pub fn trigger(pod: &Pod, policy: &Policy, recent_restarts: u32, now: Timestamp) -> Option<Reason> {
-    let image_pull = container_statuses(pod)
-        .any(|c| matches!(waiting_reason(c), Some("ImagePullBackOff" | "ErrImagePull")));
-    if image_pull && age(pod, now).is_some_and(|a| a >= policy.image_pull_grace) {
-        return Some(Reason::ImagePullBackOff);
-    }
-    let over_threshold = total_restarts(pod) > policy.restart_threshold;
+    let restart_enabled = policy.restart_threshold.is_some() || policy.rate_restarts > 0;
+    let over_threshold = policy
+        .restart_threshold
+        .is_some_and(|t| total_restarts(pod) > t);
     let over_rate = policy.rate_restarts > 0 && recent_restarts >= policy.rate_restarts;
-    if !over_threshold && !over_rate {
-        return None;
-    }
-    if container_statuses(pod).any(|c| last_terminated_reason(c) == Some("OOMKilled")) {
-        Some(Reason::OomKilled)
-    } else if container_statuses(pod).any(|c| waiting_reason(c) == Some("CrashLoopBackOff")) {
-        Some(Reason::CrashLoopBackOff)
+    let oom = container_statuses(pod).any(|c| last_terminated_reason(c) == Some("OOMKilled"));
+    let crash_loop = container_statuses(pod).any(|c| waiting_reason(c) == Some("CrashLoopBackOff"));
+    let restart_reason = (over_threshold || over_rate).then_some(if oom {
+        Reason::OomKilled
+    } else if crash_loop {
+        Reason::CrashLoopBackOff
     } else if over_threshold {
-        Some(Reason::RestartThreshold)
+        Reason::RestartThreshold
     } else {
-        Some(Reason::RestartRate)
+        Reason::RestartRate
+    });
+    // (enabled, firing reason) per signal, in reason order.
+    let signals = [
+        (
+            policy.image_pull_grace.is_some(),
+            policy
+                .image_pull_grace
+                .filter(|g| image_pull_failing(pod) && age(pod, now).is_some_and(|a| a >= *g))
+                .map(|_| Reason::ImagePullBackOff),
+        ),
+        (
+            policy.oom_killed,
+            (policy.oom_killed && oom).then_some(Reason::OomKilled),
+        ),
+        (
+            policy.crash_loop,
+            (policy.crash_loop && crash_loop).then_some(Reason::CrashLoopBackOff),
+        ),
+        (
+            policy.not_ready_for.is_some(),
+            policy
+                .not_ready_for
+                .zip(not_ready_since(pod))
+                .filter(|(d, since)| *since + *d <= now)
+                .map(|_| Reason::NotReady),
+        ),
+        (restart_enabled, restart_reason),
+    ];
+    let enabled = signals.iter().filter(|(e, _)| *e).count();
+    let firing: Vec<Reason> = signals.iter().filter_map(|(_, r)| *r).collect();
+    let first = *firing.first()?;
+    match policy.confidence {
+        None => Some(first),
+        Some(c) => {
+            #[allow(clippy::cast_precision_loss)] // a handful of signals
+            let share = firing.len() as f64 / enabled.max(1) as f64;
+            (share + f64::EPSILON >= c).then_some(first)
+        }
     }
+}
+
+/// When a trigger that is pending on time alone (not Ready for `notReadyFor`, image pull within
+/// its grace period) would fire, so the controller looks again then: a pod that stays unready
+/// sends no further changes.
+pub fn next_check(pod: &Pod, policy: &Policy, now: Timestamp) -> Option<Timestamp> {
+    let not_ready = policy
+        .not_ready_for
+        .zip(not_ready_since(pod))
+        .map(|(d, since)| since + d);
+    let image_pull = policy
+        .image_pull_grace
+        .filter(|_| image_pull_failing(pod))
+        .zip(pod.metadata.creation_timestamp.as_ref())
+        .map(|(g, created)| created.0 + g);
+    [not_ready, image_pull]
+        .into_iter()
+        .flatten()
+        .filter(|t| *t > now)
+        .min()
 }
 
 fn age(pod: &Pod, now: Timestamp) -> Option<SignedDuration> {
@@ -243,11 +436,13 @@ fn opted_out(pod: &Pod) -> bool {
 
 /// Decide what to do with `pod`. `history` is the recycle history of the pod's workload (empty
 /// for a bare pod), `recent_restarts` the restarts seen within the rate window.
+/// `healthy_siblings` counts the other Ready pods of the same owner.
 pub fn decide(
     pod: &Pod,
     policy: &Policy,
     history: &WorkloadHistory,
     recent_restarts: u32,
+    healthy_siblings: u32,
     now: Timestamp,
 ) -> Decision {
     if pod.metadata.deletion_timestamp.is_some() {
@@ -301,6 +496,14 @@ pub fn decide(
             reason,
             cause: WaitCause::RateLimited,
             until,
+        };
+    }
+    if healthy_siblings < policy.min_healthy {
+        // NB: sibling readiness changes do not wake this pod up; look again shortly.
+        return Decision::Wait {
+            reason,
+            cause: WaitCause::MinHealthy,
+            until: now + MIN_HEALTHY_RECHECK,
         };
     }
     Decision::Recycle { reason }
@@ -382,7 +585,7 @@ mod tests {
         ];
         for (name, pod, history, recent, want) in cases {
             assert_eq!(
-                decide(&pod, &p, &history, recent, NOW),
+                decide(&pod, &p, &history, recent, 0, NOW),
                 want,
                 "case: {name}"
             );
@@ -399,7 +602,7 @@ mod tests {
             .owned_by_rs("web")
             .build();
         assert_eq!(
-            decide(&other, &p, &WorkloadHistory::default(), 0, NOW),
+            decide(&other, &p, &WorkloadHistory::default(), 0, 0, NOW),
             Decision::Skip(SkipReason::OutOfScope)
         );
         let shop = pod()
@@ -408,7 +611,7 @@ mod tests {
             .owned_by_rs("web")
             .build();
         assert!(matches!(
-            decide(&shop, &p, &WorkloadHistory::default(), 0, NOW),
+            decide(&shop, &p, &WorkloadHistory::default(), 0, 0, NOW),
             Decision::Recycle { .. }
         ));
     }
@@ -419,7 +622,7 @@ mod tests {
         p.rate_restarts = 0;
         let pod = pod().with_restarts(1).owned_by_rs("web").build();
         assert_eq!(
-            decide(&pod, &p, &WorkloadHistory::default(), 50, NOW),
+            decide(&pod, &p, &WorkloadHistory::default(), 50, 0, NOW),
             Decision::Skip(SkipReason::Healthy)
         );
     }
@@ -431,7 +634,7 @@ mod tests {
         p.cooldown = secs(0);
         let pod = pod().with_restarts(9).aged(0).owned_by_rs("web").build();
         assert_eq!(
-            decide(&pod, &p, &hist(&[0]), 0, NOW),
+            decide(&pod, &p, &hist(&[0]), 0, 0, NOW),
             Decision::Recycle {
                 reason: Reason::RestartThreshold
             }
@@ -446,8 +649,258 @@ mod tests {
             Reason::CrashLoopBackOff,
             Reason::OomKilled,
             Reason::ImagePullBackOff,
+            Reason::NotReady,
         ]
         .map(Reason::label);
+        let mut sorted = labels.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), labels.len());
+    }
+
+    /// A HealingPolicy-style policy: every trigger off, action evict.
+    fn hp_policy() -> Policy {
+        let mut p = policy();
+        p.restart_threshold = None;
+        p.rate_restarts = 0;
+        p.image_pull_grace = None;
+        p
+    }
+
+    fn fires(p: &Policy, pod: &Pod) -> Option<Reason> {
+        trigger(pod, p, 0, NOW)
+    }
+
+    #[test]
+    fn a_policy_with_every_trigger_off_never_fires() {
+        let p = hp_policy();
+        let sick = pod()
+            .with_restarts(50)
+            .waiting("CrashLoopBackOff")
+            .last_terminated("OOMKilled", 137)
+            .ready(false, 3600)
+            .build();
+        assert_eq!(fires(&p, &sick), None);
+    }
+
+    #[test]
+    fn restart_count_trigger_fires_over_its_count_only() {
+        let mut p = hp_policy();
+        p.restart_threshold = Some(4);
+        assert_eq!(fires(&p, &pod().with_restarts(4).build()), None);
+        assert_eq!(
+            fires(&p, &pod().with_restarts(5).build()),
+            Some(Reason::RestartThreshold)
+        );
+    }
+
+    #[test]
+    fn crash_loop_trigger_fires_on_its_own_when_enabled() {
+        let mut p = hp_policy();
+        let looping = pod().with_restarts(1).waiting("CrashLoopBackOff").build();
+        assert_eq!(fires(&p, &looping), None);
+        p.crash_loop = true;
+        assert_eq!(fires(&p, &looping), Some(Reason::CrashLoopBackOff));
+        assert_eq!(fires(&p, &pod().with_restarts(1).build()), None);
+    }
+
+    #[test]
+    fn oom_killed_trigger_fires_on_its_own_when_enabled() {
+        let mut p = hp_policy();
+        let oom = pod()
+            .with_restarts(1)
+            .last_terminated("OOMKilled", 137)
+            .build();
+        assert_eq!(fires(&p, &oom), None);
+        p.oom_killed = true;
+        assert_eq!(fires(&p, &oom), Some(Reason::OomKilled));
+        let errored = pod().with_restarts(1).last_terminated("Error", 1).build();
+        assert_eq!(fires(&p, &errored), None);
+    }
+
+    #[test]
+    fn image_pull_trigger_waits_for_its_grace_and_can_be_off() {
+        let mut p = hp_policy();
+        let pulling = |age| pod().waiting("ErrImagePull").aged(age).build();
+        assert_eq!(fires(&p, &pulling(600)), None);
+        p.image_pull_grace = Some(secs(120));
+        assert_eq!(fires(&p, &pulling(119)), None);
+        assert_eq!(fires(&p, &pulling(120)), Some(Reason::ImagePullBackOff));
+        assert_eq!(next_check(&pulling(100), &p, NOW), Some(at(20)));
+    }
+
+    #[test]
+    fn not_ready_trigger_fires_after_its_duration_and_says_when_to_look_again() {
+        let mut p = hp_policy();
+        p.not_ready_for = Some(secs(60));
+        let unready = |s| pod().ready(false, s).build();
+        assert_eq!(fires(&p, &unready(59)), None);
+        assert_eq!(next_check(&unready(59), &p, NOW), Some(at(1)));
+        assert_eq!(fires(&p, &unready(60)), Some(Reason::NotReady));
+        let ready = pod().ready(true, 3600).build();
+        assert_eq!(fires(&p, &ready), None);
+        assert_eq!(next_check(&ready, &p, NOW), None);
+        // No Ready condition at all (not scheduled yet): not a not-ready signal.
+        assert_eq!(fires(&p, &pod().build()), None);
+    }
+
+    #[test]
+    fn the_first_firing_trigger_names_the_reason() {
+        let mut p = hp_policy();
+        p.crash_loop = true;
+        p.oom_killed = true;
+        p.not_ready_for = Some(secs(10));
+        let all = pod()
+            .with_restarts(2)
+            .waiting("CrashLoopBackOff")
+            .last_terminated("OOMKilled", 137)
+            .ready(false, 100)
+            .build();
+        assert_eq!(fires(&p, &all), Some(Reason::OomKilled));
+        p.oom_killed = false;
+        assert_eq!(fires(&p, &all), Some(Reason::CrashLoopBackOff));
+    }
+
+    #[test]
+    fn confidence_needs_that_share_of_the_enabled_triggers() {
+        let mut p = hp_policy();
+        p.crash_loop = true;
+        p.oom_killed = true;
+        p.not_ready_for = Some(secs(10));
+        p.confidence = Some(0.6);
+        let one = pod().with_restarts(1).waiting("CrashLoopBackOff").build();
+        let two = pod()
+            .with_restarts(1)
+            .waiting("CrashLoopBackOff")
+            .ready(false, 100)
+            .build();
+        let three = pod()
+            .with_restarts(1)
+            .waiting("CrashLoopBackOff")
+            .last_terminated("OOMKilled", 137)
+            .ready(false, 100)
+            .build();
+        assert_eq!(fires(&p, &one), None, "1/3 < 0.6");
+        assert_eq!(
+            fires(&p, &two),
+            Some(Reason::CrashLoopBackOff),
+            "2/3 >= 0.6"
+        );
+        assert_eq!(fires(&p, &three), Some(Reason::OomKilled));
+        p.confidence = Some(1.0);
+        assert_eq!(fires(&p, &two), None, "2/3 < 1");
+        assert_eq!(
+            fires(&p, &three),
+            Some(Reason::OomKilled),
+            "3/3 counts as 1.0"
+        );
+    }
+
+    #[test]
+    fn too_few_healthy_siblings_wait_and_enough_act() {
+        let mut p = policy();
+        p.min_healthy = 2;
+        let sick = pod().with_restarts(9).owned_by_rs("web").build();
+        let none = WorkloadHistory::default();
+        assert_eq!(
+            decide(&sick, &p, &none, 0, 1, NOW),
+            Decision::Wait {
+                reason: Reason::RestartThreshold,
+                cause: WaitCause::MinHealthy,
+                until: NOW + MIN_HEALTHY_RECHECK
+            }
+        );
+        assert!(matches!(
+            decide(&sick, &p, &none, 0, 2, NOW),
+            Decision::Recycle { .. }
+        ));
+        // Give-up and cooldown are decided before the sibling check.
+        assert!(matches!(
+            decide(&sick, &p, &hist(&[20_000, 10_000, 1000]), 0, 0, NOW),
+            Decision::GiveUp { .. }
+        ));
+    }
+
+    #[test]
+    fn each_action_is_carried_out_dry_run_observed_or_refused() {
+        let mut p = policy();
+        let dep = Some("Deployment");
+        let sts = Some("StatefulSet");
+        for (action, kind, dry, want) in [
+            (Action::Evict, dep, false, Execution::Act(Action::Evict)),
+            (Action::Evict, sts, false, Execution::Act(Action::Evict)),
+            (Action::Evict, dep, true, Execution::DryRun(Action::Evict)),
+            (
+                Action::RolloutRestart,
+                dep,
+                false,
+                Execution::Act(Action::RolloutRestart),
+            ),
+            (
+                Action::RolloutRestart,
+                sts,
+                false,
+                Execution::Unsupported(Action::RolloutRestart),
+            ),
+            (
+                Action::RolloutRestart,
+                dep,
+                true,
+                Execution::DryRun(Action::RolloutRestart),
+            ),
+            (
+                Action::ScaleTo(0),
+                dep,
+                false,
+                Execution::Act(Action::ScaleTo(0)),
+            ),
+            (
+                Action::ScaleTo(0),
+                sts,
+                false,
+                Execution::Unsupported(Action::ScaleTo(0)),
+            ),
+            (
+                Action::ScaleTo(2),
+                dep,
+                true,
+                Execution::DryRun(Action::ScaleTo(2)),
+            ),
+            (Action::Observe, dep, false, Execution::Observe),
+            (Action::Observe, dep, true, Execution::Observe),
+            (
+                Action::Evict,
+                None,
+                false,
+                Execution::Unsupported(Action::Evict),
+            ),
+        ] {
+            p.action = action;
+            p.dry_run = dry;
+            assert_eq!(
+                execution(&p, false, kind),
+                want,
+                "{action:?} on {kind:?}, dry-run {dry}"
+            );
+        }
+        p.action = Action::Evict;
+        p.dry_run = false;
+        assert_eq!(
+            execution(&p, true, dep),
+            Execution::DryRun(Action::Evict),
+            "controller-wide dry-run wins"
+        );
+    }
+
+    #[test]
+    fn action_labels_are_distinct() {
+        let labels = [
+            Action::Evict,
+            Action::RolloutRestart,
+            Action::ScaleTo(1),
+            Action::Observe,
+        ]
+        .map(Action::label);
         let mut sorted = labels.to_vec();
         sorted.sort_unstable();
         sorted.dedup();

@@ -1,27 +1,39 @@
-//! Kubernetes I/O around the pure decision: the pod watch, evidence, Events and evictions.
+//! Kubernetes I/O around the pure decision: the pod and HealingPolicy watches, evidence, Events,
+//! the actions (eviction, rollout restart, scale) and the policies' status.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, TryStreamExt, future, stream};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodStatus};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodCondition, PodStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{EvictParams, LogParams};
+use kube::api::{EvictParams, LogParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{debug, info, instrument, warn};
 
 use crate::config::Config;
+use crate::crd::{self, HealingPolicy, HealingPolicyStatus, LastAction, SpecError};
 use crate::history::{History, RestartTracker};
 use crate::metrics::Metrics;
-use crate::owner::{OwnerResolver, Workload};
+use crate::owner::{OwnerResolver, Workload, controller_ref};
 use crate::policy::{self, Decision, IGNORE_ANNOTATION, Policy, Reason, SkipReason};
+use crate::status::{self as pstatus, PolicyRecord};
 use crate::{Error, Result};
+
+/// Pod-template annotation a `rolloutRestart` sets (what `kubectl rollout restart` does with its own).
+pub const RESTARTED_AT_ANNOTATION: &str = "selfheal.io/restarted-at";
+/// How often policy status is recomputed (and written when it changed); actions write at once.
+const STATUS_PERIOD: Duration = Duration::from_secs(5);
 
 /// `reportingController` of our Events.
 pub const REPORTING_CONTROLLER: &str = "selfheal.io/controller";
@@ -43,6 +55,31 @@ pub struct Context {
     leader: watch::Receiver<bool>,
     owners: OwnerResolver,
     state: Mutex<State>,
+    /// The pod cache (set by [`run`]): sibling readiness and matched-pod counts.
+    pods: OnceLock<Store<Pod>>,
+    /// The HealingPolicy cache (set by [`run`] when `--healing-policies`).
+    policies: OnceLock<Store<HealingPolicy>>,
+    /// True once the policies are listed (or when they are switched off): nothing acts before,
+    /// or a pod a policy governs could get the default policy.
+    policies_synced: AtomicBool,
+    /// Wakes the status writer after an action.
+    status_dirty: Notify,
+}
+
+/// The policy deciding for one pod.
+struct Governed<'a> {
+    /// The HealingPolicy, or `None` for the default policy (the flags).
+    source: Option<Arc<HealingPolicy>>,
+    policy: Cow<'a, Policy>,
+}
+
+impl Governed<'_> {
+    fn describe(&self) -> String {
+        self.source.as_ref().map_or_else(
+            || "default policy".to_owned(),
+            |hp| format!("HealingPolicy {}", pstatus::key(hp)),
+        )
+    }
 }
 
 #[derive(Default)]
@@ -53,9 +90,12 @@ struct State {
     failures: HashMap<String, u32>,
     /// Consecutive PDB refusals per pod UID.
     blocked: HashMap<String, u32>,
-    /// Last `NotRecycled` cause reported per pod UID, so a cause is reported once.
-    reported: HashMap<String, &'static str>,
+    /// Last `NotRecycled` cause (and the policy deciding) reported per pod UID, so a cause is
+    /// reported once per policy.
+    reported: HashMap<String, (&'static str, String)>,
     reconciles: u64,
+    /// What was done under each HealingPolicy (`namespace/name`), for its status.
+    records: HashMap<String, PolicyRecord>,
 }
 
 impl Context {
@@ -80,7 +120,67 @@ impl Context {
             metrics,
             leader,
             state: Mutex::new(State::default()),
+            pods: OnceLock::new(),
+            policies: OnceLock::new(),
+            policies_synced: AtomicBool::new(false),
+            status_dirty: Notify::new(),
         }
+    }
+
+    /// The policy deciding for `pod`: the first HealingPolicy (by name) selecting it, else the
+    /// default. `Err` names a selecting policy whose spec cannot be used (nothing acts then).
+    fn governing(&self, pod: &Pod) -> Result<Governed<'_>, (Arc<HealingPolicy>, SpecError)> {
+        let default = Governed {
+            source: None,
+            policy: Cow::Borrowed(&self.policy),
+        };
+        let Some(store) = self.policies.get() else {
+            return Ok(default);
+        };
+        let all = store.state();
+        let Some(hp) = pstatus::governing(&all, pod) else {
+            return Ok(default);
+        };
+        match hp.spec.to_policy(&self.policy) {
+            Ok(p) => Ok(Governed {
+                source: Some(hp.clone()),
+                policy: Cow::Owned(p),
+            }),
+            Err(e) => Err((hp.clone(), e)),
+        }
+    }
+
+    /// Update the record of a HealingPolicy and wake the status writer.
+    fn record(&self, hp: Option<&Arc<HealingPolicy>>, f: impl FnOnce(&mut PolicyRecord)) {
+        let Some(hp) = hp else { return };
+        {
+            let mut st = self.state();
+            let rec = st
+                .records
+                .entry(pstatus::key(hp))
+                .or_insert_with(|| PolicyRecord::seeded(hp.status.as_ref()));
+            f(rec);
+        }
+        self.status_dirty.notify_one();
+    }
+
+    /// Ready pods with the same controller owner as `pod`, other than `pod` (from the cache).
+    fn healthy_siblings(&self, pod: &Pod) -> u32 {
+        let (Some(owner), Some(store)) = (controller_ref(&pod.metadata), self.pods.get()) else {
+            return 0;
+        };
+        let n = store
+            .state()
+            .iter()
+            .filter(|p| {
+                p.namespace() == pod.namespace()
+                    && p.uid() != pod.uid()
+                    && p.metadata.deletion_timestamp.is_none()
+                    && controller_ref(&p.metadata).is_some_and(|o| o.uid == owner.uid)
+                    && policy::is_ready(p)
+            })
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -203,7 +303,7 @@ pub fn client_from(mut config: kube::Config, metrics: &Metrics) -> Result<Client
 pub fn trim(pod: &mut Pod) {
     let meta = &mut pod.metadata;
     meta.managed_fields = None;
-    meta.labels = None;
+    // NB: labels stay: HealingPolicy selectors match on them.
     meta.generate_name = None;
     meta.finalizers = None;
     if let Some(a) = meta.annotations.take() {
@@ -242,8 +342,21 @@ pub fn trim(pod: &mut Pod) {
             }
             list
         };
+        // NB: the Ready condition stays for `notReadyFor` and `minHealthyReplicas`.
+        let ready: Vec<PodCondition> = status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c.type_ == "Ready")
+            .map(|c| PodCondition {
+                message: None,
+                last_probe_time: None,
+                ..c
+            })
+            .collect();
         pod.status = Some(PodStatus {
             phase: status.phase,
+            conditions: (!ready.is_empty()).then_some(ready),
             container_statuses: status.container_statuses.map(slim),
             init_container_statuses: status.init_container_statuses.map(slim),
             ..PodStatus::default()
@@ -278,6 +391,8 @@ pub async fn run(
         wc = wc.labels(sel);
     }
     let (reader, writer) = reflector::store();
+    let _ = ctx.pods.set(reader.clone());
+    let policy_changes = policy_watch(&ctx);
     let policy = ctx.policy.clone();
     let pods = watcher(api, wc)
         .default_backoff()
@@ -310,6 +425,8 @@ pub async fn run(
     let controller = Controller::for_stream(pods, reader.clone())
         .with_config(ControllerConfig::default().concurrency(ctx.cfg.concurrency))
         .reconcile_all_on(became_leader)
+        // A policy created, changed or deleted may change the decision for any pod.
+        .reconcile_all_on(policy_changes)
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, ctx.clone())
         .for_each(|res| {
@@ -321,11 +438,19 @@ pub async fn run(
 
     let readiness = {
         let reader = reader.clone();
+        let policies = ctx.policies.get().cloned();
         async move {
-            if reader.wait_until_ready().await.is_ok() {
-                ready.store(true, Ordering::Relaxed);
-                info!(pods = reader.len(), "pod cache synced");
+            if reader.wait_until_ready().await.is_err() {
+                return;
             }
+            info!(pods = reader.len(), "pod cache synced");
+            if let Some(p) = policies {
+                if p.wait_until_ready().await.is_err() {
+                    return;
+                }
+                info!(policies = p.len(), "healing policy cache synced");
+            }
+            ready.store(true, Ordering::Relaxed);
         }
     };
     let gauges = {
@@ -339,6 +464,11 @@ pub async fn run(
                     .watched_pods
                     .set(i64::try_from(reader.len()).unwrap_or(i64::MAX));
                 ctx.metrics.leader.set(i64::from(*ctx.leader.borrow()));
+                if let Some(p) = ctx.policies.get() {
+                    ctx.metrics
+                        .healing_policies
+                        .set(i64::try_from(p.len()).unwrap_or(i64::MAX));
+                }
             }
         }
     };
@@ -354,7 +484,154 @@ pub async fn run(
         () = deadline => {}
         () = async { readiness.await; future::pending::<()>().await } => {}
         () = gauges => {}
+        () = status_writer(ctx.clone()) => {}
     }
+}
+
+/// Start the HealingPolicy watch (into `ctx.policies`) and return a stream that yields when a
+/// policy is created, its spec changes (generation) or it is deleted — not on status writes —
+/// and once when the first list is done.
+fn policy_watch(ctx: &Arc<Context>) -> futures::stream::BoxStream<'static, ()> {
+    if !ctx.cfg.healing_policies {
+        ctx.policies_synced.store(true, Ordering::Relaxed);
+        return stream::pending().boxed();
+    }
+    let (reader, writer) = reflector::store::<HealingPolicy>();
+    let _ = ctx.policies.set(reader);
+    let api: Api<HealingPolicy> = Api::all(ctx.client.clone());
+    let wc = watcher::Config::default().fields(&field_selector(&ctx.cfg));
+    let ctx = ctx.clone();
+    let mut generations: HashMap<String, Option<i64>> = HashMap::new();
+    watcher(api, wc)
+        .default_backoff()
+        .reflect(writer)
+        .filter_map(move |ev| {
+            let changed = match ev {
+                Ok(watcher::Event::Apply(hp)) => {
+                    let g = hp.metadata.generation;
+                    generations.insert(pstatus::key(&hp), g) != Some(g)
+                }
+                Ok(watcher::Event::InitApply(hp)) => {
+                    generations.insert(pstatus::key(&hp), hp.metadata.generation);
+                    false
+                }
+                Ok(watcher::Event::Delete(hp)) => {
+                    let key = pstatus::key(&hp);
+                    generations.remove(&key);
+                    ctx.state().records.remove(&key);
+                    info!(policy = %key, "healing policy deleted");
+                    true
+                }
+                Ok(watcher::Event::InitDone) => {
+                    ctx.policies_synced.store(true, Ordering::Relaxed);
+                    true
+                }
+                Ok(watcher::Event::Init) => false,
+                Err(e) => {
+                    warn!(error = %e, "watching HealingPolicies failed (is the CRD installed? --healing-policies=false runs without)");
+                    false
+                }
+            };
+            future::ready(changed.then_some(()))
+        })
+        .boxed()
+}
+
+/// The leader recomputes every policy's status every [`STATUS_PERIOD`] and after each action,
+/// and writes it with server-side apply when it changed.
+async fn status_writer(ctx: Arc<Context>) {
+    let Some(store) = ctx.policies.get().cloned() else {
+        return future::pending().await;
+    };
+    let mut written: HashMap<String, HealingPolicyStatus> = HashMap::new();
+    let mut tick = tokio::time::interval(STATUS_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = ctx.status_dirty.notified() => {}
+        }
+        if !*ctx.leader.borrow() || !ctx.policies_synced.load(Ordering::Relaxed) {
+            continue;
+        }
+        let policies = store.state();
+        if policies.is_empty() {
+            written.clear();
+            continue;
+        }
+        let now = Timestamp::now();
+        let mut matched: HashMap<String, u32> = HashMap::new();
+        if let Some(pods) = ctx.pods.get() {
+            for pod in pods.state() {
+                if pod.metadata.deletion_timestamp.is_some() {
+                    continue;
+                }
+                if let Some(hp) = pstatus::governing(&policies, &pod) {
+                    *matched.entry(pstatus::key(hp)).or_default() += 1;
+                }
+            }
+        }
+        for hp in &policies {
+            let key = pstatus::key(hp);
+            let policy = hp.spec.to_policy(&ctx.policy);
+            let status = {
+                let mut st = ctx.state();
+                let rec = st
+                    .records
+                    .entry(key.clone())
+                    .or_insert_with(|| PolicyRecord::seeded(hp.status.as_ref()));
+                pstatus::compute(
+                    hp,
+                    &policy,
+                    rec,
+                    matched.get(&key).copied().unwrap_or(0),
+                    now,
+                )
+            };
+            if hp.status.as_ref() == Some(&status) || written.get(&key) == Some(&status) {
+                continue;
+            }
+            match write_status(&ctx.client, hp, &status).await {
+                Ok(()) => {
+                    debug!(policy = %key, matched = status.matched_pods, "policy status written");
+                    written.insert(key, status);
+                }
+                Err(e) => {
+                    ctx.metrics
+                        .reconcile_errors_total
+                        .with_label_values(&[e.metric_label()])
+                        .inc();
+                    warn!(policy = %key, error = %e, "writing policy status failed");
+                }
+            }
+        }
+        let live: Vec<String> = policies.iter().map(|hp| pstatus::key(hp)).collect();
+        written.retain(|k, _| live.contains(k));
+    }
+}
+
+/// Server-side apply of the whole status under our field manager: no read-modify-write, so no
+/// resourceVersion conflicts with whoever edits the spec; `force` because the status is ours.
+async fn write_status(
+    client: &Client,
+    hp: &HealingPolicy,
+    status: &HealingPolicyStatus,
+) -> Result<()> {
+    let api: Api<HealingPolicy> =
+        Api::namespaced(client.clone(), &hp.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "selfheal.io/v1alpha1",
+        "kind": "HealingPolicy",
+        "status": status,
+    });
+    api.patch_status(
+        &hp.name_any(),
+        &PatchParams::apply(crd::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+    .map_err(Error::StatusFailed)
 }
 
 fn error_policy(pod: Arc<Pod>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -408,14 +685,36 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     if !*ctx.leader.borrow() {
         return Ok(Action::await_change());
     }
+    if !ctx.policies_synced.load(Ordering::Relaxed) {
+        // The HealingPolicies are not listed yet: the default could be the wrong policy.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let gov = match ctx.governing(&pod) {
+        Ok(g) => g,
+        Err((hp, e)) => {
+            // NB: never fall back to the default for a pod its policy meant to govern.
+            warn!(policy = %pstatus::key(&hp), error = %e, "healing policy unusable, pod left alone");
+            ctx.record(Some(&hp), |r| r.failed(e.to_string()));
+            return Ok(Action::await_change());
+        }
+    };
+    let pol: &Policy = &gov.policy;
     if pod.metadata.deletion_timestamp.is_some()
-        || policy::trigger(&pod, &ctx.policy, recent, now).is_none()
+        || policy::trigger(&pod, pol, recent, now).is_none()
     {
-        let mut st = ctx.state();
-        st.failures.remove(&uid);
-        st.blocked.remove(&uid);
-        st.reported.remove(&uid);
-        return Ok(Action::await_change());
+        {
+            let mut st = ctx.state();
+            st.failures.remove(&uid);
+            st.blocked.remove(&uid);
+            st.reported.remove(&uid);
+        }
+        // A trigger pending on time alone (notReadyFor, image-pull grace) sends no pod change.
+        return Ok(match policy::next_check(&pod, pol, now) {
+            Some(at) if pod.metadata.deletion_timestamp.is_none() => {
+                Action::requeue(to_std(at.duration_since(now)) + Duration::from_millis(250))
+            }
+            _ => Action::await_change(),
+        });
     }
 
     let workload = if policy::has_controller(&pod) {
@@ -423,13 +722,18 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     } else {
         None
     };
+    let siblings = if pol.min_healthy > 0 {
+        ctx.healthy_siblings(&pod)
+    } else {
+        0
+    };
     let decision = {
         let mut st = ctx.state();
         let history = workload
             .as_ref()
             .map(|w| st.history.get(&w.key))
             .unwrap_or_default();
-        let decision = policy::decide(&pod, &ctx.policy, &history, recent, now);
+        let decision = policy::decide(&pod, pol, &history, recent, siblings, now);
         if let (Decision::Recycle { .. }, Some(w)) = (&decision, &workload) {
             // Reserve the slot now so a sibling pod reconciled concurrently sees the cooldown.
             st.history.record(&w.key, now);
@@ -444,13 +748,18 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
 
     match decision {
         Decision::Skip(skip) => {
-            if skip.is_reported() && first_report(&ctx, &uid, skip_label(skip)) {
+            if skip.is_reported() && first_report(&ctx, &gov, &uid, skip_label(skip)) {
                 info!(restarts, cause = skip_label(skip), "not recycling pod");
                 ctx.metrics
                     .not_recycled_total
                     .with_label_values(&[skip_label(skip)])
                     .inc();
-                let note = format!("{} restarts; not recycled: {}", restarts, skip.describe());
+                let note = format!(
+                    "{} restarts; not recycled: {} ({})",
+                    restarts,
+                    skip.describe(),
+                    gov.describe()
+                );
                 ctx.publish_both(
                     &pod_ref,
                     workload.as_ref(),
@@ -468,17 +777,18 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
             until,
         } => {
             let label = wait_label(cause);
-            if first_report(&ctx, &uid, label) {
+            if first_report(&ctx, &gov, &uid, label) {
                 info!(restarts, reason = reason.label(), cause = label, %until, "recycle deferred");
                 ctx.metrics
                     .not_recycled_total
                     .with_label_values(&[label])
                     .inc();
                 let note = format!(
-                    "{} ({} restarts); not recycled yet: {}; next check at {until}",
+                    "{} ({} restarts); not recycled yet: {}; next check at {until} ({})",
                     reason.label(),
                     restarts,
-                    cause.describe()
+                    cause.describe(),
+                    gov.describe()
                 );
                 ctx.publish_both(
                     &pod_ref,
@@ -500,11 +810,13 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
                 .is_some_and(|w| ctx.state().history.mark_gave_up(&w.key, now));
             if first {
                 ctx.metrics.giveups_total.inc();
+                ctx.record(gov.source.as_ref(), |r| r.gave_up(now));
                 let evidence = evidence(&ctx, &pod, &ns, &name).await;
                 warn!(workload = %owner_name, recycles, reason = reason.label(), "giving up on workload");
                 let note = format!(
-                    "giving up: {owner_name} recycled {recycles} times (max {}) and pod {name} is still unhealthy ({}, {restarts} restarts); needs a human. {evidence}",
-                    ctx.policy.max_retries,
+                    "giving up: {owner_name} recycled {recycles} times (max {}, {}) and pod {name} is still unhealthy ({}, {restarts} restarts); needs a human. {evidence}",
+                    pol.max_retries,
+                    gov.describe(),
                     reason.label()
                 );
                 ctx.publish_both(
@@ -519,13 +831,14 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
             Ok(Action::await_change())
         }
         Decision::Recycle { reason } => {
-            recycle(&ctx, &pod, &pod_ref, workload.as_ref(), reason, now).await
+            act(&ctx, &gov, &pod, &pod_ref, workload.as_ref(), reason, now).await
         }
     }
 }
 
-fn first_report(ctx: &Context, uid: &str, label: &'static str) -> bool {
-    ctx.state().reported.insert(uid.to_owned(), label) != Some(label)
+fn first_report(ctx: &Context, gov: &Governed<'_>, uid: &str, label: &'static str) -> bool {
+    let cause = (label, gov.describe());
+    ctx.state().reported.insert(uid.to_owned(), cause.clone()) != Some(cause)
 }
 
 fn skip_label(s: SkipReason) -> &'static str {
@@ -543,45 +856,203 @@ fn wait_label(c: policy::WaitCause) -> &'static str {
         policy::WaitCause::MinAge => "min_age",
         policy::WaitCause::Cooldown => "cooldown",
         policy::WaitCause::RateLimited => "rate_limited",
+        policy::WaitCause::MinHealthy => "min_healthy",
     }
 }
 
-async fn recycle(
+/// Event `reason` and `action` of a policy action.
+fn event_names(action: policy::Action) -> (&'static str, &'static str) {
+    match action {
+        policy::Action::Evict => ("Recycled", "Evict"),
+        policy::Action::RolloutRestart => ("RolloutRestarted", "RolloutRestart"),
+        policy::Action::ScaleTo(_) => ("Scaled", "ScaleTo"),
+        policy::Action::Observe => ("Observed", "Observe"),
+    }
+}
+
+/// What an action does, in words: `evict pod web-abc`, `scaleTo 0 Deployment/shop/web`.
+fn action_target(action: policy::Action, pod: &str, owner: &str) -> String {
+    match action {
+        policy::Action::Evict | policy::Action::Observe => format!("{} {pod}", action.spec_name()),
+        policy::Action::RolloutRestart => format!("rolloutRestart {owner}"),
+        policy::Action::ScaleTo(n) => format!("scaleTo {n} {owner}"),
+    }
+}
+
+/// Take the governing policy's action (or, in dry-run / `none`, report it).
+async fn act(
     ctx: &Context,
+    gov: &Governed<'_>,
     pod: &Pod,
     pod_ref: &ObjectReference,
     workload: Option<&Workload>,
     reason: Reason,
     now: Timestamp,
 ) -> Result<Action> {
+    let action = gov.policy.action;
     let ns = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let uid = pod.uid().unwrap_or_default();
     let restarts = policy::total_restarts(pod);
     let owner_name = workload.map_or_else(|| "none".to_owned(), |w| w.key.to_string());
+    let by = gov.describe();
     let unreserve = || {
         if let Some(w) = workload {
             ctx.state().history.unrecord(&w.key, now);
         }
     };
+    let count = |outcome: &str| {
+        ctx.metrics
+            .healing_actions_total
+            .with_label_values(&[action.label(), outcome])
+            .inc();
+    };
+    let what = action_target(action, &name, &owner_name);
+    let record_done = |dry_run: bool| {
+        ctx.record(gov.source.as_ref(), |r| {
+            r.acted(
+                LastAction {
+                    action: action.spec_name().into(),
+                    pod: name.clone(),
+                    workload: owner_name.clone(),
+                    reason: reason.label().into(),
+                    dry_run,
+                    time: Time(now),
+                    summary: format!(
+                        "{}{what} ({})",
+                        if dry_run { "dry-run: " } else { "" },
+                        reason.label()
+                    ),
+                },
+                now,
+            );
+        });
+    };
+
+    let execution = policy::execution(
+        &gov.policy,
+        ctx.cfg.dry_run,
+        workload.map(|w| w.key.kind.as_str()),
+    );
+    if matches!(execution, policy::Execution::Unsupported(_)) {
+        unreserve();
+        count("unsupported");
+        let note = format!(
+            "{} ({restarts} restarts) but action {} supports Deployments only and the owner is {owner_name} ({by})",
+            reason.label(),
+            action.spec_name()
+        );
+        if first_report(ctx, gov, &uid, "unsupported_owner") {
+            ctx.metrics
+                .not_recycled_total
+                .with_label_values(&["unsupported_owner"])
+                .inc();
+            warn!(workload = %owner_name, action = action.label(), "action does not support this owner");
+            ctx.publish_both(
+                pod_ref,
+                workload,
+                (EventType::Warning, "NotRecycled", "Skip"),
+                note.clone(),
+                format!("pod {name}: {note}"),
+            )
+            .await;
+        }
+        ctx.record(gov.source.as_ref(), |r| r.failed(note));
+        return Ok(Action::await_change());
+    }
     // Evidence first: the evicted pod takes its logs with it.
     let evidence = evidence(ctx, pod, &ns, &name).await;
+    let (event_reason, event_action) = event_names(action);
 
-    if ctx.cfg.dry_run {
-        info!(workload = %owner_name, reason = reason.label(), restarts, "dry-run: would evict pod");
-        let note = format!(
-            "dry-run: would evict ({}, {restarts} restarts)",
-            reason.label()
-        );
+    let dry_run = matches!(execution, policy::Execution::DryRun(_));
+    if dry_run || execution == policy::Execution::Observe {
+        let note = if execution == policy::Execution::Observe {
+            count("observed");
+            format!(
+                "observed: {} ({restarts} restarts); action none, nothing changed ({by})",
+                reason.label()
+            )
+        } else {
+            count("dry_run");
+            format!(
+                "dry-run: would {what} ({}, {restarts} restarts) ({by})",
+                reason.label()
+            )
+        };
+        info!(workload = %owner_name, reason = reason.label(), restarts, action = action.label(), "{note}");
         ctx.publish_both(
             pod_ref,
             workload,
-            (EventType::Normal, "Recycled", "DryRun"),
+            (
+                EventType::Normal,
+                event_reason,
+                if dry_run { "DryRun" } else { event_action },
+            ),
             note.clone(),
             format!("pod {name}: {note}. {evidence}"),
         )
         .await;
+        record_done(true);
         return Ok(Action::await_change());
+    }
+
+    if let (policy::Action::RolloutRestart | policy::Action::ScaleTo(_), Some(w)) =
+        (action, workload)
+    {
+        let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+        let pp = PatchParams::default();
+        let result = match action {
+            policy::Action::ScaleTo(n) => api
+                .patch_scale(
+                    &w.key.name,
+                    &pp,
+                    &Patch::Merge(serde_json::json!({ "spec": { "replicas": n } })),
+                )
+                .await
+                .map(|_| ()),
+            _ => api
+                .patch(
+                    &w.key.name,
+                    &pp,
+                    &Patch::Merge(serde_json::json!({ "spec": { "template": { "metadata": {
+                        "annotations": { RESTARTED_AT_ANNOTATION: now.to_string() } } } } })),
+                )
+                .await
+                .map(|_| ()),
+        };
+        return match result {
+            Ok(()) => {
+                count("done");
+                info!(workload = %owner_name, reason = reason.label(), restarts, action = action.label(), "acted on workload");
+                let note = format!(
+                    "{what} ({}, {restarts} restarts of pod {name}) ({by})",
+                    reason.label()
+                );
+                ctx.publish_both(
+                    pod_ref,
+                    workload,
+                    (EventType::Normal, event_reason, event_action),
+                    note.clone(),
+                    format!("{note}. {evidence}"),
+                )
+                .await;
+                record_done(false);
+                Ok(Action::await_change())
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                unreserve();
+                debug!("deployment gone before the action");
+                Ok(Action::await_change())
+            }
+            Err(e) => {
+                unreserve();
+                count("failed");
+                ctx.record(gov.source.as_ref(), |r| {
+                    r.failed(format!("{what} failed: {e}"))
+                });
+                Err(Error::ActionFailed(e))
+            }
+        };
     }
 
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
@@ -592,10 +1063,12 @@ async fn recycle(
                 .recycles_total
                 .with_label_values(&[&ns, reason.label()])
                 .inc();
+            count("done");
+            record_done(false);
             ctx.state().blocked.remove(&uid);
             info!(workload = %owner_name, reason = reason.label(), restarts, "evicted pod");
             let note = format!(
-                "evicted ({}, {restarts} restarts) so {owner_name} replaces it",
+                "evicted ({}, {restarts} restarts) so {owner_name} replaces it ({by})",
                 reason.label()
             );
             ctx.publish_both(
@@ -613,6 +1086,7 @@ async fn recycle(
         }
         Err(kube::Error::Api(status)) if status.code == 429 => {
             unreserve();
+            count("blocked");
             ctx.metrics.evictions_blocked_total.inc();
             let attempt = {
                 let mut st = ctx.state();
@@ -645,6 +1119,10 @@ async fn recycle(
         }
         Err(e) => {
             unreserve();
+            count("failed");
+            ctx.record(gov.source.as_ref(), |r| {
+                r.failed(format!("evicting {name} failed: {e}"))
+            });
             Err(Error::EvictFailed(e))
         }
     }
@@ -712,6 +1190,8 @@ mod tests {
             .last_terminated("OOMKilled", 137)
             .annotated(IGNORE_ANNOTATION, "true")
             .annotated("kubectl.kubernetes.io/last-applied-configuration", "{...}")
+            .labelled("app", "web")
+            .ready(false, 30)
             .owned_by_rs("web")
             .build();
         p.metadata.managed_fields = Some(vec![Default::default()]);
@@ -721,6 +1201,13 @@ mod tests {
         assert!(p.metadata.managed_fields.is_none());
         assert!(p.spec.is_none());
         assert_eq!(p.metadata.annotations.as_ref().map(BTreeMap::len), Some(1));
+        // Selectors match on labels; notReadyFor and minHealthyReplicas read the Ready condition.
+        assert_eq!(p.metadata.labels, before.metadata.labels);
+        assert_eq!(
+            policy::not_ready_since(&p),
+            policy::not_ready_since(&before)
+        );
+        assert!(policy::not_ready_since(&p).is_some());
         assert_eq!(
             p.metadata.owner_references,
             before.metadata.owner_references
@@ -729,8 +1216,8 @@ mod tests {
         let now = crate::fixtures::NOW;
         let h = Default::default();
         assert_eq!(
-            policy::decide(&p, &pol, &h, 0, now),
-            policy::decide(&before, &pol, &h, 0, now)
+            policy::decide(&p, &pol, &h, 0, 0, now),
+            policy::decide(&before, &pol, &h, 0, 0, now)
         );
     }
 

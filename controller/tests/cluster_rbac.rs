@@ -141,6 +141,17 @@ async fn service_account_may_do_what_the_code_does_and_nothing_dangerous() {
             ("get", "coordination.k8s.io", "leases", None, ns.as_str()),
             ("create", "coordination.k8s.io", "leases", None, ns.as_str()),
             ("update", "coordination.k8s.io", "leases", None, ns.as_str()),
+            ("list", "selfheal.io", "healingpolicies", None, ""),
+            ("watch", "selfheal.io", "healingpolicies", None, ""),
+            (
+                "patch",
+                "selfheal.io",
+                "healingpolicies",
+                Some("status"),
+                other,
+            ),
+            ("patch", "apps", "deployments", None, other),
+            ("patch", "apps", "deployments", Some("scale"), other),
         ];
         let denied = [
             ("delete", "", "pods", None, other),
@@ -158,6 +169,22 @@ async fn service_account_may_do_what_the_code_does_and_nothing_dangerous() {
             ("update", "coordination.k8s.io", "leases", None, other),
             ("delete", "coordination.k8s.io", "leases", None, ns.as_str()),
             ("delete", "events.k8s.io", "events", None, other),
+            ("patch", "selfheal.io", "healingpolicies", None, other),
+            ("update", "selfheal.io", "healingpolicies", None, other),
+            ("create", "selfheal.io", "healingpolicies", None, other),
+            ("delete", "selfheal.io", "healingpolicies", None, other),
+            (
+                "update",
+                "selfheal.io",
+                "healingpolicies",
+                Some("status"),
+                other,
+            ),
+            ("delete", "apps", "deployments", None, other),
+            ("create", "apps", "deployments", None, other),
+            ("get", "apps", "deployments", None, other),
+            ("update", "apps", "deployments", Some("scale"), other),
+            ("patch", "apps", "statefulsets", None, other),
         ];
         let mut wrong = Vec::new();
         for (verb, group, res, sub, in_ns) in allowed {

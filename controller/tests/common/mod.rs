@@ -16,10 +16,12 @@ use k8s_openapi::api::core::v1::{
     SeccompProfile, SecurityContext,
 };
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use selfheal_controller::config::Config;
+use selfheal_controller::crd::{HealingPolicy, HealingPolicySpec};
 use selfheal_controller::metrics::Metrics;
 use selfheal_controller::reconcile::{self, Context, REPORTING_CONTROLLER};
 use tokio::sync::{oneshot, watch};
@@ -42,6 +44,82 @@ pub async fn client() -> Client {
     }
 }
 
+/// The committed, generated CRD (`deploy/crd/`), parsed.
+pub fn committed_crd() -> CustomResourceDefinition {
+    let path = format!(
+        "{}/deploy/crd/selfheal.io_healingpolicies.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("parsing {path}: {e}"))
+}
+
+/// Install (server-side apply) the committed HealingPolicy CRD and wait until it is Established.
+/// The controller needs it (it watches HealingPolicies); it is cluster-scoped and stays installed,
+/// like the CRD `kubectl apply -k controller/deploy` installs.
+pub async fn ensure_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = committed_crd();
+    let name = crd.metadata.name.clone().expect("CRD name");
+    crds.patch(
+        &name,
+        &PatchParams::apply("selfheal-controller-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("installing the HealingPolicy CRD");
+    wait_for(
+        "the HealingPolicy CRD to be Established",
+        Duration::from_secs(30),
+        || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                crds.get_opt(&name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|c| c.status)
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| {
+                        cs.iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                    })
+            }
+        },
+    )
+    .await;
+}
+
+/// Parse a HealingPolicy spec written as YAML.
+pub fn policy_spec(yaml: &str) -> HealingPolicySpec {
+    serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("spec parses: {e}\n{yaml}"))
+}
+
+/// Create HealingPolicy `name` in `ns`.
+pub async fn create_policy(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    spec_yaml: &str,
+) -> HealingPolicy {
+    Api::<HealingPolicy>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &HealingPolicy::new(name, policy_spec(spec_yaml)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("creating HealingPolicy {name}: {e}"))
+}
+
+/// HealingPolicy `name` in `ns` as the API server has it now.
+pub async fn get_policy(client: &Client, ns: &str, name: &str) -> HealingPolicy {
+    Api::<HealingPolicy>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("reading HealingPolicy {name}: {e}"))
+}
+
 /// Run `body` in a fresh namespace `<prefix>-<random>`, deleted afterwards even if `body` panics.
 pub async fn in_namespace<F, Fut>(prefix: &str, body: F)
 where
@@ -58,6 +136,7 @@ where
     Fut: Future<Output = ()>,
 {
     let client = client().await;
+    ensure_crd(&client).await;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -348,8 +427,16 @@ pub fn recycles(m: &Metrics, ns: &str) -> u64 {
         "crash_loop_back_off",
         "oom_killed",
         "image_pull_back_off",
+        "not_ready",
     ]
     .iter()
     .map(|r| m.recycles_total.with_label_values(&[ns, r]).get())
     .sum()
+}
+
+/// Counter value of `healing_actions_total{action, outcome}`.
+pub fn healing_actions(m: &Metrics, action: &str, outcome: &str) -> u64 {
+    m.healing_actions_total
+        .with_label_values(&[action, outcome])
+        .get()
 }

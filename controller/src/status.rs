@@ -1,0 +1,421 @@
+//! Which HealingPolicy governs a pod, and what each policy's status says — pure, so both are
+//! tested without a cluster. `reconcile.rs` writes the result with server-side apply.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+use kube::core::{Selector, SelectorExt};
+
+use crate::crd::{HealingPolicy, HealingPolicyStatus, LastAction};
+use crate::policy::Policy;
+
+/// The selector of a policy, or `None` when it is empty or malformed: such a policy selects
+/// nothing (the CEL rule refuses an empty one; this is the second line of defence).
+pub fn selector(hp: &HealingPolicy) -> Option<Selector> {
+    let sel = Selector::try_from(hp.spec.selector.clone()).ok()?;
+    (!sel.selects_all()).then_some(sel)
+}
+
+/// Whether `hp` selects `pod` (same namespace, labels match).
+pub fn selects(hp: &HealingPolicy, pod: &Pod) -> bool {
+    hp.namespace() == pod.namespace()
+        && selector(hp)
+            .is_some_and(|s| s.matches(pod.metadata.labels.as_ref().unwrap_or(&Default::default())))
+}
+
+/// The policy that decides for `pod`: of those selecting it, the first by name (a stable,
+/// documented tie-break; the others report the pod as not governed by them).
+pub fn governing<'a>(
+    policies: impl IntoIterator<Item = &'a Arc<HealingPolicy>>,
+    pod: &Pod,
+) -> Option<&'a Arc<HealingPolicy>> {
+    policies
+        .into_iter()
+        .filter(|hp| selects(hp, pod))
+        .min_by(|a, b| a.name_any().cmp(&b.name_any()))
+}
+
+/// `namespace/name` of a policy: key of its [`PolicyRecord`].
+pub fn key(hp: &HealingPolicy) -> String {
+    format!("{}/{}", hp.namespace().unwrap_or_default(), hp.name_any())
+}
+
+/// What the controller did under one policy (kept by the leader, in memory).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PolicyRecord {
+    /// The most recent action.
+    pub last_action: Option<LastAction>,
+    /// Times of actions, oldest first.
+    pub actions: VecDeque<Timestamp>,
+    /// Give-ups since this record started.
+    pub give_ups: u32,
+    /// Last give-up.
+    pub last_give_up: Option<Timestamp>,
+    /// Last failure to act, cleared by the next success.
+    pub last_error: Option<String>,
+}
+
+impl PolicyRecord {
+    /// A record continuing what an earlier leader wrote (last action and give-ups survive a
+    /// failover; the action times do not, so `actionsInWindow` restarts from zero).
+    pub fn seeded(status: Option<&HealingPolicyStatus>) -> Self {
+        Self {
+            last_action: status.and_then(|s| s.last_action.clone()),
+            give_ups: status.map_or(0, |s| s.give_ups),
+            ..Self::default()
+        }
+    }
+
+    /// An action was taken (or decided, in dry-run).
+    pub fn acted(&mut self, action: LastAction, now: Timestamp) {
+        self.last_action = Some(action);
+        self.actions.push_back(now);
+        self.last_error = None;
+        // Bounded: nobody needs more than the last few hundred.
+        while self.actions.len() > 512 {
+            self.actions.pop_front();
+        }
+    }
+
+    /// The controller gave up on a workload of this policy.
+    pub fn gave_up(&mut self, now: Timestamp) {
+        self.give_ups = self.give_ups.saturating_add(1);
+        self.last_give_up = Some(now);
+    }
+
+    /// Acting failed or is impossible.
+    pub fn failed(&mut self, message: String) {
+        self.last_error = Some(message);
+    }
+
+    /// Actions at or after `now - window`.
+    pub fn actions_since(&self, now: Timestamp, window: SignedDuration) -> u32 {
+        let from = now - window;
+        u32::try_from(self.actions.iter().filter(|t| **t >= from).count()).unwrap_or(u32::MAX)
+    }
+}
+
+fn condition(
+    previous: Option<&HealingPolicyStatus>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    // NB: the transition time moves only when the status flips, as the API conventions say.
+    let since = previous
+        .into_iter()
+        .flat_map(|s| s.conditions.iter())
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or(Time(now), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// The status of `hp`: `policy` is its spec turned into a decision policy (or why that failed),
+/// `matched` the pods it governs now.
+pub fn compute(
+    hp: &HealingPolicy,
+    policy: &Result<Policy, crate::crd::SpecError>,
+    rec: &PolicyRecord,
+    matched: u32,
+    now: Timestamp,
+) -> HealingPolicyStatus {
+    let previous = hp.status.as_ref();
+    let generation = hp.metadata.generation;
+    let selector_text = selector(hp).map(|s| s.to_string());
+    let (ready, degraded, window) = match policy {
+        Err(e) => (
+            condition(
+                previous,
+                "Ready",
+                false,
+                "InvalidSpec",
+                e.to_string(),
+                generation,
+                now,
+            ),
+            condition(
+                previous,
+                "Degraded",
+                true,
+                "InvalidSpec",
+                e.to_string(),
+                generation,
+                now,
+            ),
+            SignedDuration::ZERO,
+        ),
+        Ok(p) => {
+            let mode = if p.dry_run { " (dry-run)" } else { "" };
+            let ready = if selector_text.is_none() {
+                condition(
+                    previous,
+                    "Ready",
+                    false,
+                    "EmptySelector",
+                    "the selector selects nothing".into(),
+                    generation,
+                    now,
+                )
+            } else {
+                condition(
+                    previous,
+                    "Ready",
+                    true,
+                    "Active",
+                    format!(
+                        "governing {matched} pods; action {}{mode}",
+                        p.action.spec_name()
+                    ),
+                    generation,
+                    now,
+                )
+            };
+            let unevaluated = hp.spec.unevaluated_triggers();
+            let gave_up_recently = rec.last_give_up.is_some_and(|t| t >= now - p.giveup_window);
+            let degraded = if !unevaluated.is_empty() {
+                condition(
+                    previous,
+                    "Degraded",
+                    true,
+                    "TriggerNotEvaluated",
+                    format!(
+                        "{} accepted but not evaluated by this controller version; the other triggers work",
+                        unevaluated.join(", ")
+                    ),
+                    generation,
+                    now,
+                )
+            } else if let Some(err) = &rec.last_error {
+                condition(
+                    previous,
+                    "Degraded",
+                    true,
+                    "ActionFailed",
+                    err.clone(),
+                    generation,
+                    now,
+                )
+            } else if gave_up_recently {
+                condition(
+                    previous,
+                    "Degraded",
+                    true,
+                    "GaveUp",
+                    format!(
+                        "gave up on a workload after {} actions within the retry window; see GivingUp Events",
+                        p.max_retries
+                    ),
+                    generation,
+                    now,
+                )
+            } else {
+                condition(
+                    previous,
+                    "Degraded",
+                    false,
+                    "AsExpected",
+                    "acting as specified".into(),
+                    generation,
+                    now,
+                )
+            };
+            (ready, degraded, p.giveup_window)
+        }
+    };
+    HealingPolicyStatus {
+        observed_generation: generation,
+        conditions: vec![ready, degraded],
+        selector: selector_text,
+        matched_pods: matched,
+        last_action: rec.last_action.clone(),
+        actions_in_window: rec.actions_since(now, window),
+        give_ups: rec.give_ups,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::HealingPolicySpec;
+    use crate::fixtures::{NOW, at, pod, policy};
+
+    fn hp(name: &str, yaml: &str) -> Arc<HealingPolicy> {
+        let spec: HealingPolicySpec = serde_saphyr::from_str(yaml).expect("spec parses");
+        let mut hp = HealingPolicy::new(name, spec);
+        hp.metadata.namespace = Some("shop".into());
+        hp.metadata.generation = Some(2);
+        Arc::new(hp)
+    }
+
+    const WEB: &str = "selector: {matchLabels: {app: web}}\ntriggers: {crashLoopBackOff: true}\naction: {type: evict}\n";
+
+    #[test]
+    fn the_first_matching_policy_by_name_governs_a_pod() {
+        let p = pod().labelled("app", "web").build();
+        let b = hp("b-web", WEB);
+        let a = hp("a-web", WEB);
+        let other = hp(
+            "0-db",
+            "selector: {matchLabels: {app: db}}\ntriggers: {oomKilled: true}\naction: {type: evict}\n",
+        );
+        let all = [b.clone(), other, a.clone()];
+        assert_eq!(
+            governing(&all, &p).map(|h| h.name_any()),
+            Some("a-web".into())
+        );
+        let unlabelled = pod().build();
+        assert!(governing(&all, &unlabelled).is_none());
+    }
+
+    #[test]
+    fn a_policy_never_selects_pods_of_another_namespace() {
+        let p = pod().in_namespace("other").labelled("app", "web").build();
+        assert!(!selects(&hp("web", WEB), &p));
+    }
+
+    #[test]
+    fn match_expressions_select_too() {
+        let h = hp(
+            "web",
+            "selector: {matchExpressions: [{key: tier, operator: In, values: [front, api]}]}\ntriggers: {oomKilled: true}\naction: {type: evict}\n",
+        );
+        assert!(selects(&h, &pod().labelled("tier", "api").build()));
+        assert!(!selects(&h, &pod().labelled("tier", "db").build()));
+        assert_eq!(
+            selector(&h).map(|s| s.to_string()),
+            Some("tier in (api,front)".into())
+        );
+    }
+
+    #[test]
+    fn an_empty_selector_selects_nothing() {
+        let h = hp(
+            "all",
+            "selector: {}\ntriggers: {oomKilled: true}\naction: {type: evict}\n",
+        );
+        assert!(!selects(&h, &pod().labelled("app", "web").build()));
+    }
+
+    fn cond<'a>(s: &'a HealingPolicyStatus, t: &str) -> &'a Condition {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .expect("condition present")
+    }
+
+    #[test]
+    fn status_reports_matched_pods_last_action_and_window() {
+        let h = hp("web", WEB);
+        let p = h.spec.to_policy(&policy());
+        let mut rec = PolicyRecord::default();
+        let last = LastAction {
+            action: "evict".into(),
+            pod: "web-abc".into(),
+            workload: "Deployment/shop/web".into(),
+            reason: "crash_loop_back_off".into(),
+            dry_run: false,
+            time: Time(at(-10)),
+            summary: "evict web-abc (crash_loop_back_off)".into(),
+        };
+        rec.acted(last.clone(), at(-7200)); // outside the 1h window
+        rec.acted(last.clone(), at(-10));
+        let s = compute(&h, &p, &rec, 3, NOW);
+        assert_eq!(s.observed_generation, Some(2));
+        assert_eq!(s.matched_pods, 3);
+        assert_eq!(s.actions_in_window, 1);
+        assert_eq!(s.last_action, Some(last));
+        assert_eq!(s.selector.as_deref(), Some("app=web"));
+        assert_eq!(cond(&s, "Ready").status, "True");
+        assert_eq!(cond(&s, "Ready").message, "governing 3 pods; action evict");
+        assert_eq!(cond(&s, "Degraded").status, "False");
+    }
+
+    #[test]
+    fn failures_give_ups_and_typed_only_triggers_degrade_the_policy() {
+        let h = hp("web", WEB);
+        let p = h.spec.to_policy(&policy());
+        let mut rec = PolicyRecord::default();
+        rec.gave_up(at(-60));
+        let s = compute(&h, &p, &rec, 1, NOW);
+        assert_eq!(
+            (
+                cond(&s, "Degraded").status.as_str(),
+                cond(&s, "Degraded").reason.as_str()
+            ),
+            ("True", "GaveUp")
+        );
+        assert_eq!(s.give_ups, 1);
+        rec.failed("owner is a StatefulSet".into());
+        let s = compute(&h, &p, &rec, 1, NOW);
+        assert_eq!(cond(&s, "Degraded").reason, "ActionFailed");
+        let typed = hp(
+            "t",
+            "selector: {matchLabels: {a: b}}\ntriggers: {errorRate: {query: 'x', threshold: 0.1}}\naction: {type: none}\n",
+        );
+        let s = compute(
+            &typed,
+            &typed.spec.to_policy(&policy()),
+            &PolicyRecord::default(),
+            0,
+            NOW,
+        );
+        assert_eq!(cond(&s, "Degraded").reason, "TriggerNotEvaluated");
+    }
+
+    #[test]
+    fn an_unconvertible_spec_is_not_ready() {
+        let h = hp("web", WEB);
+        let err = Err(crate::crd::SpecError {
+            field: "spec.cooldown",
+            message: "bad".into(),
+        });
+        let s = compute(&h, &err, &PolicyRecord::default(), 0, NOW);
+        assert_eq!(
+            (
+                cond(&s, "Ready").status.as_str(),
+                cond(&s, "Ready").reason.as_str()
+            ),
+            ("False", "InvalidSpec")
+        );
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_flips() {
+        let mut h = (*hp("web", WEB)).clone();
+        let p = h.spec.to_policy(&policy());
+        let first = compute(&h, &p, &PolicyRecord::default(), 0, at(-100));
+        h.status = Some(first.clone());
+        let again = compute(&h, &p, &PolicyRecord::default(), 5, NOW);
+        assert_eq!(cond(&again, "Ready").last_transition_time, Time(at(-100)));
+        let mut rec = PolicyRecord::default();
+        rec.failed("boom".into());
+        let flipped = compute(&h, &p, &rec, 5, NOW);
+        assert_eq!(cond(&flipped, "Degraded").last_transition_time, Time(NOW));
+    }
+
+    #[test]
+    fn a_seeded_record_keeps_the_last_action_and_give_ups() {
+        let status = HealingPolicyStatus {
+            give_ups: 2,
+            ..HealingPolicyStatus::default()
+        };
+        let rec = PolicyRecord::seeded(Some(&status));
+        assert_eq!(rec.give_ups, 2);
+        assert!(rec.actions.is_empty());
+    }
+}
