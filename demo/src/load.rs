@@ -136,6 +136,10 @@ pub struct LoadConfig {
     pub limit: Limit,
     /// Per-request deadline (connect + answer + body).
     pub timeout: Duration,
+    /// A new TCP connection per request instead of keep-alive: kube-proxy balances
+    /// connections, so only fresh ones spread over pods that became Ready later (a canary, new
+    /// HPA replicas).
+    pub fresh_connections: bool,
 }
 
 /// Samples shared between the workers and whoever watches the run (the demo runner reads them
@@ -180,13 +184,17 @@ enum Sender {
 }
 
 impl Sender {
-    fn for_target(target: &Target, timeout: Duration) -> Self {
+    fn for_target(target: &Target, timeout: Duration, fresh_connections: bool) -> Self {
         match target {
             Target::Url(_) => {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(timeout));
                 connector.set_nodelay(true);
-                Sender::Http(HttpClient::builder(TokioExecutor::new()).build(connector))
+                let mut builder = HttpClient::builder(TokioExecutor::new());
+                if fresh_connections {
+                    builder.pool_max_idle_per_host(0);
+                }
+                Sender::Http(builder.build(connector))
             }
             Target::ServiceProxy { client, .. } => Sender::Kube(client.clone()),
         }
@@ -274,7 +282,11 @@ pub async fn run(
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Arc::new(tokio::sync::Mutex::new(i))
     });
-    let sender = Arc::new(Sender::for_target(&target, config.timeout));
+    let sender = Arc::new(Sender::for_target(
+        &target,
+        config.timeout,
+        config.fresh_connections,
+    ));
     let target = Arc::new(target);
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..config.concurrency.max(1) {
@@ -372,6 +384,7 @@ mod tests {
             rate: None,
             limit,
             timeout: Duration::from_secs(2),
+            fresh_connections: false,
         }
     }
 
@@ -433,6 +446,55 @@ mod tests {
         srv.abort();
         let s = summarize(&run.samples, run.duration.as_secs_f64());
         assert_eq!((s.total, s.ok), (25, 25));
+    }
+
+    #[tokio::test]
+    async fn fresh_connections_open_one_connection_per_request() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counter = accepted.clone();
+        let srv = tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(n) = sock.read(&mut buf).await {
+                        if n == 0 {
+                            return;
+                        }
+                        let reply = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if sock.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        for (fresh, expect_many) in [(true, true), (false, false)] {
+            accepted.store(0, Ordering::SeqCst);
+            let (_tx, rx) = watch::channel(false);
+            let mut cfg = config(Limit::Requests(10));
+            cfg.concurrency = 1;
+            cfg.fresh_connections = fresh;
+            let run = run(
+                Target::url(&format!("http://{addr}/")).expect("url"),
+                cfg,
+                Recorder::default(),
+                rx,
+            )
+            .await;
+            assert_eq!(summarize(&run.samples, 1.0).ok, 10);
+            let conns = accepted.load(Ordering::SeqCst);
+            if expect_many {
+                assert_eq!(conns, 10, "one connection per request");
+            } else {
+                assert_eq!(conns, 1, "keep-alive reuses one connection");
+            }
+        }
+        srv.abort();
     }
 
     #[tokio::test]

@@ -143,6 +143,11 @@ struct LoadArgs {
     #[arg(long, env = "DEMO_LOAD_TIMEOUT", value_parser = duration::parse, default_value = "2s")]
     timeout: Duration,
 
+    /// Open a new connection for every request (no keep-alive), so kube-proxy spreads them
+    /// over every Ready pod, including ones that appear during the run.
+    #[arg(long, env = "DEMO_LOAD_NO_KEEPALIVE")]
+    no_keepalive: bool,
+
     /// Also write the summary (with the per-second series) as JSON to this file.
     #[arg(long, env = "DEMO_LOAD_JSON")]
     json: Option<PathBuf>,
@@ -248,6 +253,7 @@ async fn load_command(args: LoadArgs) -> anyhow::Result<()> {
         rate: (args.rate > 0.0).then_some(args.rate),
         limit,
         timeout: args.timeout,
+        fresh_connections: args.no_keepalive,
     };
     eprintln!(
         ">>> load: GET {} ({:?}, concurrency {}, rate {})",

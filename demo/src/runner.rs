@@ -367,6 +367,8 @@ impl Runner {
             rate: Some(self.cfg.load_rate),
             limit: Limit::UntilStopped,
             timeout: Duration::from_secs(2),
+            // Like independent users: new pods (HPA, canary) get their share at once.
+            fresh_connections: true,
         };
         self.load_started = Timestamp::now();
         let load = tokio::spawn(load::run(
@@ -947,16 +949,19 @@ impl Runner {
             "    deploying a bad release (faultProfile=unready) with self-healing/auto-rollback.sh, helm timeout {timeout} s"
         ));
         let started = Timestamp::now();
-        let output = tokio::process::Command::new(&script)
-            .args([
+        let timeout_arg = format!("{timeout}s");
+        let values_arg = values.to_string_lossy().into_owned();
+        let (code, summary) = run_script(
+            &script,
+            &[
                 "--namespace",
                 &self.cfg.namespace,
                 "--release",
                 &self.cfg.release,
                 "--values",
-            ])
-            .arg(&values)
-            .args([
+                &values_arg,
+            ],
+            &[
                 "--image-repository",
                 &self.cfg.image_repository,
                 "--image-tag",
@@ -964,19 +969,14 @@ impl Runner {
                 "--set",
                 "app.faultProfile=unready",
                 "--timeout",
-                &format!("{timeout}s"),
+                &timeout_arg,
                 "--smoke-requests",
                 "5",
                 "--output",
                 "json",
-            ])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .await
-            .map_err(|e| format!("running {}: {e}", script.display()))?;
-        let code = output.status.code().unwrap_or(-1);
-        let summary: serde_json::Value =
-            serde_json::from_slice(&output.stdout).unwrap_or(serde_json::Value::Null);
+            ],
+        )
+        .await?;
         r.evidence("auto_rollback_exit_code", code);
         r.evidence(
             "auto_rollback_result",
@@ -1303,12 +1303,170 @@ impl Runner {
     async fn layer_canary(&self, r: &mut LayerReport) -> std::result::Result<(), String> {
         let deploy = self.cfg.repo_root.join("canary/deploy.sh");
         let promote = self.cfg.repo_root.join("canary/promote.sh");
-        r.status = Status::NotAvailable;
-        if !deploy.exists() || !promote.exists() {
-            return Err("canary/deploy.sh and canary/promote.sh are not in this tree yet".into());
+        let rollback = self.cfg.repo_root.join("canary/rollback.sh");
+        if !deploy.exists() || !promote.exists() || !rollback.exists() {
+            r.status = Status::NotAvailable;
+            return Err(
+                "canary/deploy.sh, promote.sh and rollback.sh are not in this tree yet".into(),
+            );
         }
-        Err("canary/deploy.sh and promote.sh exist, but the runner does not drive them yet".into())
+        let deadline = Instant::now() + Duration::from_secs(420);
+        let canary_selector = format!(
+            "app.kubernetes.io/instance={},track=canary",
+            self.cfg.release
+        );
+        let common = [
+            "--namespace",
+            self.cfg.namespace.as_str(),
+            "--release",
+            self.cfg.release.as_str(),
+            "--strategy",
+            "replicas",
+        ];
+        progress(
+            "    canary/deploy.sh --strategy replicas --weight 25 --fault-profile errors (half of its answers are 500)",
+        );
+        let (code, out) = run_script(
+            &deploy,
+            &common,
+            &[
+                "--image-tag",
+                &self.cfg.image_tag,
+                "--image-repository",
+                &self.cfg.image_repository,
+                "--weight",
+                "25",
+                "--fault-profile",
+                "errors",
+            ],
+        )
+        .await?;
+        r.evidence("deploy_exit_code", code);
+        if code != 0 {
+            return Err(format!("canary/deploy.sh exited {code}: {out}"));
+        }
+        let canaries = self
+            .pods()
+            .list(&ListParams::default().labels(&canary_selector))
+            .await
+            .map_err(|e| format!("listing canary pods: {e}"))?;
+        let started = canaries
+            .items
+            .iter()
+            .filter_map(|p| extract::pod_ready(p).1)
+            .max()
+            .unwrap_or_else(Timestamp::now);
+        r.mark(
+            started,
+            MarkKind::Fault,
+            format!(
+                "{} canary pod(s) with 50 % errors Ready behind the Service (effective weight {})",
+                canaries.items.len(),
+                out.get("effective_weight").cloned().unwrap_or_default()
+            ),
+            "pod condition Ready (canary)",
+        );
+        let since = floor_second(started);
+        progress(
+            "    canary/promote.sh --steps 25,50,100 --window 20: the analysis should roll it back",
+        );
+        let (code, out) = run_script(
+            &promote,
+            &common,
+            &["--steps", "25,50,100", "--window", "20"],
+        )
+        .await?;
+        r.evidence("promote_exit_code", code);
+        r.evidence(
+            "promote_result",
+            out.get("result").cloned().unwrap_or_default(),
+        );
+        r.evidence(
+            "promote_reason",
+            out.get("reason").cloned().unwrap_or_default(),
+        );
+        if code != 3 {
+            // Leave no canary behind, whatever the analysis said.
+            let _ = run_script(&rollback, &common, &["--reason", "demo layer 7 cleanup"]).await;
+            return Err(format!(
+                "canary/promote.sh exited {code} (expected 3: rolled back by the analysis), result {}",
+                out.get("result").cloned().unwrap_or_default()
+            ));
+        }
+        let found = self
+            .wait_event(
+                "CanaryRolledBack",
+                Some(&self.deployment),
+                "",
+                since,
+                deadline,
+            )
+            .await?;
+        r.mark(
+            found.at,
+            MarkKind::Detected,
+            format!("canary analysis: {}", found.message),
+            "Event CanaryRolledBack",
+        );
+        let gone_at = wait_for(
+            self.pods(),
+            watcher::Config::default().labels(&canary_selector),
+            "the canary pods to be gone",
+            deadline,
+            |ps| ps.is_empty().then(Timestamp::now),
+        )
+        .await?;
+        let deployments: Api<Deployment> =
+            Api::namespaced(self.client.clone(), &self.cfg.namespace);
+        let canary_deployments = deployments
+            .list(&ListParams::default().labels(&canary_selector))
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(usize::MAX);
+        r.evidence("canary_removed", canary_deployments == 0);
+        if canary_deployments != 0 {
+            return Err("the canary Deployment is still there".into());
+        }
+        r.mark(
+            gone_at,
+            MarkKind::Healed,
+            "canary removed: only stable pods serve",
+            "pod watch (runner clock)",
+        );
+        Ok(())
     }
+}
+
+/// Run a layer script with `common` and `extra` arguments; its stderr goes to ours (progress),
+/// its stdout is one JSON line.
+async fn run_script(
+    script: &std::path::Path,
+    common: &[&str],
+    extra: &[&str],
+) -> std::result::Result<(i32, serde_json::Value), String> {
+    let output = tokio::process::Command::new(script)
+        .args(common)
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        // NB: tokio's output() would pipe stderr too; the scripts' progress belongs on ours.
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("running {}: {e}", script.display()))?
+        .wait_with_output()
+        .await
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    // One JSON document (possibly pretty-printed), else the last line that is one.
+    let json = serde_json::from_str(&stdout)
+        .ok()
+        .or_else(|| {
+            stdout
+                .lines()
+                .rev()
+                .find_map(|l| serde_json::from_str(l).ok())
+        })
+        .unwrap_or(serde_json::Value::Null);
+    Ok((output.status.code().unwrap_or(-1), json))
 }
 
 /// The controller Deployment's env values, as numbers.
