@@ -4,8 +4,9 @@
 # generator hits the Service: every kill happened (seen by a pod watch, not by the script's own
 # word), the number of Ready pods never dropped below the floor in any state the watch saw, and
 # the load generator's success ratio is reported and must be 100 % (graceful shutdown plus
-# readiness make that possible). Guards: --dry-run deletes nothing, kube-system and
-# selfheal-system are refused, bad input fails with a message. Three scenarios: readiness-failure
+# readiness make that possible). Guards: a kill that would breach the floor is skipped,
+# --dry-run deletes nothing, kube-system and selfheal-system are refused, bad input fails with a
+# message. Three scenarios: readiness-failure
 # (the pod's endpoint turns not-ready and back, no restart), liveness-failure (the kubelet
 # restarts the container) and node-drain (the PDB refuses an eviction with 429, every pod is
 # still replaced).
@@ -119,6 +120,18 @@ check::run "selfheal-system (the controller) is refused without --force" \
   refused selfheal-system app.kubernetes.io/name=selfheal-controller 'pass --force'
 check::run "no pods match the selector: exit 1, says so" refused "${NS}" app=none 'no pods match selector'
 check::run "an unknown namespace: exit 1, says so" refused "no-such-ns-${RANDOM}" app=x 'namespace no-such-ns-.* not found'
+
+# floor_refuses: with --min-ready 3 and 3 Ready pods no Ready pod may go: kill-pods skips, says
+# so, gives up after --timeout with exit 1, and every pod is still there.
+floor_refuses() {
+  local before out rc=0
+  before="$(uids)"
+  out="$("${KILL}" -n "${NS}" -l "${SEL}" --count 1 --min-ready 3 --timeout 5s 2>&1)" || rc=$?
+  log::info "exit ${rc}: $(grep -m1 'skip:' <<<"${out}")"
+  [[ "${rc}" == 1 ]] && grep -q 'skip: 3 Ready; deleting Ready pod .* would leave 2 < floor 3' <<<"${out}" &&
+    grep -q 'gave up: only 0 of 1 kills' <<<"${out}" && [[ "$(uids)" == "${before}" ]]
+}
+check::run "the safety floor: --min-ready 3 with 3 Ready pods deletes nothing, says why, exits 1 after --timeout" floor_refuses
 
 # usage_error MESSAGE args...: kill-pods exits 2 with MESSAGE and its usage.
 usage_error() {
