@@ -77,6 +77,8 @@ export CANARY_ANALYZER="${TARGET}/debug/selfheal-canary"
 cat >"${TMP}/load.py" <<'EOF'
 import collections, http.client, json, signal, socket, sys, time
 host, out, rate, limit = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+# Optional: a Host header (routers pick the route by it) and an X-Canary header value.
+headers = {k: v for k, v in (("Host", sys.argv[5] if len(sys.argv) > 5 else ""), ("X-Canary", sys.argv[6] if len(sys.argv) > 6 else "")) if v}
 stop = False
 def halt(*_):
     global stop
@@ -87,7 +89,7 @@ while not stop and (limit == 0 or total < limit):
     total += 1
     try:
         conn = http.client.HTTPConnection(host, timeout=2)
-        conn.request("GET", "/")
+        conn.request("GET", "/", headers=headers)
         r = conn.getresponse()
         body = r.read()
         conn.close()
@@ -123,6 +125,7 @@ check::run "Gateway API standard-channel CRDs ($(basename "${GATEWAY_CRDS}")) ap
 # -- the manifests, server-side ---------------------------------------------------------------
 VALUES=(--set "image.repository=${REPO}" --set "image.tag=${TAG}" --set image.pullPolicy=Never --set replicaCount=3
   --set ingress.enabled=true --set httpRoute.enabled=true --set 'httpRoute.parentRefs[0].name=e2e-gateway'
+  --set 'httpRoute.hostnames[0]=route.selfheal.local'
   --set app.message=stable-v1 --set tests.enabled=false)
 manifests_server_side() {
   "${HELM}" template "${REL}" "${CHART}" --namespace "${NS}" "${VALUES[@]}" --set canary.enabled=true \
@@ -233,6 +236,117 @@ gateway_flow() {
 }
 check::run "gateway: deploy.sh at 25 % stores HTTPRoute weights stable 75 / canary 25; rollback.sh restores the single backend" gateway_flow
 
+# -- the weights through a real router: Traefik's ingress-nginx and Gateway API providers -------------
+# Traefik (built from its Go module by canary/build-traefik.sh) reads the same canary Ingress
+# annotations as ingress-nginx and the HTTPRoute weights, and runs on the host: it proxies to pod
+# IPs, which the local cluster's host routes.
+TRAEFIK_BIN="${TRAEFIK:-$(command -v traefik 2>/dev/null || true)}"
+ROUTER_PID=""
+# measure_split NAME WANT% HOST [X-CANARY]: SPLIT_REQUESTS through the router; canary share within 3 points.
+measure_split() {
+  python3 "${TMP}/load.py" "127.0.0.1:${ROUTER_PORT}" "${TMP}/$1.json" 0 "$5" "$3" "${4:-}" || return 1
+  python3 - "${TMP}/$1.json" "$2" "$1" <<'EOF'
+import json, sys
+s, want = json.load(open(sys.argv[1]))["summary"], float(sys.argv[2])
+got = 100.0 * s["tracks"].get("canary", 0) / s["total"]
+print(f"    {sys.argv[3]}: {s['tracks']} of {s['total']} requests ({s['failed']} failed): canary {got:.1f} % (requested {want:.0f} %)", file=sys.stderr)
+sys.exit(0 if s["failed"] == 0 and abs(got - want) <= 3.0 else 1)
+EOF
+}
+start_router() {
+  ROUTER_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  local server ca
+  server="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')"
+  ca="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')"
+  if [[ -n "${ca}" ]]; then base64 -d <<<"${ca}" >"${TMP}/ca.crt"; else cp "$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')" "${TMP}/ca.crt"; fi
+  # Least privilege: read what the two providers watch, write only route/Ingress status.
+  util::trap_add "kubectl delete clusterrole,clusterrolebinding '${NS}-router' --ignore-not-found >/dev/null 2>&1 || true"
+  util::trap_add "kubectl delete gatewayclass '${NS}' --ignore-not-found >/dev/null 2>&1 || true"
+  if ! kubectl get ingressclass nginx >/dev/null 2>&1; then
+    util::trap_add "kubectl delete ingressclass nginx --ignore-not-found >/dev/null 2>&1 || true"
+    kubectl create -f - >/dev/null <<EOF || return 1
+{"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}}
+EOF
+  fi
+  kubectl apply -f - >/dev/null <<EOF || return 1
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: router, namespace: ${NS}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: ${NS}-router}
+rules:
+  - {apiGroups: [""], resources: [services, secrets, configmaps, namespaces], verbs: [get, list, watch]}
+  - {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [get, list, watch]}
+  - {apiGroups: [networking.k8s.io], resources: [ingresses, ingressclasses], verbs: [get, list, watch]}
+  - {apiGroups: [networking.k8s.io], resources: [ingresses/status], verbs: [update, patch]}
+  - {apiGroups: [gateway.networking.k8s.io], resources: ["*"], verbs: [get, list, watch]}
+  - {apiGroups: [gateway.networking.k8s.io], resources: ["*/status"], verbs: [update, patch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: ${NS}-router}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: ${NS}-router}
+subjects: [{kind: ServiceAccount, name: router, namespace: ${NS}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: ${NS}}
+spec: {controllerName: traefik.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: e2e-gateway, namespace: ${NS}}
+spec:
+  gatewayClassName: ${NS}
+  listeners: [{name: web, protocol: HTTP, port: ${ROUTER_PORT}}]
+EOF
+  "${K[@]}" create token router --duration 1h >"${TMP}/router.token" || return 1
+  local p provider_flags=()
+  for p in kubernetesingressnginx kubernetesgateway; do
+    provider_flags+=("--providers.${p}=true" "--providers.${p}.endpoint=${server}" "--providers.${p}.token=${TMP}/router.token"
+      "--providers.${p}.certAuthFilePath=${TMP}/ca.crt")
+  done
+  "${TRAEFIK_BIN}" --entryPoints.web.address="127.0.0.1:${ROUTER_PORT}" "${provider_flags[@]}" \
+    --providers.kubernetesingressnginx.watchNamespace="${NS}" --providers.kubernetesgateway.namespaces="${NS}" \
+    --log.level=WARN >"${TMP}/traefik.log" 2>&1 &
+  ROUTER_PID=$!
+  util::trap_add "kill ${ROUTER_PID} 2>/dev/null || true"
+  e2e::eventually 60 bash -c "curl -sf -H 'Host: selfheal.local' http://127.0.0.1:${ROUTER_PORT}/ && curl -sf -H 'Host: route.selfheal.local' http://127.0.0.1:${ROUTER_PORT}/" ||
+    { tail -20 "${TMP}/traefik.log" >&2; return 1; }
+  log::info "$("${TRAEFIK_BIN}" version | head -1 | tr -s ' '), both routes answer on 127.0.0.1:${ROUTER_PORT}"
+}
+router_canary() {
+  "${REPO_ROOT}/canary/deploy.sh" "${C[@]}" --strategy nginx -t "${NEW_TAG}" --weight 10 >/dev/null &&
+    "${REPO_ROOT}/canary/deploy.sh" "${C[@]}" --strategy gateway -t "${NEW_TAG}" --weight 25 >/dev/null &&
+    start_router
+}
+POD_IP="$("${K[@]}" get pods -l "app.kubernetes.io/instance=${REL}" -o jsonpath='{.items[0].status.podIP}')"
+if [[ -z "${TRAEFIK_BIN}" ]]; then
+  log::warn "no traefik binary (canary/build-traefik.sh, or TRAEFIK=path): the nginx annotation and HTTPRoute weights are not measured through a router, not counted"
+elif ! curl -s --max-time 3 "http://${POD_IP}:8080/health" >/dev/null 2>&1; then
+  log::warn "the host cannot reach pod IPs (minikube?): Traefik on the host cannot proxy to them; router checks not counted"
+else
+  check::run "router: Traefik (ingress-nginx + Gateway API providers) serves the canary Ingress at 10 % and the HTTPRoute at 25 %" router_canary
+  if [[ -n "${ROUTER_PID}" ]]; then
+    check::run "router, nginx annotations: ${SPLIT_REQUESTS} requests to Host selfheal.local split canary-weight 10 ± 3 %" \
+      measure_split nginx-split 10 selfheal.local "" "${SPLIT_REQUESTS}"
+    header_routing() { measure_split header-always 100 selfheal.local always 50 && measure_split header-never 0 selfheal.local never 50; }
+    check::run "router, nginx annotations: X-Canary: always sends 50 of 50 to the canary, X-Canary: never 0 of 50" header_routing
+    check::run "router, Gateway API: ${SPLIT_REQUESTS} requests to Host route.selfheal.local split backendRefs weight 25 ± 3 %" \
+      measure_split gateway-split 25 route.selfheal.local "" "${SPLIT_REQUESTS}"
+    check::run "router, Gateway API: X-Canary: always sends 50 of 50 to the canary" measure_split route-always 100 route.selfheal.local always 50
+    router_rollback() {
+      "${REPO_ROOT}/canary/rollback.sh" "${C[@]}" --strategy nginx --reason "e2e: router rollback" >/dev/null &&
+        e2e::eventually 30 measure_split after-rollback 0 selfheal.local "" 50
+    }
+    check::run "router: after rollback.sh every request to Host selfheal.local reaches stable (0 of 50 canary)" router_rollback
+    kill "${ROUTER_PID}" 2>/dev/null || true
+  fi
+fi
+"${REPO_ROOT}/canary/rollback.sh" "${C[@]}" --strategy nginx --reason "e2e: end of router checks" >/dev/null 2>&1 || true
+
 # -- replica ratio through kube-proxy -------------------------------------------------------------
 CLUSTER_IP="$("${K[@]}" get service "${FULL}" -o jsonpath='{.spec.clusterIP}')"
 HOST_REACHES_SERVICES=0
@@ -275,6 +389,7 @@ stop_load() {
 }
 
 # -- a bad canary is rolled back by the analysis ------------------------------------------------------
+ROLLBACKS_BEFORE_BAD="$("${K[@]}" get events --field-selector "involvedObject.name=${FULL},reason=CanaryRolledBack" -o json | jq '.items | length')"
 bad_canary() {
   "${REPO_ROOT}/canary/deploy.sh" "${C[@]}" --strategy replicas -t "${NEW_TAG}" --weight 10 --fault-profile errors >/dev/null || return 1
   start_load "${TMP}/bad-load.json"
@@ -291,7 +406,7 @@ bad_canary() {
     jq -e '.summary.ok > 0 and ((.summary.failures | keys) - ["status_500"] | length) == 0' "${TMP}/bad-load.json" >/dev/null
 }
 check::run "bad canary (errors profile): promote.sh's analysis rolls it back at its first step (< 100 %), exit 3; the only failed requests are the canary's 500s" bad_canary
-check::run "the analysis' rollback is recorded on deployment/${FULL}" rollback_recorded 4 "analysis at"
+check::run "the analysis' rollback is recorded on deployment/${FULL}" rollback_recorded "$((ROLLBACKS_BEFORE_BAD + 1))" "analysis at"
 check::run "stable untouched by the bad canary (same pod template, same 3 pods)" stable_untouched
 
 # -- a good canary is promoted ---------------------------------------------------------------------
