@@ -390,14 +390,44 @@ stop_load() {
 
 # -- a bad canary is rolled back by the analysis ------------------------------------------------------
 ROLLBACKS_BEFORE_BAD="$("${K[@]}" get events --field-selector "involvedObject.name=${FULL},reason=CanaryRolledBack" -o json | jq '.items | length')"
+# With a Prometheus binary and pod IPs routed from the host, the bad canary is judged from a real
+# Prometheus (scraping every pod of the release each second, targets from a file) instead of the
+# direct scrapes: the PromQL path of selfheal-canary against a real server.
+PROM_BIN="$(command -v prometheus 2>/dev/null || true)"
+PROM_URL=""
+start_prometheus() {
+  local port
+  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  "${K[@]}" get pods -l "app.kubernetes.io/instance=${REL},track" -o json |
+    jq --arg ns "${NS}" '[{targets: [.items[] | select(.status.podIP) | .status.podIP + ":8080"], labels: {namespace: $ns}}]' >"${TMP}/targets.json"
+  cat >"${TMP}/prometheus.yml" <<EOF
+global: {scrape_interval: 1s, scrape_timeout: 1s}
+scrape_configs:
+  - job_name: canary-e2e
+    file_sd_configs: [{files: ["${TMP}/targets.json"]}]
+EOF
+  "${PROM_BIN}" --config.file="${TMP}/prometheus.yml" --storage.tsdb.path="${TMP}/prom" \
+    --web.listen-address="127.0.0.1:${port}" >"${TMP}/prometheus.log" 2>&1 &
+  util::trap_add "kill $! 2>/dev/null || true"
+  PROM_URL="http://127.0.0.1:${port}"
+  e2e::eventually 30 curl -sf "${PROM_URL}/-/ready" || { tail -5 "${TMP}/prometheus.log" >&2; return 1; }
+  log::info "Prometheus at ${PROM_URL} scrapes $(jq '.[0].targets | length' "${TMP}/targets.json") pods every second"
+}
 bad_canary() {
   "${REPO_ROOT}/canary/deploy.sh" "${C[@]}" --strategy replicas -t "${NEW_TAG}" --weight 10 --fault-profile errors >/dev/null || return 1
+  local source=()
+  if [[ -n "${PROM_BIN}" ]] && curl -s --max-time 3 "http://${POD_IP}:8080/health" >/dev/null 2>&1; then
+    start_prometheus || return 1
+    source=(--prometheus "${PROM_URL}")
+  else
+    log::warn "no prometheus binary or no route to pod IPs: the bad canary is judged from direct scrapes"
+  fi
   start_load "${TMP}/bad-load.json"
   local rc=0
-  "${REPO_ROOT}/canary/promote.sh" "${C[@]}" --strategy replicas --window 15 --json "${TMP}/bad.json" >/dev/null || rc=$?
+  "${REPO_ROOT}/canary/promote.sh" "${C[@]}" --strategy replicas --window 15 "${source[@]}" --json "${TMP}/bad.json" >/dev/null || rc=$?
   local load
   load="$(stop_load "${TMP}/bad-load.json")"
-  log::info "promote exit ${rc}: $(jq -c '{result, reason, steps: [.steps[] | {weight, effective_weight, verdict, canary_error_ratio: .analysis.canary.error_ratio, canary_requests: .analysis.canary.requests}]}' "${TMP}/bad.json")"
+  log::info "promote exit ${rc}: $(jq -c '{result, reason, steps: [.steps[] | {weight, effective_weight, verdict, source: .analysis.source, canary_error_ratio: .analysis.canary.error_ratio, canary_requests: .analysis.canary.requests}]}' "${TMP}/bad.json")"
   log::info "load on ${FULL} during it: ${load}"
   [[ "${rc}" == 3 && "$(jq -r .result "${TMP}/bad.json")" == rolled_back ]] &&
     jq -e '.steps[-1].weight < 100 and .steps[-1].verdict == "rollback"' "${TMP}/bad.json" >/dev/null &&
@@ -405,7 +435,7 @@ bad_canary() {
     # Stable kept serving: the only failures are the canary's own 500s (no refused connection, timeout or 503).
     jq -e '.summary.ok > 0 and ((.summary.failures | keys) - ["status_500"] | length) == 0' "${TMP}/bad-load.json" >/dev/null
 }
-check::run "bad canary (errors profile): promote.sh's analysis rolls it back at its first step (< 100 %), exit 3; the only failed requests are the canary's 500s" bad_canary
+check::run "bad canary (errors profile): promote.sh's analysis (Prometheus when available) rolls it back at its first step (< 100 %), exit 3; the only failed requests are the canary's 500s" bad_canary
 check::run "the analysis' rollback is recorded on deployment/${FULL}" rollback_recorded "$((ROLLBACKS_BEFORE_BAD + 1))" "analysis at"
 check::run "stable untouched by the bad canary (same pod template, same 3 pods)" stable_untouched
 

@@ -192,10 +192,10 @@ fn run(args: &Analyze) -> anyhow::Result<u8> {
     eprintln!(
         "selfheal-canary: {verdict}: canary {cr} requests, error ratio {ce}, p95 {cp}; stable {sr} requests, error ratio {se}, p95 {sp}{why}",
         verdict = serde_json::to_string(&result.verdict)?.trim_matches('"'),
-        cr = result.canary.requests,
+        cr = result.canary.requests.round(),
         ce = fmt_opt(result.canary.error_ratio, 1.0, ""),
         cp = fmt_opt(result.canary.p95_seconds, 1000.0, " ms"),
-        sr = result.stable.requests,
+        sr = result.stable.requests.round(),
         se = fmt_opt(result.stable.error_ratio, 1.0, ""),
         sp = fmt_opt(result.stable.p95_seconds, 1000.0, " ms"),
         why = if result.reasons.is_empty() {
