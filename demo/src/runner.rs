@@ -1367,6 +1367,7 @@ impl Runner {
             "pod condition Ready (canary)",
         );
         let since = floor_second(started);
+        r.theoretical_min = Some(self.settings.canary(20.0));
         progress(
             "    canary/promote.sh --steps 25,50,100 --window 20: the analysis should roll it back",
         );

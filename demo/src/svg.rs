@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use crate::report::{MarkKind, RunReport, Status};
 
 const WIDTH: f64 = 1100.0;
-const LEFT: f64 = 70.0;
+const LEFT: f64 = 150.0;
 const RIGHT: f64 = 20.0;
 const PLOT_W: f64 = WIDTH - LEFT - RIGHT;
 // Panels: replicas, success rate, marks.
@@ -116,7 +116,7 @@ pub fn render(report: &RunReport) -> String {
             w = (x1 - x0).max(1.0),
             h = MARKS_TOP + rows * ROW_H - REPLICAS_TOP,
             tx = x0 + 2.0,
-            ty = REPLICAS_TOP - 4.0,
+            ty = REPLICAS_TOP + 11.0,
         );
     }
 
@@ -210,7 +210,7 @@ pub fn render(report: &RunReport) -> String {
                 Status::Failed => "failed",
                 Status::NotAvailable => "not_available",
             },
-            name = escape(&truncate(&l.name, 9)),
+            name = escape(&truncate(&l.name, 18)),
             ty = y + 4.0,
             x2 = LEFT + PLOT_W,
         );
@@ -258,7 +258,8 @@ pub fn render(report: &RunReport) -> String {
             let _ = writeln!(
                 s,
                 r##"<text x="{:.1}" y="{:.1}" font-size="10" fill="#555555">{}</text>"##,
-                scale.x(l.started_at) + 4.0,
+                // Keep the text inside the picture even for a layer at the very end.
+                scale.x(l.started_at).min(WIDTH - RIGHT - 520.0) + 4.0,
                 y + 11.0,
                 escape(&truncate(reason, 90))
             );

@@ -124,30 +124,39 @@ impl Settings {
         }
     }
 
-    /// Layer 5: metrics-server's resolution and the HPA's sync period, then new pods start.
+    /// Layer 5: the burn has to show up in a metrics-server sample and the HPA has to run a
+    /// sync; both tick every 15 s independently of the fault, so on average half a period each
+    /// passes (the strict bound is close to 0: a tick right after the fault). Then new pods start.
     pub fn hpa(&self) -> Theory {
         Theory {
-            heal_secs: 15.0 + 15.0 + self.startup_period,
+            heal_secs: 7.5 + 7.5 + self.startup_period,
             basis: format!(
-                "metrics resolution 15 s + HPA sync 15 s + startup period {} s",
+                "on average ½ metrics resolution 15 s + ½ HPA sync 15 s + startup period {} s",
                 self.startup_period
             ),
         }
     }
 
     /// Layer 6: `pods` evictions, `allowed` at a time; each round waits for its replacements to
-    /// be Ready (startup + one readiness period).
+    /// pass the startup probe (the first readiness probe runs as soon as it has).
     pub fn drain(&self, pods: u32, allowed: u32) -> Theory {
         let rounds = f64::from(pods.div_ceil(allowed.max(1)));
-        let round = self.startup_period + self.readiness.0;
         Theory {
-            heal_secs: rounds * round,
+            heal_secs: rounds * self.startup_period,
             basis: format!(
-                "{rounds} rounds ({pods} pods, {} at a time) × (startup {} s + readiness period {} s)",
+                "{rounds} rounds ({pods} pods, {} at a time) × startup period {} s",
                 allowed.max(1),
-                self.startup_period,
-                self.readiness.0
+                self.startup_period
             ),
+        }
+    }
+
+    /// Layer 7: the analysis needs one full measurement window at the first step before it can
+    /// roll back; removing the canary is one Helm upgrade.
+    pub fn canary(&self, window_secs: f64) -> Theory {
+        Theory {
+            heal_secs: window_secs,
+            basis: format!("one analysis window {window_secs} s"),
         }
     }
 }
@@ -208,8 +217,10 @@ mod tests {
         assert_eq!(s.recycle(3, 60.0, 5.0).heal_secs, 55.0 + 1.0);
         assert_eq!(s.recycle(3, 60.0, 120.0).heal_secs, 30.0 + 1.0);
         assert_eq!(s.helm(60.0).heal_secs, 61.0);
-        assert_eq!(s.hpa().heal_secs, 31.0);
-        assert_eq!(s.drain(2, 1).heal_secs, 2.0 * 4.0);
-        assert_eq!(s.drain(5, 0).heal_secs, 5.0 * 4.0);
+        assert_eq!(s.hpa().heal_secs, 16.0);
+        assert_eq!(s.drain(2, 1).heal_secs, 2.0);
+        assert_eq!(s.drain(4, 3).heal_secs, 2.0);
+        assert_eq!(s.drain(5, 0).heal_secs, 5.0);
+        assert_eq!(s.canary(20.0).heal_secs, 20.0);
     }
 }
