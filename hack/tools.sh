@@ -8,6 +8,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ALL_TOOLS=(apt pyyaml kubernetes coredns metrics-server helm actionlint promtool prometheus
   prometheus-operator-crds gateway-api-crds)
+# Built only when asked for by name (install jaeger): the default install leaves them out.
+EXTRA_TOOLS=(jaeger)
 
 usage() {
   cat <<EOF
@@ -19,6 +21,7 @@ Commands:
   path [tool]         print the bin directory to put on PATH, or one tool's install directory
 
 Tools: ${ALL_TOOLS[*]}
+Only by name: ${EXTRA_TOOLS[*]}
   apt             Debian packages: ${SELFHEAL_APT_PACKAGES[*]}
   pyyaml          PyYAML for python3 (chart and workflow checks), from the package index
   kubernetes      kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
@@ -33,6 +36,8 @@ Tools: ${ALL_TOOLS[*]}
                   monitoring.coreos.com CRD YAML from the prometheus-operator ${PROMETHEUS_OPERATOR_VERSION} module
   gateway-api-crds
                   Gateway API standard-channel CRD YAML from sigs.k8s.io/gateway-api ${GATEWAY_API_VERSION}
+  jaeger          Jaeger ${JAEGER_RELEASE} (cmd/jaeger, module ${JAEGER_VERSION}; observability/tests/traces.sh),
+                  about 12 min on 2 cores when cold
 
 Environment:
   SELFHEAL_HOME   cache root (default ~/.cache/selfheal); binaries land in \$SELFHEAL_HOME/bin
@@ -190,6 +195,30 @@ GO
   log::ok "kubernetes ${KUBE_VERSION} built in $(($(date +%s) - start))s"
 }
 
+# Jaeger's go.mod has a replace directive, so `go install module@version` refuses it: build inside
+# the downloaded module instead, whose go.mod and go.sum pin every dependency.
+tools::jaeger() {
+  local dest="${TOOLS_DIR}/jaeger-${JAEGER_VERSION}"
+  tools::cached jaeger "${JAEGER_VERSION}" && return 0
+  util::require_tools go jq
+  log::step "building Jaeger ${JAEGER_RELEASE} (module ${JAEGER_VERSION}, about 12 min on 2 cores when cold)"
+  local dir tmp start log="${TOOLS_DIR}/jaeger-${JAEGER_VERSION}.build.log"
+  start="$(date +%s)"
+  dir="$(cd "${TOOLS_DIR}" && GOFLAGS=-mod=mod go mod download -json "github.com/jaegertracing/jaeger@${JAEGER_VERSION}" | jq -r '.Dir // empty')"
+  [[ -n "${dir}" && -d "${dir}/cmd/jaeger" ]] || log::fatal "github.com/jaegertracing/jaeger@${JAEGER_VERSION}: download failed"
+  tmp="$(mktemp -d "${TOOLS_DIR}/.jaeger.XXXXXX")"
+  if ! (cd "${dir}" && CGO_ENABLED=0 go build -trimpath -o "${tmp}/jaeger" \
+    -ldflags "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=${JAEGER_RELEASE}" \
+    ./cmd/jaeger) >"${log}" 2>&1; then
+    tail -n 30 "${log}" >&2
+    rm -rf "${tmp}"
+    log::fatal "building jaeger ${JAEGER_VERSION} failed (full log: ${log})"
+  fi
+  mv "${tmp}" "${dest}"
+  tools::link "${dest}"
+  log::ok "jaeger ${JAEGER_RELEASE} built in $(($(date +%s) - start))s"
+}
+
 tools::pyyaml() {
   if python3 -c 'import yaml' 2>/dev/null; then
     log::info "pyyaml: installed"
@@ -238,6 +267,7 @@ tools::install_one() {
     gateway-api-crds)
       tools::module_files gateway-api-crds "${GATEWAY_API_VERSION}" sigs.k8s.io/gateway-api config/crd/standard
       ;;
+    jaeger) tools::jaeger ;;
     *) util::usage_error "unknown tool: $1" ;;
   esac
 }
@@ -255,6 +285,7 @@ tools::version_of() {
     prometheus) echo "${PROMETHEUS_VERSION}" ;;
     prometheus-operator-crds) echo "${PROMETHEUS_OPERATOR_VERSION}" ;;
     gateway-api-crds) echo "${GATEWAY_API_VERSION}" ;;
+    jaeger) echo "${JAEGER_VERSION}" ;;
     *) util::usage_error "unknown tool: $1" ;;
   esac
 }
@@ -275,7 +306,7 @@ main() {
       ;;
     list)
       local t state
-      for t in "${ALL_TOOLS[@]}"; do
+      for t in "${ALL_TOOLS[@]}" "${EXTRA_TOOLS[@]}"; do
         state="missing"
         if [[ "${t}" == apt || "${t}" == pyyaml ]]; then
           state="(system)"

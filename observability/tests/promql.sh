@@ -22,6 +22,7 @@ observability/tests/promql.py. Ends with "promql: N passed, N failed". About 1 m
 Environment:
   KUBECONFIG      cluster for selfheal-controller (default: the local cluster's)
   NO_CONTROLLER=1 do not start the controller (its expressions are then reported, not data-checked)
+  CHART           the app chart whose PrometheusRule is checked (default: helm-chart/)
   KEEP_TMP=1      keep the temporary directory (configs, logs, report.json)
 EOF
 }
@@ -54,10 +55,11 @@ has_rates() {
 NS=obs-test
 JOB=selfheal-app
 DASHBOARD="${REPO_ROOT}/observability/dashboards/selfheal.json"
+CHART="${CHART:-${REPO_ROOT}/helm-chart}"
 RULES=("${REPO_ROOT}"/self-healing/rules/*.rules.yaml)
 
 log::step "rendering the chart's PrometheusRule with every alert on (HPA and canary enabled)"
-helm template "${JOB}" "${REPO_ROOT}/helm-chart" --namespace "${NS}" --api-versions monitoring.coreos.com/v1 \
+helm template "${JOB}" "${CHART}" --namespace "${NS}" --api-versions monitoring.coreos.com/v1 \
   --set prometheusRule.enabled=true --set autoscaling.enabled=true --set canary.enabled=true \
   --show-only templates/prometheusrule.yaml >"${TMP}/chart-prometheusrule.yaml"
 RULES+=("${TMP}/chart-prometheusrule.yaml")
