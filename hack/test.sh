@@ -83,13 +83,65 @@ test::e2e_scripts() {
   find "${REPO_ROOT}/e2e" -maxdepth 1 -name '*.sh' ! -name lib.sh ! -name smoke.sh ! -name cluster-lifecycle.sh | sort
 }
 
+# test::needs_tools SCRIPT: the tools outside the default install an e2e script names on a
+# "# needs-tools: NAME..." line (built by hack/tools.sh install NAME...).
+test::needs_tools() { sed -n 's/^# needs-tools: *//p' "$1" | head -n 1; }
+
+# test::extra_tools: every tool some e2e script needs, once each.
+test::extra_tools() {
+  local script
+  while read -r script; do test::needs_tools "${script}"; done < <(test::e2e_scripts) | tr ' ' '\n' | sed '/^$/d' | sort -u
+}
+
+# test::start_extra_tools: build those tools in the background at the lowest CPU priority. Cold,
+# they are long Go builds (Jaeger, Traefik: 10-15 min each); this way they use the CPU the
+# cargo builds and the cluster tests leave idle (the e2e checks mostly wait on the cluster), and
+# the scripts that need them run last, after test::wait_extra_tools.
+EXTRA_TOOLS_PID=""
+test::start_extra_tools() {
+  local tools=()
+  mapfile -t tools < <(test::extra_tools)
+  ((${#tools[@]})) || return 0
+  log::step "building in the background (nice 19): ${tools[*]}; log ${LOG_DIR}/extra-tools.log"
+  nice -n 19 "${REPO_ROOT}/hack/tools.sh" install "${tools[@]}" >"${LOG_DIR}/extra-tools.log" 2>&1 &
+  EXTRA_TOOLS_PID=$!
+  util::trap_add "kill ${EXTRA_TOOLS_PID} 2>/dev/null || true"
+}
+
+# test::wait_extra_tools: the background build finished (or, without one, build them now).
+test::wait_extra_tools() {
+  local tools=() rc=0 t0
+  mapfile -t tools < <(test::extra_tools)
+  ((${#tools[@]})) || return 0
+  t0="$(date +%s)"
+  if [[ -n "${EXTRA_TOOLS_PID}" ]]; then
+    log::step "waiting for the background build of ${tools[*]}"
+    wait "${EXTRA_TOOLS_PID}" || rc=$?
+    EXTRA_TOOLS_PID=""
+    ((rc == 0)) || tail -n 30 "${LOG_DIR}/extra-tools.log" >&2
+  else
+    "${REPO_ROOT}/hack/tools.sh" install "${tools[@]}" || rc=$?
+  fi
+  log::info "extra tools ready after waiting $(($(date +%s) - t0))s (exit ${rc})"
+  ((rc == 0)) || FAILED_STEPS+=("extra-tools")
+}
+
 test::cluster() {
   test::kubeconfig
   test::run cargo test::cargo --workspace
-  local script
+  local script later=()
   while read -r script; do
+    if [[ -n "$(test::needs_tools "${script}")" ]]; then
+      later+=("${script}")
+      continue
+    fi
     test::run "e2e-$(basename "${script}" .sh)" "${script}"
   done < <(test::e2e_scripts)
+  ((${#later[@]})) || return 0
+  test::wait_extra_tools
+  for script in "${later[@]}"; do
+    test::run "e2e-$(basename "${script}" .sh)" "${script}"
+  done
 }
 
 test::kubeconfig() {
@@ -112,6 +164,7 @@ test::all() {
   log::step "installing tools (cached after the first run)"
   "${REPO_ROOT}/hack/tools.sh" install apt pyyaml kubernetes coredns metrics-server helm \
     prometheus-operator-crds gateway-api-crds
+  test::start_extra_tools
   test::run lint "${REPO_ROOT}/hack/lint.sh"
   # A real Prometheus scraping the real app with the alert rules loaded (no cluster needed).
   if [[ -x "${REPO_ROOT}/self-healing/tests/live-prometheus.sh" ]]; then
