@@ -159,7 +159,11 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // NB: kube's client logs every non-2xx answer at ERROR; through the service
+                // proxy a 503 is a measured failure, not a log line. Errors still reach the report.
+                .unwrap_or_else(|_| {
+                    tracing_subscriber::EnvFilter::new("info,kube_client::client::builder=off")
+                }),
         )
         .init();
     match Cli::parse().command {

@@ -430,12 +430,23 @@ impl Runner {
             .map_or(80, |p| p.port);
         if let Some(ip) = spec.cluster_ip.filter(|ip| ip != "None" && !ip.is_empty()) {
             let addr = format!("{ip}:{port}");
-            let reachable = tokio::time::timeout(
-                Duration::from_secs(1),
-                tokio::net::TcpStream::connect(&addr),
-            )
-            .await
-            .is_ok_and(|r| r.is_ok());
+            // A Service installed a moment ago may not be in kube-proxy's rules yet: a few
+            // tries before deciding this machine cannot reach ClusterIPs.
+            let mut reachable = false;
+            for _ in 0..5 {
+                let attempt = Instant::now();
+                reachable = tokio::time::timeout(
+                    Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(&addr),
+                )
+                .await
+                .is_ok_and(|r| r.is_ok());
+                if reachable {
+                    break;
+                }
+                // NB: bounded connectivity probe (5 s at most), not a wait on cluster state.
+                tokio::time::sleep_until((attempt + Duration::from_secs(1)).into()).await;
+            }
             if reachable {
                 return Target::url(&format!("http://{addr}/"));
             }
