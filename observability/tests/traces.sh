@@ -142,6 +142,16 @@ failed_is_error() {
 }
 check::run "the failed request's span carries error=true and otel.status_code=ERROR" failed_is_error
 
+by_resource_found() {
+  local none
+  q -G "${JAEGER_URL}/api/traces" --data-urlencode "service=${SERVICE}" \
+    --data-urlencode 'tags={"http.response.status_code":"500","k8s.pod.name":"trace-test-pod-0"}' >"${TMP}/by-pod.json" &&
+    none="$(q -G "${JAEGER_URL}/api/traces" --data-urlencode "service=${SERVICE}" \
+      --data-urlencode 'tags={"http.response.status_code":"500","k8s.pod.name":"some-other-pod"}' | jq '.data | length')" &&
+    jq -e --arg t "${TRACE_FAIL}" '[.data[].traceID] == [$t]' "${TMP}/by-pod.json" >/dev/null && [[ "${none}" == 0 ]]
+}
+check::run "searching by a resource attribute narrows it down (k8s.pod.name of this pod: found; another pod: none)" by_resource_found
+
 unmatched_found() {
   q "${JAEGER_URL}/api/services/${SERVICE}/operations" >"${TMP}/ops.json" &&
     jq -e '.data | index("GET unmatched")' "${TMP}/ops.json" >/dev/null
