@@ -172,8 +172,35 @@ server_render() {
 check::run "with the CRDs served, helm install --dry-run=server renders the ServiceMonitor and PrometheusRule" server_render
 
 # -- PromQL and traces against real processes --------------------------------------------------------
-promql() { "${OBS}/tests/promql.sh" 2>&1 | tee "${TMP}/promql.out" >&2; }
-check::run "every dashboard and rule expression parses, app/controller ones return data (observability/tests/promql.sh)" promql
+# A crash-looping Deployment for the controller that promql.sh starts: its recycle puts
+# selfheal_controller_recycles_total and healing_actions_total behind the dashboard's recycle panels.
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: crasher, namespace: ${E2E_NS}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: crasher}}
+  template:
+    metadata: {labels: {app: crasher}}
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 1
+      securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: main
+        image: localhost/selfheal-toolbox:dev
+        imagePullPolicy: Never
+        command: ["sh", "-c", "echo failing on purpose; sleep 1; exit 1"]
+        resources: {requests: {cpu: 5m, memory: 8Mi}, limits: {memory: 16Mi}}
+        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+EOF
+promql() {
+  CONTROLLER_NAMESPACE="${E2E_NS}" CONTROLLER_ACT=1 \
+    PROMQL_REQUIRE="selfheal_controller_recycles_total selfheal_controller_healing_actions_total" \
+    "${OBS}/tests/promql.sh" 2>&1 | tee "${TMP}/promql.out" >&2
+}
+check::run "every dashboard and rule expression parses, app and controller ones return data, a real recycle included (observability/tests/promql.sh)" promql
 grep -E '^expressions: ' "${TMP}/promql.out" >&2 || true
 
 JAEGER_BIN="$("${REPO_ROOT}/hack/tools.sh" path jaeger)/jaeger"

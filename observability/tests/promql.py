@@ -19,7 +19,8 @@ $__rate_interval by 1m. Prints one line per expression and
 "promql: N passed, N failed" plus the counts of data-checked and parse-only expressions.
 
 Usage: promql.py --prometheus URL [--var NAME=VALUE ...] [--dashboard FILE ...] [--rules FILE ...]
-                 [--retry-secs N] [--json REPORT]
+                 [--require METRIC ...] [--retry-secs N]
+                 [--json REPORT]
 """
 
 import argparse
@@ -207,6 +208,8 @@ def main():
     ap.add_argument("--dashboard", action="append", default=[])
     ap.add_argument("--rules", action="append", default=[])
     ap.add_argument("--retry-secs", type=int, default=20)
+    ap.add_argument("--require", action="append", default=[], metavar="METRIC",
+                    help="fail unless this metric is scraped (then its expressions are data-checked)")
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()
     variables = {}
@@ -222,12 +225,15 @@ def main():
     if not scraped:
         print(f"!!! {args.prometheus} has no series at all: is it scraping?", file=sys.stderr)
         return 1
+    missing = [m for m in args.require if m not in scraped]
+    for m in missing:
+        print(f"!!! required metric {m} is not scraped by {args.prometheus}")
     items = []
     for path in args.dashboard:
         items += [(w, substitute(e, variables), s) for w, e, s in dashboard_exprs(path)]
     for path in args.rules:
         items += list(rule_exprs(path))
-    counts = {"data": 0, "parse-only": 0, "fail": 0}
+    counts = {"data": 0, "parse-only": 0, "fail": len(missing)}
     report = []
     for where, expr, strip in items:
         ok, kind, msg = check(prom, where, expr, strip, scraped, args.retry_secs)

@@ -22,6 +22,11 @@ observability/tests/promql.py. Ends with "promql: N passed, N failed". About 1 m
 Environment:
   KUBECONFIG      cluster for selfheal-controller (default: the local cluster's)
   NO_CONTROLLER=1 do not start the controller (its expressions are then reported, not data-checked)
+  CONTROLLER_NAMESPACE  namespace the controller watches (default: obs-promql-empty, which nobody
+                  creates); it recycles pods there after 2 restarts
+  CONTROLLER_ACT=1  let it evict (default: --dry-run, it only counts what it would do)
+  PROMQL_REQUIRE  metric names that must be scraped (waited for up to 180 s), e.g.
+                  "selfheal_controller_recycles_total" when a crash-looping pod is in CONTROLLER_NAMESPACE
   CHART           the app chart whose PrometheusRule is checked (default: helm-chart/)
   KEEP_TMP=1      keep the temporary directory (configs, logs, report.json)
 EOF
@@ -53,6 +58,8 @@ has_rates() {
 }
 
 NS=obs-test
+# The dashboard's $namespace as a multi-select: the app's namespace and the controller's.
+NS_VAR="${NS}${CONTROLLER_NAMESPACE:+|${CONTROLLER_NAMESPACE}}"
 JOB=selfheal-app
 DASHBOARD="${REPO_ROOT}/observability/dashboards/selfheal.json"
 CHART="${CHART:-${REPO_ROOT}/helm-chart}"
@@ -92,11 +99,13 @@ done
 CONTROLLER_SCRAPE=""
 if [[ -n "${CONTROLLER_BIN}" ]]; then
   CTRL_PORT="$(obs::free_port)"
-  # A namespace nobody creates: the controller watches it and acts on nothing.
-  log::step "starting selfheal-controller (dry-run, namespace obs-promql-empty, no leader election) on 127.0.0.1:${CTRL_PORT}"
-  obs::start "${TMP}/controller.log" "${CONTROLLER_BIN}" --http-addr "127.0.0.1:${CTRL_PORT}" \
-    --namespaces obs-promql-empty --dry-run --leader-election false --healing-policies false \
-    --pod-name selfheal-controller-0
+  # By default a namespace nobody creates, in dry-run: the controller watches it and acts on nothing.
+  ctrl_args=(--http-addr "127.0.0.1:${CTRL_PORT}" --namespaces "${CONTROLLER_NAMESPACE:-obs-promql-empty}"
+    --leader-election false --healing-policies false --pod-name selfheal-controller-0
+    --restart-threshold 1 --min-pod-age-secs 0)
+  [[ "${CONTROLLER_ACT:-0}" == 1 ]] || ctrl_args+=(--dry-run)
+  log::step "starting selfheal-controller ${ctrl_args[*]}"
+  obs::start "${TMP}/controller.log" "${CONTROLLER_BIN}" "${ctrl_args[@]}"
   util::wait_for "selfheal-controller /metrics" 60 curl -fsS -m 2 "http://127.0.0.1:${CTRL_PORT}/metrics" ||
     { tail -20 "${TMP}/controller.log" >&2; log::fatal "selfheal-controller did not start"; }
   CONTROLLER_SCRAPE="  - job_name: selfheal-controller
@@ -134,12 +143,22 @@ obs::load 600 "http://127.0.0.1:${STABLE_PORT}/" "http://127.0.0.1:${CANARY_PORT
 util::wait_for "every target up" 30 targets_up || log::fatal "Prometheus does not scrape every target"
 util::wait_for "5xx rates in Prometheus" 60 has_rates || log::fatal "no request rates in Prometheus"
 
+# has_series NAME: Prometheus holds at least one series of the metric.
+has_series() {
+  [[ "$(curl -fsS -m 5 -G --data-urlencode "query=count({__name__=\"$1\"})" "${PROM}/api/v1/query" | jq -r '.data.result[0].value[1] // 0')" != 0 ]]
+}
+require_args=()
+for m in ${PROMQL_REQUIRE:-}; do
+  util::wait_for "a series of ${m}" 180 has_series "${m}" || true
+  require_args+=(--require "${m}")
+done
+
 rule_args=()
 for r in "${RULES[@]}"; do rule_args+=(--rules "${r}"); done
 log::step "evaluating every expression (observability/tests/promql.py)"
 rc=0
 python3 "${REPO_ROOT}/observability/tests/promql.py" --prometheus "${PROM}" \
-  --var "namespace=${NS}" --var "job=${JOB}" --dashboard "${DASHBOARD}" "${rule_args[@]}" \
+  --var "namespace=${NS_VAR}" --var "job=${JOB}" --dashboard "${DASHBOARD}" "${rule_args[@]}" "${require_args[@]}" \
   --json "${TMP}/report.json" || rc=$?
 if ((rc)); then
   tail -5 "${TMP}/prometheus.log" >&2 || true
