@@ -8,8 +8,8 @@
 # The in-process cluster tests (controller/tests/cluster_healingpolicy.rs) cover every action and
 # trigger; this script proves the image, RBAC and manifests do the same.
 # Prerequisites: a cluster in KUBECONFIG with localhost/selfheal-controller:dev and
-# localhost/selfheal-toolbox:dev imported (make test does both). Removes what it installs,
-# the CRD included.
+# localhost/selfheal-toolbox:dev imported (make test does both). Removes what it installs
+# (the CRD only when it was not installed before).
 # shellcheck source=e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -34,7 +34,12 @@ EXAMPLES="${REPO_ROOT}/controller/examples/healing-policies"
 if kubectl get namespace "${SYS}" >/dev/null 2>&1; then
   log::fatal "namespace ${SYS} already exists: a controller is installed; this test installs and removes its own"
 fi
-util::trap_add "kubectl delete -k '${REPO_ROOT}/controller/deploy' --wait=false --ignore-not-found >/dev/null 2>&1 || true"
+# Remove what this test created: everything of controller/deploy lives in ${SYS} except the
+# ClusterRole(+Binding) and the CRD; a CRD that was already installed is left alone (deleting it
+# would delete every HealingPolicy in the cluster).
+created=(namespace/"${SYS}" clusterrole/selfheal-controller clusterrolebinding/selfheal-controller)
+kubectl get crd healingpolicies.selfheal.io >/dev/null 2>&1 || created+=(crd/healingpolicies.selfheal.io)
+util::trap_add "kubectl delete ${created[*]} --wait=false --ignore-not-found >/dev/null 2>&1 || true"
 
 log::step "installing the controller and the HealingPolicy CRD (kubectl apply -k controller/deploy)"
 kubectl apply -k "${REPO_ROOT}/controller/deploy" >/dev/null
