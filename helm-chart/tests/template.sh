@@ -276,7 +276,7 @@ if command -v promtool >/dev/null 2>&1; then
 else
   log::warn "promtool not installed (hack/tools.sh install promtool): PrometheusRule expressions not checked, not counted"
 fi
-check::run "NetworkPolicy: app port open to the namespace, ingress-nginx and monitoring only" expect full \
+check::run "NetworkPolicy: app port open to the namespace, ingress-nginx and observability only" expect full \
   "(lambda n: n['spec']['policyTypes'] == ['Ingress'] and n['spec']['ingress'][0]['ports'] == [{'port': 'http', 'protocol': 'TCP'}]
      and {'podSelector': {}} in n['spec']['ingress'][0]['from'] and len(n['spec']['ingress'][0]['from']) == 3)(one('NetworkPolicy'))"
 check::run "NetworkPolicy without sources denies everything (ingress: [])" expect netpol-none "one('NetworkPolicy')['spec']['ingress'] == []"
