@@ -82,8 +82,10 @@ log::step "selfheal-demo ${ARGS[*]}"
 rc=0
 "${DEMO}" "${ARGS[@]}" || rc=$?
 [[ -s "${TMP}/report.json" ]] || { e2e::dump "${NS}"; log::fatal "the runner wrote no report (exit ${rc})"; }
-cp "${TMP}/report.json" "${TMP}/timeline.svg" "${SELFHEAL_HOME}/" 2>/dev/null || true
-log::info "report and timeline copied to ${SELFHEAL_HOME}/report.json and timeline.svg"
+# Kept for a look after the run (the SVG is meant to be looked at, not only parsed).
+mkdir -p "${SELFHEAL_HOME}/demo/e2e-latest"
+cp "${TMP}/report.json" "${TMP}/timeline.svg" "${SELFHEAL_HOME}/demo/e2e-latest/" 2>/dev/null || true
+log::info "report and timeline copied to ${SELFHEAL_HOME}/demo/e2e-latest/"
 
 runner_exit_zero() { ((rc == 0)); }
 check::run "the runner exits 0 (no layer failed its deadline)" runner_exit_zero

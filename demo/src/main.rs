@@ -227,7 +227,7 @@ async fn run_command(args: RunArgs) -> anyhow::Result<()> {
         .collect();
     if !failed.is_empty() {
         anyhow::bail!(
-            "layer(s) {} did not heal within their deadline",
+            "layer(s) {} failed (see the table and the reasons under it)",
             failed.join(", ")
         );
     }

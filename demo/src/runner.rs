@@ -484,18 +484,20 @@ impl Runner {
         let (load_target, load_task, rec_task) =
             self.start_background(stop_rx, replicas.clone()).await?;
         let mut layers = Vec::new();
+        let mut interrupted = false;
         for &n in &self.cfg.layers.clone() {
+            if interrupted {
+                break;
+            }
             let mut report = LayerReport::new(n, Timestamp::now());
             progress(format!(">>> layer {n} — {}: {}", report.name, report.fault));
-            let result = match n {
-                1 => self.layer_liveness(&mut report).await,
-                2 => self.layer_readiness(&mut report).await,
-                3 => self.layer_recycle(&mut report).await,
-                4 => self.layer_helm(&mut report).await,
-                5 => self.layer_hpa(&mut report).await,
-                6 => self.layer_drain(&mut report, schedulable).await,
-                7 => self.layer_canary(&mut report).await,
-                _ => Err(format!("there is no layer {n}")),
+            // Ctrl-C ends the layer as failed and still tears down (faults, canary, install).
+            let result = tokio::select! {
+                r = self.layer(n, &mut report, schedulable) => r,
+                _ = tokio::signal::ctrl_c() => {
+                    interrupted = true;
+                    Err("interrupted (Ctrl-C); remaining layers skipped".to_owned())
+                }
             };
             if let Err(reason) = result {
                 report.reason = Some(reason);
@@ -550,6 +552,24 @@ impl Runner {
         })
     }
 
+    async fn layer(
+        &self,
+        n: u8,
+        report: &mut LayerReport,
+        schedulable: usize,
+    ) -> std::result::Result<(), String> {
+        match n {
+            1 => self.layer_liveness(report).await,
+            2 => self.layer_readiness(report).await,
+            3 => self.layer_recycle(report).await,
+            4 => self.layer_helm(report).await,
+            5 => self.layer_hpa(report).await,
+            6 => self.layer_drain(report, schedulable).await,
+            7 => self.layer_canary(report).await,
+            _ => Err(format!("there is no layer {n}")),
+        }
+    }
+
     async fn teardown(&self) {
         if self.cfg.keep {
             progress(format!(
@@ -557,6 +577,31 @@ impl Runner {
                 self.cfg.namespace
             ));
             return;
+        }
+        let canary_selector = format!(
+            "app.kubernetes.io/instance={},track=canary",
+            self.cfg.release
+        );
+        let rollback = self.cfg.repo_root.join("canary/rollback.sh");
+        let canaries = self
+            .pods()
+            .list(&ListParams::default().labels(&canary_selector))
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0);
+        if canaries > 0 && rollback.exists() {
+            progress(">>> teardown: a canary is still running: canary/rollback.sh");
+            let common = [
+                "--namespace",
+                self.cfg.namespace.as_str(),
+                "--release",
+                self.cfg.release.as_str(),
+                "--strategy",
+                "replicas",
+            ];
+            if let Err(e) = run_script(&rollback, &common, &["--reason", "demo teardown"]).await {
+                tracing::warn!(error = %e, "canary rollback failed");
+            }
         }
         progress(">>> teardown: clearing faults on every pod");
         if let Ok(pods) = self.ready_pods().await {
