@@ -202,6 +202,20 @@ nginx_deploy() {
     [[ "$(jq -r .result "${TMP}/d.json")" == deployed ]]
 }
 check::run "nginx: deploy.sh at 10 % stores the canary Ingress (canary, canary-weight 10, canary-by-header X-Canary); stable Ingress -> ${FULL}-stable" nginx_deploy
+# dry_runs_change_nothing: with a canary running, promote --dry-run and rollback --dry-run print
+# their plan and leave the release revision, the canary and the events as they were.
+dry_runs_change_nothing() {
+  local before events
+  before="$(revision)"
+  events="$("${K[@]}" get events --field-selector "involvedObject.name=${FULL}" -o name | wc -l)"
+  "${REPO_ROOT}/canary/promote.sh" "${C[@]}" --strategy nginx --window 1 --dry-run >"${TMP}/pd.json" 2>"${TMP}/pd.log" &&
+    "${REPO_ROOT}/canary/rollback.sh" "${C[@]}" --strategy nginx --dry-run >"${TMP}/rd.json" 2>"${TMP}/rd.log" &&
+    [[ "$(jq -r .result "${TMP}/pd.json")/$(jq -r .result "${TMP}/rd.json")" == dry_run/dry_run ]] &&
+    grep -q '\[dry-run\] helm upgrade .*image.tag=' "${TMP}/pd.log" && grep -q '\[dry-run\] helm upgrade .*canary.enabled=false' "${TMP}/rd.log" &&
+    [[ "$(revision)" == "${before}" ]] && "${K[@]}" get deployment "${FULL}-canary" >/dev/null &&
+    [[ "$("${K[@]}" get events --field-selector "involvedObject.name=${FULL}" -o name | wc -l)" == "${events}" ]]
+}
+check::run "promote --dry-run and rollback --dry-run print their plan and change nothing (revision, canary, events)" dry_runs_change_nothing
 nginx_rollback() {
   "${REPO_ROOT}/canary/rollback.sh" "${C[@]}" --strategy nginx --reason "e2e: manual rollback" >"${TMP}/r.json" || return 1
   ! "${K[@]}" get ingress "${FULL}-canary" >/dev/null 2>&1 && [[ -z "$("${K[@]}" get deployment -l track=canary -o name)" ]] &&
@@ -403,10 +417,12 @@ start_load() {
   LOAD_PID=$!
   util::trap_add "kill ${LOAD_PID} 2>/dev/null || true"
 }
+# stop_load FILE: stop the load and wait for its summary (call it directly, not in $(...): only
+# this shell can wait for its child).
 stop_load() {
   kill -TERM "${LOAD_PID}" 2>/dev/null || true
   wait "${LOAD_PID}" 2>/dev/null || true
-  jq -c '.summary' "$1"
+  [[ -s "$1" ]] || { log::error "the load wrote no summary to $1"; return 1; }
 }
 
 # -- a bad canary is rolled back by the analysis ------------------------------------------------------
@@ -447,7 +463,8 @@ bad_canary() {
   local rc=0
   "${REPO_ROOT}/canary/promote.sh" "${C[@]}" --strategy replicas --window 15 "${source[@]}" --json "${TMP}/bad.json" >/dev/null || rc=$?
   local load
-  load="$(stop_load "${TMP}/bad-load.json")"
+  stop_load "${TMP}/bad-load.json" || return 1
+  load="$(jq -c .summary "${TMP}/bad-load.json")"
   log::info "promote exit ${rc}: $(jq -c '{result, reason, steps: [.steps[] | {weight, effective_weight, verdict, source: .analysis.source, canary_error_ratio: .analysis.canary.error_ratio, canary_requests: .analysis.canary.requests}]}' "${TMP}/bad.json")"
   log::info "load on ${FULL} during it: ${load}"
   [[ "${rc}" == 3 && "$(jq -r .result "${TMP}/bad.json")" == rolled_back ]] &&
@@ -468,7 +485,8 @@ good_canary() {
   "${REPO_ROOT}/canary/promote.sh" "${C[@]}" --strategy replicas --steps 25,50,100 --window 12 --json "${TMP}/good.json" >/dev/null || rc=$?
   sleep 3 # requests in flight while the canary pods drain
   local load
-  load="$(stop_load "${TMP}/good-load.json")"
+  stop_load "${TMP}/good-load.json" || return 1
+  load="$(jq -c .summary "${TMP}/good-load.json")"
   log::info "promote exit ${rc}: $(jq -c '{result, steps: [.steps[] | {weight, effective_weight, verdict, canary_requests: .analysis.canary.requests, stable_requests: .analysis.stable.requests}]}' "${TMP}/good.json")"
   log::info "load on ${FULL} during it: ${load}"
   [[ "${rc}" == 0 && "$(jq -r .result "${TMP}/good.json")" == promoted ]] &&
