@@ -8,7 +8,9 @@
 # are idempotent and leave an Event + annotation on the stable Deployment.
 # Prerequisites: a cluster in KUBECONFIG with localhost/selfheal-app:$IMAGE_TAG imported
 # (hack/image.sh --import app); helm, jq, curl, python3; cargo (builds selfheal-canary and
-# selfheal-demo when missing); Gateway API CRD YAML (hack/tools.sh install gateway-api-crds).
+# selfheal-demo when missing); Gateway API CRD YAML (hack/tools.sh install gateway-api-crds);
+# traefik (hack/tools.sh install traefik: ~15 min cold; make test builds it in the background).
+# needs-tools: traefik
 # shellcheck source=e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -26,8 +28,9 @@ Environment:
   LOAD_VIA       proxy: send the load through kubectl proxy even when the host reaches
                  ClusterIPs (what minikube does; the kube-proxy split is then not measured)
   CANARY_ANALYZER  selfheal-canary binary to test (default: cargo build -p selfheal-canary)
-  TRAEFIK        traefik binary for the router checks (default: traefik on PATH;
-                 canary/build-traefik.sh builds it)
+  TRAEFIK        traefik binary for the router checks (default: hack/tools.sh's, built by
+                 hack/tools.sh install traefik; else traefik on PATH). Missing: those checks
+                 fail. TRAEFIK=none leaves them out (said, not counted).
   HELM           helm binary (default: helm on PATH, the pinned one first)
 
 Example:
@@ -262,7 +265,11 @@ check::run "gateway: deploy.sh at 25 % stores HTTPRoute weights stable 75 / cana
 # Traefik (built from its Go module by canary/build-traefik.sh) reads the same canary Ingress
 # annotations as ingress-nginx and the HTTPRoute weights, and runs on the host: it proxies to pod
 # IPs, which the local cluster's host routes.
-TRAEFIK_BIN="${TRAEFIK:-$(command -v traefik 2>/dev/null || true)}"
+TRAEFIK_BIN="${TRAEFIK:-}"
+if [[ -z "${TRAEFIK_BIN}" ]]; then
+  TRAEFIK_BIN="$("${REPO_ROOT}/hack/tools.sh" path traefik)/traefik"
+  [[ -x "${TRAEFIK_BIN}" ]] || TRAEFIK_BIN="$(command -v traefik 2>/dev/null || true)"
+fi
 ROUTER_PID=""
 # measure_split NAME WANT% HOST [X-CANARY]: SPLIT_REQUESTS through the router; canary share within 3 points.
 measure_split() {
@@ -345,8 +352,14 @@ router_canary() {
     start_router
 }
 POD_IP="$("${K[@]}" get pods -l "app.kubernetes.io/instance=${REL}" -o jsonpath='{.items[0].status.podIP}')"
-if [[ -z "${TRAEFIK_BIN}" ]]; then
-  log::warn "no traefik binary (canary/build-traefik.sh, or TRAEFIK=path): the nginx annotation and HTTPRoute weights are not measured through a router, not counted"
+no_traefik() {
+  log::error "no traefik binary at '${TRAEFIK_BIN}': build it with hack/tools.sh install traefik (or TRAEFIK=path; TRAEFIK=none skips)"
+  return 1
+}
+if [[ "${TRAEFIK_BIN}" == none ]]; then
+  log::warn "TRAEFIK=none: the nginx annotation and HTTPRoute weights are not measured through a router, not counted"
+elif [[ ! -x "${TRAEFIK_BIN}" ]]; then
+  check::run "router: a traefik binary to measure the nginx and HTTPRoute weights with" no_traefik
 elif ! curl -s --max-time 3 "http://${POD_IP}:8080/health" >/dev/null 2>&1; then
   log::warn "the host cannot reach pod IPs (minikube?): Traefik on the host cannot proxy to them; router checks not counted"
 else

@@ -9,7 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ALL_TOOLS=(apt pyyaml kubernetes coredns metrics-server helm actionlint promtool prometheus
   prometheus-operator-crds gateway-api-crds)
 # Built only when asked for by name (install jaeger): the default install leaves them out.
-EXTRA_TOOLS=(jaeger)
+EXTRA_TOOLS=(jaeger traefik)
 
 usage() {
   cat <<EOF
@@ -38,6 +38,8 @@ Only by name: ${EXTRA_TOOLS[*]}
                   Gateway API standard-channel CRD YAML from sigs.k8s.io/gateway-api ${GATEWAY_API_VERSION}
   jaeger          Jaeger ${JAEGER_RELEASE} (cmd/jaeger, module ${JAEGER_VERSION}; observability/tests/traces.sh),
                   about 12 min on 2 cores when cold
+  traefik         Traefik ${TRAEFIK_VERSION}, a router that reads the nginx canary annotations and Gateway API
+                  routes (canary/build-traefik.sh patches and builds it; ~15 min of one core cold)
 
 Environment:
   SELFHEAL_HOME   cache root (default ~/.cache/selfheal); binaries land in \$SELFHEAL_HOME/bin
@@ -268,6 +270,8 @@ tools::install_one() {
       tools::module_files gateway-api-crds "${GATEWAY_API_VERSION}" sigs.k8s.io/gateway-api config/crd/standard
       ;;
     jaeger) tools::jaeger ;;
+    # The module needs patches to build here; the script that applies them says why.
+    traefik) TRAEFIK_VERSION="${TRAEFIK_VERSION}" "${REPO_ROOT}/canary/build-traefik.sh" ;;
     *) util::usage_error "unknown tool: $1" ;;
   esac
 }
@@ -286,6 +290,7 @@ tools::version_of() {
     prometheus-operator-crds) echo "${PROMETHEUS_OPERATOR_VERSION}" ;;
     gateway-api-crds) echo "${GATEWAY_API_VERSION}" ;;
     jaeger) echo "${JAEGER_VERSION}" ;;
+    traefik) echo "${TRAEFIK_VERSION}" ;;
     *) util::usage_error "unknown tool: $1" ;;
   esac
 }

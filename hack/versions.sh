@@ -23,6 +23,8 @@
 # module keeps the v1 tag line: module v1.76.0 is release v2.13.0 (JAEGER_RELEASE stamps it).
 : "${JAEGER_VERSION:=v1.76.0}"
 : "${JAEGER_RELEASE:=v2.13.0}"
+# Traefik: the router that measures the nginx canary-weight and HTTPRoute weights (e2e/canary.sh).
+: "${TRAEFIK_VERSION:=v3.7.13}"
 # Pause image tag: must match containerd's sandbox_image.
 : "${PAUSE_IMAGE:=registry.k8s.io/pause:3.10.1}"
 # Debian packages the local cluster runs on (containerd, runc, CNI plugins, etcd) and the
@@ -31,4 +33,4 @@
 SELFHEAL_APT_PACKAGES=(containerd runc containernetworking-plugins etcd-server etcd-client
   iptables conntrack socat iproute2 ethtool openssl jq busybox-static shellcheck gcc libc6-dev make bc curl)
 export KUBE_VERSION COREDNS_VERSION METRICS_SERVER_VERSION HELM_VERSION ACTIONLINT_VERSION \
-  PROMETHEUS_VERSION PROMETHEUS_OPERATOR_VERSION GATEWAY_API_VERSION JAEGER_VERSION JAEGER_RELEASE PAUSE_IMAGE
+  PROMETHEUS_VERSION PROMETHEUS_OPERATOR_VERSION GATEWAY_API_VERSION JAEGER_VERSION JAEGER_RELEASE TRAEFIK_VERSION PAUSE_IMAGE
