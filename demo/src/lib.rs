@@ -20,6 +20,8 @@ pub mod stats;
 pub mod svg;
 /// The fastest recovery the settings allow, per layer.
 pub mod theory;
+/// "Has it happened yet?": pure predicates the runner's watches evaluate.
+pub mod verdict;
 
 /// Everything that can go wrong in the runner.
 #[derive(Debug, thiserror::Error)]

@@ -28,6 +28,7 @@ use crate::load::{self, Limit, LoadConfig, Recorder, Target};
 use crate::report::{LayerReport, MarkKind, ReplicaPoint, RunReport, Status};
 use crate::stats;
 use crate::theory::Settings;
+use crate::verdict::{self, CrashStep};
 use crate::{Error, Result};
 
 /// What the runner needs to know.
@@ -292,16 +293,7 @@ impl Runner {
             watcher::Config::default().fields(&format!("metadata.name={}", self.deployment)),
             "the Deployment to be rolled out",
             deadline,
-            |ds| {
-                let d = ds.first()?;
-                let want = d.spec.replicas.unwrap_or(1);
-                let s = d.status.as_ref()?;
-                (s.observed_generation == d.metadata.generation
-                    && s.updated_replicas.unwrap_or(0) == want
-                    && s.ready_replicas.unwrap_or(0) == want
-                    && s.replicas.unwrap_or(0) == want)
-                    .then_some(want)
-            },
+            |ds| verdict::rolled_out(ds.first()?),
         )
         .await
     }
@@ -727,13 +719,7 @@ impl Runner {
                 &name,
                 "the restarted container to be Ready",
                 deadline,
-                |p| {
-                    let p = p?;
-                    let (ready, at) = extract::pod_ready(p);
-                    let restarts = extract::restart_count(p);
-                    (ready && restarts > before)
-                        .then(|| (at.unwrap_or_else(Timestamp::now), restarts))
-                },
+                |p| verdict::restarted_and_ready(p, before, Timestamp::now()),
             )
             .await?;
         r.mark(
@@ -884,21 +870,12 @@ impl Runner {
                     &name,
                     "the container to restart, or the pod to be recycled",
                     deadline,
-                    |p| match p {
-                        Some(p)
-                            if p.uid().as_deref() == Some(uid.as_str())
-                                && !extract::terminating(p) =>
-                        {
-                            let n = extract::restart_count(p);
-                            (n > last && extract::containers_started(p)).then_some(Some(n))
-                        }
-                        _ => Some(None),
-                    },
+                    |p| verdict::crash_step(p, &uid, last),
                 )
                 .await?;
             match step {
-                Some(n) => restarts = n,
-                None => break Timestamp::now(),
+                CrashStep::Restarted(n) => restarts = n,
+                CrashStep::Gone => break Timestamp::now(),
             }
             if crashes >= 12 {
                 return Err(format!(
@@ -948,26 +925,7 @@ impl Runner {
             watcher::Config::default().labels(&self.selector),
             "a fresh pod Ready in its place",
             deadline,
-            |ps| {
-                let ready: Vec<_> = ps
-                    .iter()
-                    .filter(|p| !extract::terminating(p) && extract::pod_ready(p).0)
-                    .collect();
-                if (ready.len() as i32) < want {
-                    return None;
-                }
-                ready
-                    .iter()
-                    .filter(|p| {
-                        p.metadata
-                            .creation_timestamp
-                            .as_ref()
-                            .is_some_and(|c| c.0 >= since)
-                            && p.name_any() != name
-                    })
-                    .filter_map(|p| extract::pod_ready(p).1.map(|t| (t, p.name_any())))
-                    .max_by_key(|(t, _)| *t)
-            },
+            |ps| verdict::replacement_ready(ps, &name, since, want),
         )
         .await?;
         r.mark(
@@ -1136,11 +1094,7 @@ impl Runner {
             watcher::Config::default().fields(&format!("metadata.name={}", self.deployment)),
             "the HPA to want more replicas",
             deadline,
-            |hs| {
-                let (_, desired, at) = extract::hpa_replicas(hs.first()?);
-                (desired > start_ready.max(min))
-                    .then(|| (desired, at.unwrap_or_else(Timestamp::now)))
-            },
+            |hs| verdict::scaled_out(hs.first()?, start_ready.max(min), Timestamp::now()),
         )
         .await?;
         r.mark(
@@ -1155,20 +1109,7 @@ impl Runner {
             watcher::Config::default().labels(&self.selector),
             "the new replicas to be Ready",
             deadline,
-            |ps| {
-                let ready: Vec<_> = ps
-                    .iter()
-                    .filter(|p| !extract::terminating(p) && extract::pod_ready(p).0)
-                    .collect();
-                (ready.len() as i32 >= desired).then(|| {
-                    let at = ready
-                        .iter()
-                        .filter_map(|p| extract::pod_ready(p).1)
-                        .max()
-                        .unwrap_or_else(Timestamp::now);
-                    (at, ready.len())
-                })
-            },
+            |ps| verdict::ready_at_least(ps, desired, Timestamp::now()),
         )
         .await?;
         r.mark(
@@ -1261,21 +1202,7 @@ impl Runner {
             watcher::Config::default().labels(&self.selector),
             "every evicted pod replaced and Ready",
             deadline,
-            |ps| {
-                let live: Vec<_> = ps.iter().filter(|p| !extract::terminating(p)).collect();
-                let ready: Vec<_> = live.iter().filter(|p| extract::pod_ready(p).0).collect();
-                let none_left = !live.iter().any(|p| originals.contains(&p.name_any()));
-                (none_left && ready.len() >= want).then(|| {
-                    (
-                        ready
-                            .iter()
-                            .filter_map(|p| extract::pod_ready(p).1)
-                            .max()
-                            .unwrap_or_else(Timestamp::now),
-                        ready.len(),
-                    )
-                })
-            },
+            |ps| verdict::drained_and_replaced(ps, &originals, want, Timestamp::now()),
         )
         .await?;
         r.mark(
