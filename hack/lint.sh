@@ -45,6 +45,8 @@ if ((${#WORKFLOWS[@]})); then
   if [[ -f .github/ci/check-workflows.py ]]; then
     check::run "workflow rules (.github/ci/check-workflows.py)" python3 .github/ci/check-workflows.py
   fi
+  check::run "recovery-time gate unit tests and committed baseline (.github/ci/recovery-gate.py)" \
+    python3 .github/ci/recovery-gate.py --self-test
 else
   log::info "no workflows yet: actionlint not run"
 fi
