@@ -254,11 +254,15 @@ chaos::require_load() {
 # from the local cluster's node) or NAMESPACE/SERVICE[:PORT] (through the API server's service
 # proxy: works on minikube too, one hop more). Skipped with DRY_RUN=1. DEMO_LOAD_RATE (requests
 # per second, default 50) and DEMO_LOAD_TIMEOUT (per request, default 2s) pass through.
+# Every request opens a new connection unless CHAOS_LOAD_KEEPALIVE=1: new connections are what
+# a stale kube-proxy rule sends to a pod that is gone, so only they show a missing preStop
+# sleep or shutdown delay (kept-alive connections ride out the endpoint change and hide it).
 chaos::load_start() {
   local target="$1" conc="$2" bin dir
   local -a how
   bin="$(chaos::demo_bin)" || chaos::require_load
   if [[ "${target}" == http://* ]]; then how=(--url "${target}"); else how=(--service "${target}"); fi
+  [[ "${CHAOS_LOAD_KEEPALIVE:-0}" == 1 ]] || how+=(--no-keepalive)
   if [[ "${DRY_RUN:-0}" == 1 ]]; then
     printf '%s [dry-run] %s load %s --concurrency %s\n' "$(log::_ts)" "${bin}" "${how[*]}" "${conc}" >&2
     return 0
@@ -273,7 +277,7 @@ chaos::load_start() {
     >"${CHAOS_LOAD_LOG}" 2>&1 &
   CHAOS_LOAD_PID="$!"
   util::trap_add "kill ${CHAOS_LOAD_PID} 2>/dev/null || true"
-  chaos::mark "load generator started: GET ${target}, ${conc} concurrent, ${DEMO_LOAD_RATE:-50} requests/s"
+  chaos::mark "load generator started: GET ${target}, ${conc} concurrent, ${DEMO_LOAD_RATE:-50} requests/s, $([[ "${CHAOS_LOAD_KEEPALIVE:-0}" == 1 ]] && echo 'kept-alive connections' || echo 'a new connection per request')"
 }
 
 # chaos::load_report: stop the load generator, print its report and the availability line.

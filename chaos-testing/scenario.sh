@@ -56,6 +56,8 @@ Options:
                            (the Service's ClusterIP from the local cluster's node) or
                            NAMESPACE/SERVICE[:PORT] (API server service proxy, e.g. on minikube)
       --load-concurrency N concurrent requests of the load generator (default 4)
+      --load-keepalive     reuse connections (default: a new connection per request, which is
+                           what shows a missing preStop sleep or shutdown delay)
       --load-json FILE     also write the load generator's JSON report to FILE
       --force              allow the selfheal-system namespace
       --dry-run            print what would be done; inject nothing
@@ -110,6 +112,7 @@ while (($#)); do
     --load) chaos::need_value "$1" "$#"; LOAD_URL="$2"; shift ;;
     --load-concurrency) chaos::need_value "$1" "$#"; LOAD_CONC="$2"; shift ;;
     --load-json) chaos::need_value "$1" "$#"; CHAOS_LOAD_OUT="$2"; shift ;;
+    --load-keepalive) export CHAOS_LOAD_KEEPALIVE=1 ;;
     --force) export CHAOS_FORCE=1 ;;
     --dry-run) export DRY_RUN=1 ;;
     *) util::usage_error "unknown argument: $1" ;;

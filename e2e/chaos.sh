@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # chaos-testing/ on a real cluster. The chart with the workshop values and 3 replicas;
 # kill-pods.sh with a safety floor of 2 Ready deletes 6 pods while the selfheal-demo load
-# generator hits the Service: every kill happened (seen by a pod watch, not by the script's own
+# generator hits the Service with a new connection per request (so a kube-proxy rule still
+# naming a stopped pod would show as a failure; kept-alive connections would hide it): every kill happened (seen by a pod watch, not by the script's own
 # word), the number of Ready pods never dropped below the floor in any state the watch saw, and
 # the load generator's success ratio is reported and must be 100 % (graceful shutdown plus
 # readiness make that possible). Guards: a kill that would breach the floor is skipped,
