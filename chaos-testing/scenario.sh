@@ -15,7 +15,7 @@ SCENARIOS=(
   "readiness-failure|a pod's /ready answers 503 for --seconds (mode=unready)|the readiness probe takes it out of the Service's endpoints and back when it recovers, without a restart (layer 2)"
   "cpu-burn|a pod busy-loops --threads for --seconds (mode=cpu)|the HPA scales the Deployment out (layer 5); without an HPA only throttling is shown"
   "bad-release|helm upgrade of --release with app.faultProfile=--profile|self-healing/auto-rollback.sh verifies the release and rolls back to the last good revision (layer 4)"
-  "bad-canary|a canary with a failing fault profile|canary analysis rolls the canary back (layer 7): not available until canary/ has its scripts"
+  "bad-canary|canary/deploy.sh starts a canary of --release with fault profile errors (replica-ratio split)|canary/promote.sh's analysis sees its 5xx ratio and canary/rollback.sh removes it (layer 7); needs --load"
   "node-drain|every target pod on one node is evicted back to back, like a drain|the PodDisruptionBudget refuses evictions (HTTP 429) until replacements are Ready (layer 6)"
 )
 
@@ -43,7 +43,7 @@ Options:
   -l, --selector SEL       label selector of the target pods
                            (default app.kubernetes.io/name=selfheal-app,track=stable)
   -p, --pod NAME           break this pod (default: a random Ready pod of the selector)
-  -r, --release NAME       Helm release (bad-release; default selfheal-app)
+  -r, --release NAME       Helm release (bad-release, bad-canary; default selfheal-app)
       --times N            crash-loop: crashes in a row (default 3)
       --seconds N          readiness-failure: seconds unready (default 20);
                            cpu-burn: seconds of burning (default 90)
@@ -138,15 +138,17 @@ TIMEOUT_S="$(chaos::seconds "${TIMEOUT}")" || util::usage_error "--timeout must 
 ((TIMEOUT_S >= 1)) || util::usage_error "--timeout must be at least 1s"
 chaos::check_target "${NS}" "${SELECTOR}"
 
-# bad-canary needs parts that are not in the repository yet: say so before asking for a cluster.
-if [[ "${SCENARIO}" == bad-canary ]]; then
-  log::error "bad-canary is not available yet: it delegates to the canary scripts (deploy with a bad canary, analysis, rollback), and canary/ has none so far"
-  log::info "meanwhile, by hand: helm upgrade RELEASE helm-chart --reuse-values --set canary.enabled=true --set canary.faultProfile=errors, watch, then --set canary.enabled=false"
+# bad-canary is judged by the canary analysis, which needs requests to judge.
+if [[ "${SCENARIO}" == bad-canary && -z "${LOAD_URL}" ]]; then
+  util::usage_error "bad-canary needs --load: the canary analysis compares the canary's and stable's answers to real requests"
+fi
+if [[ "${SCENARIO}" == bad-canary && ! -x "${REPO_ROOT}/canary/promote.sh" ]]; then
+  log::error "bad-canary delegates to canary/deploy.sh and canary/promote.sh, which this checkout does not have"
   exit 3
 fi
 
 util::require_tools kubectl jq
-[[ "${SCENARIO}" != bad-release ]] || util::require_tools "${HELM}"
+[[ "${SCENARIO}" != bad-release && "${SCENARIO}" != bad-canary ]] || util::require_tools "${HELM}"
 [[ -z "${LOAD_URL}" ]] || chaos::require_load
 chaos::require_namespace "${NS}"
 K=(kubectl --namespace "${NS}")
@@ -326,6 +328,40 @@ scenario_bad_release() {
   esac
 }
 
+scenario_bad_canary() {
+  local tmp tag rc=0 dry=()
+  "${HELM}" status "${RELEASE}" --namespace "${NS}" >/dev/null 2>&1 ||
+    log::fatal "no Helm release ${RELEASE} in ${NS} (--release)"
+  tmp="$(mktemp -d)"
+  util::trap_add "rm -rf '${tmp}'"
+  [[ "${DRY}" != 1 ]] || dry=(--dry-run)
+  # The same image as stable: the fault profile alone makes this canary bad.
+  tag="$("${K[@]}" get deployment -l "app.kubernetes.io/instance=${RELEASE},track=stable" -o jsonpath='{.items[0].spec.template.spec.containers[0].image}')"
+  tag="${tag##*:}"
+  chaos::mark "fault: canary/deploy.sh: a canary of ${RELEASE} (tag ${tag}) with fault profile errors, 25 % of the pods behind the Service"
+  HELM="${HELM}" "${REPO_ROOT}/canary/deploy.sh" -n "${NS}" -r "${RELEASE}" -s replicas -t "${tag}" --weight 25 \
+    --fault-profile errors "${dry[@]}" --json "${tmp}/deploy.json" >/dev/null || { chaos::mark "canary/deploy.sh failed"; return 1; }
+  dry_stop "canary/promote.sh's analysis to fail the canary and roll it back"
+  chaos::mark "canary Ready; canary/promote.sh analyses it at each step (20 s windows)"
+  HELM="${HELM}" "${REPO_ROOT}/canary/promote.sh" -n "${NS}" -r "${RELEASE}" -s replicas --steps 25,50,100 --window 20 \
+    --json "${tmp}/promote.json" >/dev/null || rc=$?
+  case "${rc}" in
+    3)
+      chaos::mark "detected: $(jq -r '.reason' "${tmp}/promote.json")"
+      chaos::mark "healed: canary rolled back (weight 0, canary track removed; Event CanaryRolledBack on the stable Deployment)"
+      chaos::wait_mark "${TIMEOUT_S}" "no canary pod left" no_canary_pods
+      ;;
+    0)
+      chaos::mark "NOT healed: the analysis promoted the bad canary ($(jq -c '[.steps[].verdict]' "${tmp}/promote.json"))"
+      return 1 ;;
+    *)
+      chaos::mark "NOT healed: canary/promote.sh exited ${rc}"
+      return 1 ;;
+  esac
+}
+# shellcheck disable=SC2317
+no_canary_pods() { [[ -z "$("${K[@]}" get pods -l "app.kubernetes.io/instance=${RELEASE},track=canary" -o name)" ]]; }
+
 scenario_node_drain() {
   target_pod
   local node ready0 pods pod rc refusals=0 evicted=0 min deadline ready
@@ -389,6 +425,7 @@ case "${SCENARIO}" in
   readiness-failure) scenario_readiness_failure || RESULT=1 ;;
   cpu-burn) scenario_cpu_burn || RESULT=1 ;;
   bad-release) scenario_bad_release || RESULT=1 ;;
+  bad-canary) scenario_bad_canary || RESULT=1 ;;
   node-drain) scenario_node_drain || RESULT=1 ;;
 esac
 chaos::load_report || RESULT=1
