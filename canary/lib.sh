@@ -95,10 +95,14 @@ canary::refresh_values() {
 # canary::enabled: true when the release runs a canary track.
 canary::enabled() { [[ "$(canary::value .canary.enabled)" == true ]]; }
 
-# canary::upgrade --set ...: helm upgrade of the release keeping its values.
+# canary::upgrade --set ...: helm upgrade of the release keeping its values. Where Helm has it
+# (3.14+, 4), --reset-then-reuse-values: the chart's defaults for keys newer than the release's
+# values (plain --reuse-values leaves them nil and the templates fail), the release's own on top.
 canary::upgrade() {
+  local reuse=--reuse-values
+  "${HELM}" upgrade --help 2>/dev/null | grep -q -- '--reset-then-reuse-values' && reuse=--reset-then-reuse-values
   util::run "${HELM}" upgrade "${CANARY_RELEASE}" "${CANARY_CHART}" --namespace "${CANARY_NAMESPACE}" \
-    --reuse-values "$@" >/dev/null || log::fatal "helm upgrade of ${CANARY_RELEASE} failed"
+    "${reuse}" "$@" >/dev/null || log::fatal "helm upgrade of ${CANARY_RELEASE} failed"
   [[ "${DRY_RUN}" == 1 ]] || canary::refresh_values
 }
 
@@ -181,10 +185,13 @@ canary::scrape() {
   local pod port
   while read -r pod port; do
     [[ -n "${pod}" ]] || continue
-    kubectl get --raw "/api/v1/namespaces/${CANARY_NAMESPACE}/pods/${pod}:${port:-8080}/proxy/metrics" >"$1/${pod}.prom" 2>/dev/null ||
+    kubectl get --raw "/api/v1/namespaces/${CANARY_NAMESPACE}/pods/${pod}:${port:-8080}/proxy/metrics" \
+      --request-timeout=5s >"$1/${pod}.prom" 2>/dev/null ||
       { log::warn "could not scrape ${pod} (terminating?): left out"; rm -f "$1/${pod}.prom"; }
-  done < <("${K[@]}" get pods -l "app.kubernetes.io/instance=${CANARY_RELEASE},track" --field-selector=status.phase=Running \
-    -o jsonpath='{range .items[*]}{.metadata.name} {.spec.containers[0].ports[?(@.name=="http")].containerPort}{"\n"}{end}')
+  # Pods being deleted (an HPA scaling in, a rollout) are left out: their scrape can hang.
+  done < <("${K[@]}" get pods -l "app.kubernetes.io/instance=${CANARY_RELEASE},track" --field-selector=status.phase=Running -o json |
+    jq -r '.items[] | select(.metadata.deletionTimestamp == null) |
+      "\(.metadata.name) \([.spec.containers[0].ports[]? | select(.name == "http") | .containerPort][0] // "")"')
 }
 
 # canary::analyze WINDOW_SECONDS: measure a window and judge it; ANALYSIS holds the analyzer's
