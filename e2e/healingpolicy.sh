@@ -31,6 +31,15 @@ util::no_arguments "$@"
 e2e::require_cluster
 SYS=selfheal-system
 EXAMPLES="${REPO_ROOT}/controller/examples/healing-policies"
+# An earlier test's cleanup (kubectl delete --wait=false) may still be running: let it finish.
+gone_or_live() {
+  local what="$1" ts
+  ts="$(kubectl get "${what}" -o jsonpath='{.metadata.deletionTimestamp}' 2>/dev/null)" || return 0
+  [[ -z "${ts}" ]]
+}
+for obj in "namespace/${SYS}" crd/healingpolicies.selfheal.io; do
+  e2e::eventually 180 gone_or_live "${obj}" || log::fatal "${obj} is still being deleted after 180 s"
+done
 if kubectl get namespace "${SYS}" >/dev/null 2>&1; then
   log::fatal "namespace ${SYS} already exists: a controller is installed; this test installs and removes its own"
 fi
