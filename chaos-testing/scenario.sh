@@ -245,10 +245,19 @@ scenario_readiness_failure() {
   target_pod
   local secs="${SECONDS_ARG:-20}" before
   before="$(chaos::restarts "${NS}" "${POD}")"
-  chaos::mark "fault: POST /crash mode=unready seconds=${secs} to ${POD}: /ready answers 503"
+  # The kubelet marks the pod unready after failureThreshold failed probes, periodSeconds apart:
+  # a shorter fault is never seen, so do not wait for it longer than that can take.
+  local period threshold need
+  period="$(chaos::pod_field "${NS}" "${POD}" '{.spec.containers[0].readinessProbe.periodSeconds}')"
+  threshold="$(chaos::pod_field "${NS}" "${POD}" '{.spec.containers[0].readinessProbe.failureThreshold}')"
+  need=$((${period:-10} * ${threshold:-3}))
+  ((secs > need)) || log::warn "--seconds ${secs} is not longer than the readiness probe's period x failureThreshold (${period:-10}s x ${threshold:-3}): the kubelet may never see the fault"
+  chaos::mark "fault: POST /crash mode=unready seconds=${secs} to ${POD}: /ready answers 503 (probe: every ${period:-10}s, unready after ${threshold:-3} failures)"
   chaos::crash "${NS}" "${POD}" "{\"mode\":\"unready\",\"seconds\":${secs}}" >/dev/null || return 1
   dry_stop "${POD} unready and out of the EndpointSlices, then back after ${secs}s"
-  chaos::wait_mark "${TIMEOUT_S}" "detected: readiness probe failed, ${POD} unready and removed from the Service's endpoints" out_of_service "${POD}" || return 1
+  local detect_timeout=$((secs + need + 10))
+  ((detect_timeout <= TIMEOUT_S)) || detect_timeout="${TIMEOUT_S}"
+  chaos::wait_mark "${detect_timeout}" "detected: readiness probe failed, ${POD} unready and removed from the Service's endpoints" out_of_service "${POD}" || return 1
   chaos::wait_mark "${TIMEOUT_S}" "healed: ${POD} Ready and back in the endpoints" back_in_service "${POD}" || return 1
   local after
   after="$(chaos::restarts "${NS}" "${POD}")"
