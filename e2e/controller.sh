@@ -21,14 +21,8 @@ EOF
 util::no_arguments "$@"
 
 e2e::require_cluster
-SYS=selfheal-system
-if kubectl get namespace "${SYS}" >/dev/null 2>&1; then
-  log::fatal "namespace ${SYS} already exists: a controller is installed; this test installs and removes its own"
-fi
-util::trap_add "kubectl delete -k '${REPO_ROOT}/controller/deploy' --wait=false --ignore-not-found >/dev/null 2>&1 || true"
-
-log::step "installing the controller (kubectl apply -k controller/deploy)"
-kubectl apply -k "${REPO_ROOT}/controller/deploy" >/dev/null
+SYS="${E2E_CONTROLLER_NS}"
+e2e::install_controller own
 check::run "controller Deployment rolls out with 2 Ready replicas" \
   kubectl -n "${SYS}" rollout status deployment/selfheal-controller --timeout=180s
 leader() { kubectl -n "${SYS}" get lease selfheal-controller -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
@@ -42,27 +36,7 @@ check::run "one replica holds the Lease" e2e::eventually 60 leader_is_a_replica
 e2e::namespace controller
 NS="${E2E_NS}"
 log::step "a Deployment whose container exits 1 after 2 s, in ${NS}"
-kubectl apply -f - >/dev/null <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: crasher, namespace: ${NS}}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: crasher}}
-  template:
-    metadata: {labels: {app: crasher}}
-    spec:
-      automountServiceAccountToken: false
-      terminationGracePeriodSeconds: 1
-      securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
-      containers:
-      - name: main
-        image: localhost/selfheal-toolbox:dev
-        imagePullPolicy: Never
-        command: ["sh", "-c", "echo failing on purpose; sleep 2; exit 1"]
-        resources: {requests: {cpu: 5m, memory: 8Mi}, limits: {memory: 16Mi}}
-        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
-EOF
+e2e::crasher crasher "${NS}" 2 | kubectl apply -f - >/dev/null
 first_uid=""
 remember_first_pod() {
   first_uid="$(kubectl -n "${NS}" get pods -l app=crasher -o jsonpath='{.items[0].metadata.uid}' 2>/dev/null)"

@@ -32,42 +32,8 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${SELFHEAL_HOME}/cargo-target}"
 TMP="$(mktemp -d)"
 util::trap_add "rm -rf '${TMP}'"
 
-SYS=selfheal-system
-if kubectl get namespace "${SYS}" >/dev/null 2>&1; then
-  log::info "selfheal-controller already installed in ${SYS}: using it, leaving it alone"
-else
-  log::step "installing selfheal-controller (kubectl apply -k controller/deploy); removed at exit"
-  kubectl kustomize "${REPO_ROOT}/controller/deploy" >"${TMP}/controller.yaml"
-  # Remove exactly what this test created: cluster-scoped objects (CRDs, ClusterRoles) that
-  # existed before are left alone.
-  python3 - "${TMP}/controller.yaml" >"${TMP}/created.txt" <<'EOF'
-import sys
-kinds = []
-kind = name = None
-for line in open(sys.argv[1]):
-    if line.startswith("kind: "):
-        kind = line.split(":", 1)[1].strip()
-    elif line.startswith("  name: ") and kind and not name:
-        name = line.split(":", 1)[1].strip()
-    elif line.startswith("---"):
-        if kind and name:
-            kinds.append(f"{kind}/{name}")
-        kind = name = None
-if kind and name:
-    kinds.append(f"{kind}/{name}")
-print("\n".join(kinds))
-EOF
-  created=()
-  while read -r obj; do
-    [[ -z "${obj}" ]] && continue
-    case "${obj%%/*}" in
-      Namespace | ClusterRole | ClusterRoleBinding | CustomResourceDefinition)
-        kubectl get "${obj}" >/dev/null 2>&1 || created+=("${obj}") ;;
-    esac
-  done <"${TMP}/created.txt"
-  util::trap_add "kubectl delete ${created[*]:-namespace/${SYS}} --ignore-not-found --wait=false >/dev/null 2>&1 || true"
-  kubectl apply -f "${TMP}/controller.yaml" >/dev/null
-fi
+SYS="${E2E_CONTROLLER_NS}"
+e2e::install_controller reuse
 check::run "selfheal-controller is rolled out" kubectl -n "${SYS}" rollout status deployment/selfheal-controller --timeout=180s
 
 e2e::namespace demo

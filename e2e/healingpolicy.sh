@@ -29,29 +29,9 @@ EOF
 util::no_arguments "$@"
 
 e2e::require_cluster
-SYS=selfheal-system
+SYS="${E2E_CONTROLLER_NS}"
 EXAMPLES="${REPO_ROOT}/controller/examples/healing-policies"
-# An earlier test's cleanup (kubectl delete --wait=false) may still be running: let it finish.
-gone_or_live() {
-  local what="$1" ts
-  ts="$(kubectl get "${what}" -o jsonpath='{.metadata.deletionTimestamp}' 2>/dev/null)" || return 0
-  [[ -z "${ts}" ]]
-}
-for obj in "namespace/${SYS}" crd/healingpolicies.selfheal.io; do
-  e2e::eventually 180 gone_or_live "${obj}" || log::fatal "${obj} is still being deleted after 180 s"
-done
-if kubectl get namespace "${SYS}" >/dev/null 2>&1; then
-  log::fatal "namespace ${SYS} already exists: a controller is installed; this test installs and removes its own"
-fi
-# Remove what this test created: everything of controller/deploy lives in ${SYS} except the
-# ClusterRole(+Binding) and the CRD; a CRD that was already installed is left alone (deleting it
-# would delete every HealingPolicy in the cluster).
-created=(namespace/"${SYS}" clusterrole/selfheal-controller clusterrolebinding/selfheal-controller)
-kubectl get crd healingpolicies.selfheal.io >/dev/null 2>&1 || created+=(crd/healingpolicies.selfheal.io)
-util::trap_add "kubectl delete ${created[*]} --wait=false --ignore-not-found >/dev/null 2>&1 || true"
-
-log::step "installing the controller and the HealingPolicy CRD (kubectl apply -k controller/deploy)"
-kubectl apply -k "${REPO_ROOT}/controller/deploy" >/dev/null
+e2e::install_controller own
 # A 20 s default cooldown (flags: 300 s) so the hand-back to the default policy at the end is
 # seen within the test; set before the first rollout completes, so no history is lost.
 kubectl -n "${SYS}" set env deployment/selfheal-controller CONTROLLER_COOLDOWN_SECS=20 >/dev/null

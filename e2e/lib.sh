@@ -44,3 +44,75 @@ e2e::dump() {
   kubectl -n "$1" get events --sort-by=.lastTimestamp >&2 || true
 }
 
+
+# e2e::crasher NAME NAMESPACE [SECONDS]: prints a restricted-PSS Deployment (1 replica, toolbox
+# image) whose container exits 1 after SECONDS (default 2): the crash loop that layer 3 and its
+# tests need. Pipe it to kubectl apply -f -.
+e2e::crasher() {
+  local name="$1" ns="$2" secs="${3:-2}"
+  cat <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ${name}, namespace: ${ns}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: ${name}}}
+  template:
+    metadata: {labels: {app: ${name}}}
+    spec:
+      automountServiceAccountToken: false
+      terminationGracePeriodSeconds: 1
+      securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: main
+        image: localhost/selfheal-toolbox:dev
+        imagePullPolicy: Never
+        command: ["sh", "-c", "echo failing on purpose; sleep ${secs}; exit 1"]
+        resources: {requests: {cpu: 5m, memory: 8Mi}, limits: {memory: 16Mi}}
+        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+YAML
+}
+
+# e2e::install_controller own|reuse: kubectl apply -k controller/deploy (namespace selfheal-system,
+# the HealingPolicy CRD, RBAC). An earlier test's cleanup still deleting the namespace or the CRD
+# is waited for. An installed controller is an error with `own` (the test needs its own), or is
+# used and left alone with `reuse`. At exit it deletes exactly what it created: the namespace, and
+# the cluster-scoped objects that did not exist before (deleting a CRD that was there would delete
+# every HealingPolicy in the cluster).
+E2E_CONTROLLER_NS=selfheal-system
+e2e::install_controller() {
+  local reuse=0 manifest obj created=() existing
+  case "${1:-}" in
+    own) ;;
+    reuse) reuse=1 ;;
+    *) log::fatal "e2e::install_controller needs own or reuse" ;;
+  esac
+  for obj in "namespace/${E2E_CONTROLLER_NS}" crd/healingpolicies.selfheal.io; do
+    e2e::eventually 180 e2e::not_terminating "${obj}" || log::fatal "${obj} is still being deleted after 180 s"
+  done
+  if kubectl get namespace "${E2E_CONTROLLER_NS}" >/dev/null 2>&1; then
+    ((reuse)) || log::fatal "namespace ${E2E_CONTROLLER_NS} already exists: a controller is installed; this test installs and removes its own"
+    log::info "selfheal-controller already installed in ${E2E_CONTROLLER_NS}: using it, leaving it alone"
+    return 0
+  fi
+  manifest="$(mktemp)"
+  util::trap_add "rm -f '${manifest}'"
+  kubectl kustomize "${REPO_ROOT}/controller/deploy" >"${manifest}"
+  existing="$(kubectl get -f "${manifest}" -o name --ignore-not-found 2>/dev/null || true)"
+  while read -r obj; do
+    case "${obj}" in
+      namespace/* | clusterrole.* | clusterrolebinding.* | customresourcedefinition.*)
+        grep -qxF "${obj}" <<<"${existing}" || created+=("${obj}") ;;
+    esac
+  done < <(kubectl apply --dry-run=client -o name -f "${manifest}")
+  util::trap_add "kubectl delete ${created[*]} --ignore-not-found --wait=false >/dev/null 2>&1 || true"
+  log::step "installing selfheal-controller (kubectl apply -k controller/deploy); removed at exit: ${created[*]}"
+  kubectl apply -f "${manifest}" >/dev/null
+}
+
+# e2e::not_terminating KIND/NAME: the object is absent or not being deleted.
+e2e::not_terminating() {
+  local ts
+  ts="$(kubectl get "$1" -o jsonpath='{.metadata.deletionTimestamp}' 2>/dev/null)" || return 0
+  [[ -z "${ts}" ]]
+}

@@ -174,27 +174,7 @@ check::run "with the CRDs served, helm install --dry-run=server renders the Serv
 # -- PromQL and traces against real processes --------------------------------------------------------
 # A crash-looping Deployment for the controller that promql.sh starts: its recycle puts
 # selfheal_controller_recycles_total and healing_actions_total behind the dashboard's recycle panels.
-kubectl apply -f - >/dev/null <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: crasher, namespace: ${E2E_NS}}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: crasher}}
-  template:
-    metadata: {labels: {app: crasher}}
-    spec:
-      automountServiceAccountToken: false
-      terminationGracePeriodSeconds: 1
-      securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
-      containers:
-      - name: main
-        image: localhost/selfheal-toolbox:dev
-        imagePullPolicy: Never
-        command: ["sh", "-c", "echo failing on purpose; sleep 1; exit 1"]
-        resources: {requests: {cpu: 5m, memory: 8Mi}, limits: {memory: 16Mi}}
-        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
-EOF
+e2e::crasher crasher "${E2E_NS}" 1 | kubectl apply -f - >/dev/null
 promql() {
   CONTROLLER_NAMESPACE="${E2E_NS}" CONTROLLER_ACT=1 \
     PROMQL_REQUIRE="selfheal_controller_recycles_total selfheal_controller_healing_actions_total" \
