@@ -81,20 +81,20 @@ LOAD_CONC=4
 while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
-    -n | --namespace) chaos::need_value "$1" "$#"; NS="$2"; shift ;;
-    -l | --selector) chaos::need_value "$1" "$#"; SELECTOR="$2"; shift ;;
-    -i | --interval) chaos::need_value "$1" "$#"; INTERVAL="$2"; shift ;;
-    -d | --duration) chaos::need_value "$1" "$#"; DURATION="$2"; shift ;;
-    -c | --count) chaos::need_value "$1" "$#"; COUNT="$2"; shift ;;
-    -m | --min-ready) chaos::need_value "$1" "$#"; MIN_READY="$2"; shift ;;
-    -g | --grace-period) chaos::need_value "$1" "$#"; GRACE="$2"; shift ;;
+    -n | --namespace) util::need_value "$1" "$#"; NS="$2"; shift ;;
+    -l | --selector) util::need_value "$1" "$#"; SELECTOR="$2"; shift ;;
+    -i | --interval) util::need_value "$1" "$#"; INTERVAL="$2"; shift ;;
+    -d | --duration) util::need_value "$1" "$#"; DURATION="$2"; shift ;;
+    -c | --count) util::need_value "$1" "$#"; COUNT="$2"; shift ;;
+    -m | --min-ready) util::need_value "$1" "$#"; MIN_READY="$2"; shift ;;
+    -g | --grace-period) util::need_value "$1" "$#"; GRACE="$2"; shift ;;
     --force-kill) FORCE_KILL=1 ;;
-    --timeout) chaos::need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
-    --recover-timeout) chaos::need_value "$1" "$#"; RECOVER_TIMEOUT="$2"; shift ;;
-    --seed) chaos::need_value "$1" "$#"; SEED="$2"; shift ;;
-    --load) chaos::need_value "$1" "$#"; LOAD_URL="$2"; shift ;;
-    --load-concurrency) chaos::need_value "$1" "$#"; LOAD_CONC="$2"; shift ;;
-    --load-json) chaos::need_value "$1" "$#"; CHAOS_LOAD_OUT="$2"; shift ;;
+    --timeout) util::need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
+    --recover-timeout) util::need_value "$1" "$#"; RECOVER_TIMEOUT="$2"; shift ;;
+    --seed) util::need_value "$1" "$#"; SEED="$2"; shift ;;
+    --load) util::need_value "$1" "$#"; LOAD_URL="$2"; shift ;;
+    --load-concurrency) util::need_value "$1" "$#"; LOAD_CONC="$2"; shift ;;
+    --load-json) util::need_value "$1" "$#"; CHAOS_LOAD_OUT="$2"; shift ;;
     --load-keepalive) export CHAOS_LOAD_KEEPALIVE=1 ;;
     --force) export CHAOS_FORCE=1 ;;
     --dry-run) export DRY_RUN=1 ;;
@@ -106,11 +106,11 @@ done
 # -- validate everything before touching the cluster ------------------------------------------
 [[ -n "${NS}" ]] || util::usage_error "--namespace is required"
 [[ -n "${SELECTOR}" ]] || util::usage_error "--selector is required"
-INTERVAL_S="$(chaos::seconds "${INTERVAL}")" || util::usage_error "--interval must be a duration like 10s, 1m or 1m30s: '${INTERVAL}'"
+INTERVAL_S="$(util::seconds "${INTERVAL}")" || util::usage_error "--interval must be a duration like 10s, 1m or 1m30s: '${INTERVAL}'"
 ((INTERVAL_S >= 1)) || util::usage_error "--interval must be at least 1s"
 DURATION_S=""
 if [[ -n "${DURATION}" ]]; then
-  DURATION_S="$(chaos::seconds "${DURATION}")" || util::usage_error "--duration must be a duration like 30s, 2m or 1m30s: '${DURATION}'"
+  DURATION_S="$(util::seconds "${DURATION}")" || util::usage_error "--duration must be a duration like 30s, 2m or 1m30s: '${DURATION}'"
   ((DURATION_S >= 1)) || util::usage_error "--duration must be at least 1s"
 fi
 if [[ -n "${COUNT}" ]]; then
@@ -131,11 +131,11 @@ if ((FORCE_KILL)); then
   DELETE_FLAGS+=(--force)
 fi
 if [[ -n "${TIMEOUT}" ]]; then
-  TIMEOUT_S="$(chaos::seconds "${TIMEOUT}")" || util::usage_error "--timeout must be a duration: '${TIMEOUT}'"
+  TIMEOUT_S="$(util::seconds "${TIMEOUT}")" || util::usage_error "--timeout must be a duration: '${TIMEOUT}'"
 else
   TIMEOUT_S=$((${COUNT:-0} * INTERVAL_S + 300))
 fi
-RECOVER_S="$(chaos::seconds "${RECOVER_TIMEOUT}")" || util::usage_error "--recover-timeout must be a duration: '${RECOVER_TIMEOUT}'"
+RECOVER_S="$(util::seconds "${RECOVER_TIMEOUT}")" || util::usage_error "--recover-timeout must be a duration: '${RECOVER_TIMEOUT}'"
 if [[ -n "${SEED}" ]]; then
   chaos::whole_number --seed "${SEED}" 0
   RANDOM=$((10#${SEED}))

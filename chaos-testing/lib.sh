@@ -11,28 +11,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
 # Input
 # ---------------------------------------------------------------------------------------------
 
-# chaos::seconds DURATION: whole seconds of 90, 90s, 5m, 1h or 1m30s; fails (no output) otherwise.
-chaos::seconds() {
-  local s="$1" total=0
-  if [[ "${s}" =~ ^[0-9]+$ ]]; then
-    printf '%s\n' "$((10#${s}))"
-    return 0
-  fi
-  [[ "${s}" =~ ^([0-9]+[hms])+$ ]] || return 1
-  while [[ "${s}" =~ ^([0-9]+)([hms])(.*)$ ]]; do
-    case "${BASH_REMATCH[2]}" in
-      h) total=$((total + 10#${BASH_REMATCH[1]} * 3600)) ;;
-      m) total=$((total + 10#${BASH_REMATCH[1]} * 60)) ;;
-      s) total=$((total + 10#${BASH_REMATCH[1]})) ;;
-    esac
-    s="${BASH_REMATCH[3]}"
-  done
-  printf '%s\n' "${total}"
-}
-
-# chaos::need_value FLAG "$#": the flag must be followed by a value (else usage error, exit 2).
-chaos::need_value() { (($2 >= 2)) || util::usage_error "$1 needs a value"; }
-
 # chaos::whole_number FLAG VALUE [MIN]: VALUE is an integer >= MIN (default 0), else usage error.
 chaos::whole_number() {
   if [[ ! "$2" =~ ^[0-9]+$ ]] || ((10#$2 < ${3:-0})); then

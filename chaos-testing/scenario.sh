@@ -100,18 +100,18 @@ HELM="${HELM:-helm}"
 while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
-    -n | --namespace) chaos::need_value "$1" "$#"; NS="$2"; shift ;;
-    -l | --selector) chaos::need_value "$1" "$#"; SELECTOR="$2"; shift ;;
-    -p | --pod) chaos::need_value "$1" "$#"; POD="$2"; shift ;;
-    -r | --release) chaos::need_value "$1" "$#"; RELEASE="$2"; shift ;;
-    --times) chaos::need_value "$1" "$#"; TIMES="$2"; shift ;;
-    --seconds) chaos::need_value "$1" "$#"; SECONDS_ARG="$2"; shift ;;
-    --threads) chaos::need_value "$1" "$#"; THREADS="$2"; shift ;;
-    --profile) chaos::need_value "$1" "$#"; PROFILE="$2"; shift ;;
-    --timeout) chaos::need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
-    --load) chaos::need_value "$1" "$#"; LOAD_URL="$2"; shift ;;
-    --load-concurrency) chaos::need_value "$1" "$#"; LOAD_CONC="$2"; shift ;;
-    --load-json) chaos::need_value "$1" "$#"; CHAOS_LOAD_OUT="$2"; shift ;;
+    -n | --namespace) util::need_value "$1" "$#"; NS="$2"; shift ;;
+    -l | --selector) util::need_value "$1" "$#"; SELECTOR="$2"; shift ;;
+    -p | --pod) util::need_value "$1" "$#"; POD="$2"; shift ;;
+    -r | --release) util::need_value "$1" "$#"; RELEASE="$2"; shift ;;
+    --times) util::need_value "$1" "$#"; TIMES="$2"; shift ;;
+    --seconds) util::need_value "$1" "$#"; SECONDS_ARG="$2"; shift ;;
+    --threads) util::need_value "$1" "$#"; THREADS="$2"; shift ;;
+    --profile) util::need_value "$1" "$#"; PROFILE="$2"; shift ;;
+    --timeout) util::need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
+    --load) util::need_value "$1" "$#"; LOAD_URL="$2"; shift ;;
+    --load-concurrency) util::need_value "$1" "$#"; LOAD_CONC="$2"; shift ;;
+    --load-json) util::need_value "$1" "$#"; CHAOS_LOAD_OUT="$2"; shift ;;
     --load-keepalive) export CHAOS_LOAD_KEEPALIVE=1 ;;
     --force) export CHAOS_FORCE=1 ;;
     --dry-run) export DRY_RUN=1 ;;
@@ -134,7 +134,7 @@ chaos::whole_number --threads "${THREADS}" 1
 chaos::whole_number --load-concurrency "${LOAD_CONC}" 1
 [[ -z "${SECONDS_ARG}" ]] || chaos::whole_number --seconds "${SECONDS_ARG}" 1
 [[ "${PROFILE}" =~ ^(unready|unhealthy|errors|latency)$ ]] || util::usage_error "--profile must be unready, unhealthy, errors or latency: '${PROFILE}'"
-TIMEOUT_S="$(chaos::seconds "${TIMEOUT}")" || util::usage_error "--timeout must be a duration like 90s, 3m or 1m30s: '${TIMEOUT}'"
+TIMEOUT_S="$(util::seconds "${TIMEOUT}")" || util::usage_error "--timeout must be a duration like 90s, 3m or 1m30s: '${TIMEOUT}'"
 ((TIMEOUT_S >= 1)) || util::usage_error "--timeout must be at least 1s"
 chaos::check_target "${NS}" "${SELECTOR}"
 

@@ -46,6 +46,29 @@ util::usage_error() {
   exit 2
 }
 
+# util::need_value FLAG "$#": in an argument loop, the flag must be followed by a value.
+util::need_value() { (($2 >= 2)) || util::usage_error "$1 needs a value"; }
+
+# util::seconds DURATION: whole seconds of 90, 90s, 5m, 1h or 1m30s (Go-style, as kubectl and
+# helm take them); fails with no output otherwise.
+util::seconds() {
+  local s="$1" total=0
+  if [[ "${s}" =~ ^[0-9]+$ ]]; then
+    printf '%s\n' "$((10#${s}))"
+    return 0
+  fi
+  [[ "${s}" =~ ^([0-9]+[hms])+$ ]] || return 1
+  while [[ "${s}" =~ ^([0-9]+)([hms])(.*)$ ]]; do
+    case "${BASH_REMATCH[2]}" in
+      h) total=$((total + 10#${BASH_REMATCH[1]} * 3600)) ;;
+      m) total=$((total + 10#${BASH_REMATCH[1]} * 60)) ;;
+      s) total=$((total + 10#${BASH_REMATCH[1]})) ;;
+    esac
+    s="${BASH_REMATCH[3]}"
+  done
+  printf '%s\n' "${total}"
+}
+
 # util::no_arguments "$@": for scripts that take only -h/--help (usage() must exist).
 util::no_arguments() {
   case "${1:-}" in

@@ -89,23 +89,23 @@ HELM="${HELM:-helm}"
 while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
-    -n | --namespace) need_value "$1" "$#"; NAMESPACE="$2"; shift ;;
-    -r | --release) need_value "$1" "$#"; RELEASE="$2"; shift ;;
-    -c | --chart) need_value "$1" "$#"; CHART="$2"; shift ;;
-    -t | --image-tag) need_value "$1" "$#"; IMAGE_TAG="$2"; shift ;;
-    --image-repository) need_value "$1" "$#"; IMAGE_REPOSITORY="$2"; shift ;;
-    -f | --values) need_value "$1" "$#"; VALUES+=("$2"); shift ;;
-    --set) need_value "$1" "$#"; SETS+=("$2"); shift ;;
-    --timeout) need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
-    --smoke-requests) need_value "$1" "$#"; SMOKE_REQUESTS="$2"; shift ;;
-    --max-error-ratio) need_value "$1" "$#"; MAX_ERROR_RATIO="$2"; shift ;;
-    --prometheus) need_value "$1" "$#"; PROMETHEUS="$2"; shift ;;
-    --prometheus-window) need_value "$1" "$#"; PROMETHEUS_WINDOW="$2"; shift ;;
-    --pushgateway) need_value "$1" "$#"; PUSHGATEWAY="$2"; shift ;;
-    --pending-grace) need_value "$1" "$#"; PENDING_GRACE="$2"; shift ;;
-    --kube-context) need_value "$1" "$#"; KUBE_CONTEXT="$2"; shift ;;
+    -n | --namespace) util::need_value "$1" "$#"; NAMESPACE="$2"; shift ;;
+    -r | --release) util::need_value "$1" "$#"; RELEASE="$2"; shift ;;
+    -c | --chart) util::need_value "$1" "$#"; CHART="$2"; shift ;;
+    -t | --image-tag) util::need_value "$1" "$#"; IMAGE_TAG="$2"; shift ;;
+    --image-repository) util::need_value "$1" "$#"; IMAGE_REPOSITORY="$2"; shift ;;
+    -f | --values) util::need_value "$1" "$#"; VALUES+=("$2"); shift ;;
+    --set) util::need_value "$1" "$#"; SETS+=("$2"); shift ;;
+    --timeout) util::need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
+    --smoke-requests) util::need_value "$1" "$#"; SMOKE_REQUESTS="$2"; shift ;;
+    --max-error-ratio) util::need_value "$1" "$#"; MAX_ERROR_RATIO="$2"; shift ;;
+    --prometheus) util::need_value "$1" "$#"; PROMETHEUS="$2"; shift ;;
+    --prometheus-window) util::need_value "$1" "$#"; PROMETHEUS_WINDOW="$2"; shift ;;
+    --pushgateway) util::need_value "$1" "$#"; PUSHGATEWAY="$2"; shift ;;
+    --pending-grace) util::need_value "$1" "$#"; PENDING_GRACE="$2"; shift ;;
+    --kube-context) util::need_value "$1" "$#"; KUBE_CONTEXT="$2"; shift ;;
     --create-namespace) CREATE_NAMESPACE=1 ;;
-    -o | --output) need_value "$1" "$#"; OUTPUT="$2"; shift ;;
+    -o | --output) util::need_value "$1" "$#"; OUTPUT="$2"; shift ;;
     --dry-run) export DRY_RUN=1 ;;
     *) util::usage_error "unknown argument: $1" ;;
   esac
@@ -113,10 +113,10 @@ while (($#)); do
 done
 
 release::valid_names
-TIMEOUT_S="$(dur::seconds "${TIMEOUT}")" || util::usage_error "--timeout must be a duration like 90s, 5m or 1m30s: ${TIMEOUT}"
+TIMEOUT_S="$(util::seconds "${TIMEOUT}")" || util::usage_error "--timeout must be a duration like 90s, 5m or 1m30s: ${TIMEOUT}"
 ((TIMEOUT_S > 0)) || util::usage_error "--timeout must be positive"
-PENDING_GRACE_S="$(dur::seconds "${PENDING_GRACE}")" || util::usage_error "--pending-grace must be a duration: ${PENDING_GRACE}"
-dur::seconds "${PROMETHEUS_WINDOW}" >/dev/null || util::usage_error "--prometheus-window must be a duration: ${PROMETHEUS_WINDOW}"
+PENDING_GRACE_S="$(util::seconds "${PENDING_GRACE}")" || util::usage_error "--pending-grace must be a duration: ${PENDING_GRACE}"
+util::seconds "${PROMETHEUS_WINDOW}" >/dev/null || util::usage_error "--prometheus-window must be a duration: ${PROMETHEUS_WINDOW}"
 [[ "${SMOKE_REQUESTS}" =~ ^[0-9]+$ ]] || util::usage_error "--smoke-requests must be a number: ${SMOKE_REQUESTS}"
 [[ "${MAX_ERROR_RATIO}" =~ ^(0(\.[0-9]+)?|1(\.0+)?)$ ]] || util::usage_error "--max-error-ratio must be between 0 and 1: ${MAX_ERROR_RATIO}"
 for v in "${VALUES[@]}"; do [[ -f "${v}" ]] || util::usage_error "values file not found: ${v}"; done

@@ -51,12 +51,12 @@ HELM="${HELM:-helm}"
 while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
-    -n | --namespace) need_value "$1" "$#"; NAMESPACE="$2"; shift ;;
-    -r | --release) need_value "$1" "$#"; RELEASE="$2"; shift ;;
-    --revision) need_value "$1" "$#"; REVISION="$2"; shift ;;
-    --timeout) need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
-    --kube-context) need_value "$1" "$#"; KUBE_CONTEXT="$2"; shift ;;
-    -o | --output) need_value "$1" "$#"; OUTPUT="$2"; shift ;;
+    -n | --namespace) util::need_value "$1" "$#"; NAMESPACE="$2"; shift ;;
+    -r | --release) util::need_value "$1" "$#"; RELEASE="$2"; shift ;;
+    --revision) util::need_value "$1" "$#"; REVISION="$2"; shift ;;
+    --timeout) util::need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
+    --kube-context) util::need_value "$1" "$#"; KUBE_CONTEXT="$2"; shift ;;
+    -o | --output) util::need_value "$1" "$#"; OUTPUT="$2"; shift ;;
     --dry-run) export DRY_RUN=1 ;;
     *) util::usage_error "unknown argument: $1" ;;
   esac
@@ -64,7 +64,7 @@ while (($#)); do
 done
 release::valid_names
 [[ "${REVISION}" =~ ^[1-9][0-9]*$ ]] || util::usage_error "--revision is required and must be a positive number: '${REVISION}'"
-TIMEOUT_S="$(dur::seconds "${TIMEOUT}")" || util::usage_error "--timeout must be a duration like 90s, 5m or 1m30s: ${TIMEOUT}"
+TIMEOUT_S="$(util::seconds "${TIMEOUT}")" || util::usage_error "--timeout must be a duration like 90s, 5m or 1m30s: ${TIMEOUT}"
 ((TIMEOUT_S > 0)) || util::usage_error "--timeout must be positive"
 DRY_RUN="${DRY_RUN:-0}"
 # What release::verify checks after the rollback: rollouts, every replica Ready, /health and

@@ -9,28 +9,6 @@
 # Globals this file owns: START_EPOCH, TIMELINE, RESULT, REASON, PREVIOUS_REVISION,
 # DEPLOYED_REVISION, SERVING_REVISION, SERVING_IMAGES, and the command arrays K (kubectl) and H (helm).
 
-# dur::seconds DURATION: seconds of a Go-style duration (90, 90s, 5m, 1h, 1m30s); fails when invalid.
-dur::seconds() {
-  local s="$1" total=0
-  if [[ "${s}" =~ ^[0-9]+$ ]]; then
-    printf '%s\n' "${s}"
-    return 0
-  fi
-  [[ "${s}" =~ ^([0-9]+[hms])+$ ]] || return 1
-  while [[ "${s}" =~ ^([0-9]+)([hms])(.*)$ ]]; do
-    case "${BASH_REMATCH[2]}" in
-      h) total=$((total + BASH_REMATCH[1] * 3600)) ;;
-      m) total=$((total + BASH_REMATCH[1] * 60)) ;;
-      s) total=$((total + BASH_REMATCH[1])) ;;
-    esac
-    s="${BASH_REMATCH[3]}"
-  done
-  printf '%s\n' "${total}"
-}
-
-# need_value FLAG "$#": the flag must be followed by a value.
-need_value() { (($2 >= 2)) || util::usage_error "$1 needs a value"; }
-
 # release::valid_names: NAMESPACE and RELEASE are names Kubernetes and Helm accept.
 release::valid_names() {
   [[ "${NAMESPACE}" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ ]] ||
