@@ -2,8 +2,8 @@
 //!
 //! 1. `TraceLayer`: one server span per request (probe paths excluded), W3C parent from headers;
 //! 2. [`ObserveLayer`]: metrics (route template from `MatchedPath`), request timeout → 408,
-//!    panic → 500, JSON bodies for every 4xx/5xx, one access-log line per request, and the
-//!    `Content-Length` body limit → 413;
+//!    panic → 500, JSON bodies for every 4xx/5xx, one access-log line per request, the
+//!    `Content-Length` body limit → 413, and `Connection: close` once draining;
 //! 3. `DefaultBodyLimit`: the same limit for streamed bodies read by extractors.
 //!
 //! `ObserveLayer` is one hand-written service rather than several `from_fn`/tower-http layers:
@@ -177,6 +177,13 @@ where
         }
     };
 
+    let mut res = res;
+    if state.draining() {
+        // A kept-alive client would go on sending to a pod that is leaving the endpoints, and
+        // fail once it stops: ask it to reconnect, which lands on a pod still in the Service.
+        res.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = res.status();
     timer.set_status(status);
     if let Some(log) = log {

@@ -133,9 +133,14 @@ impl AppState {
         &self.inner.faults
     }
 
+    /// Whether the shutdown signal came: the pod is leaving the Service's endpoints.
+    pub fn draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+
     /// Readiness at `now`, most important reason first.
     pub fn readiness(&self, now: Instant) -> Readiness {
-        if self.inner.draining.load(Ordering::Relaxed) {
+        if self.draining() {
             return Readiness::Draining;
         }
         if let Some(from_profile) = self.inner.faults.unready(now) {

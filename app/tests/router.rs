@@ -178,6 +178,17 @@ async fn ready_is_503_while_draining() {
 }
 
 #[tokio::test]
+async fn draining_asks_kept_alive_clients_to_reconnect() {
+    let state = chaos_state();
+    let app = router(state.clone());
+    assert_eq!(get(&app, "/").await.headers.get("connection"), None);
+    state.begin_drain();
+    let a = get(&app, "/").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.headers.get("connection").unwrap(), "close");
+}
+
+#[tokio::test]
 async fn unready_fault_fails_readiness_until_reset() {
     let app = router(chaos_state());
     let a = post(&app, "/crash?mode=unready&seconds=120").await;

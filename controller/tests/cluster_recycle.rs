@@ -31,12 +31,16 @@ async fn crashing_deployment_is_evicted_replaced_and_reported_with_evidence() {
         let first_uid = live_pods(&client, &ns, "web").await[0]
             .uid()
             .unwrap_or_default();
-        wait_for("a Recycled event on the pod", SLOW, || async {
-            our_events(&client, &ns, "Recycled")
-                .await
-                .iter()
-                .any(|e| regarding_kind(e) == "Pod")
-        })
+        // Two Events, written one after the other: wait for both, not just the first.
+        wait_for(
+            "Recycled events on the pod and on its Deployment",
+            SLOW,
+            || async {
+                let events = our_events(&client, &ns, "Recycled").await;
+                events.iter().any(|e| regarding_kind(e) == "Pod")
+                    && events.iter().any(|e| regarding_kind(e) == "Deployment")
+            },
+        )
         .await;
 
         let on_owner = our_events(&client, &ns, "Recycled").await;
