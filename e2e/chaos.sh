@@ -190,18 +190,10 @@ wait "${WATCHER}" 2>/dev/null || true
 # watch_facts: from the pod watch: pods that got a deletionTimestamp, and the lowest number of
 # Ready, non-terminating pods in any state after the target first had 3 of them.
 watch_facts() {
-  python3 - "${TMP}/pods.watch" <<'EOF'
+  PYTHONPATH="${REPO_ROOT}/e2e" python3 - "${TMP}/pods.watch" <<'EOF'
 import json, sys
 
-def stream(path):
-    text, pos, dec = open(path).read(), 0, json.JSONDecoder()
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            return
-        obj, pos = dec.raw_decode(text, pos)
-        yield obj
+from watchstream import stream
 
 def ready(pod):
     if pod["metadata"].get("deletionTimestamp"):

@@ -184,18 +184,10 @@ watch_capacity() {
 # capacity_held FILE MIN: in every observed state there were at least MIN ready replicas and MIN
 # ready endpoints (summed over the Service's slices), and the watcher saw the rollout (a surge pod).
 capacity_held() {
-  python3 - "$1" "$2" <<'EOF'
+  PYTHONPATH="${REPO_ROOT}/e2e" python3 - "$1" "$2" <<'EOF'
 import json, sys
 
-def stream(path):
-    text, pos, dec = open(path).read(), 0, json.JSONDecoder()
-    while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos >= len(text):
-            return
-        obj, pos = dec.raw_decode(text, pos)
-        yield obj
+from watchstream import stream
 
 need = int(sys.argv[2])
 deploy = [(d["status"].get("readyReplicas", 0), d["status"].get("replicas", 0)) for d in stream(sys.argv[1] + ".deploy")]

@@ -65,29 +65,6 @@ check::run "the good examples apply" kubectl -n "${NS}" apply -f "${EXAMPLES}/" 
 
 # -- a policy acting, and one in dry-run ----------------------------------------------------------
 log::step "two crash-looping Deployments in ${NS}: crasher (policy evicts) and dry (policy in dry-run)"
-deployment() {
-  cat <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: $1, namespace: ${NS}}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: $1}}
-  template:
-    metadata: {labels: {app: $1}}
-    spec:
-      automountServiceAccountToken: false
-      terminationGracePeriodSeconds: 1
-      securityContext: {runAsNonRoot: true, runAsUser: 65532, seccompProfile: {type: RuntimeDefault}}
-      containers:
-      - name: main
-        image: localhost/selfheal-toolbox:dev
-        imagePullPolicy: Never
-        command: ["sh", "-c", "echo failing on purpose; sleep 2; exit 1"]
-        resources: {requests: {cpu: 5m, memory: 8Mi}, limits: {memory: 16Mi}}
-        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
-EOF
-}
 policy() { # name dryRun
   cat <<EOF
 apiVersion: selfheal.io/v1alpha1
@@ -103,7 +80,7 @@ spec:
 EOF
 }
 { policy crasher false; echo ---; policy dry true; } | kubectl apply -f - >/dev/null
-{ deployment crasher; echo ---; deployment dry; } | kubectl apply -f - >/dev/null
+{ e2e::crasher crasher "${NS}"; echo ---; e2e::crasher dry "${NS}"; } | kubectl apply -f - >/dev/null
 
 uid_of() { kubectl -n "${NS}" get pods -l "app=$1" -o jsonpath='{.items[0].metadata.uid}' 2>/dev/null; }
 crasher_uid=""
