@@ -388,6 +388,11 @@ mod tests {
         }
     }
 
+    /// A run against `url` that nothing stops early: it ends by its own limit.
+    async fn run_to_end(url: &str, cfg: LoadConfig) -> LoadRun {
+        let (_tx, rx) = watch::channel(false);
+        run(Target::url(url).expect("url"), cfg, Recorder::default(), rx).await
+    }
     #[test]
     fn only_plain_http_urls_are_accepted() {
         assert!(Target::url("http://10.96.0.1:80/").is_ok());
@@ -435,14 +440,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_budget_sends_exactly_that_many() {
         let (url, srv) = server(200).await;
-        let (_tx, rx) = watch::channel(false);
-        let run = run(
-            Target::url(&url).expect("url"),
-            config(Limit::Requests(25)),
-            Recorder::default(),
-            rx,
-        )
-        .await;
+        let run = run_to_end(&url, config(Limit::Requests(25))).await;
         srv.abort();
         let s = summarize(&run.samples, run.duration.as_secs_f64());
         assert_eq!((s.total, s.ok), (25, 25));
@@ -475,17 +473,10 @@ mod tests {
         });
         for (fresh, expect_many) in [(true, true), (false, false)] {
             accepted.store(0, Ordering::SeqCst);
-            let (_tx, rx) = watch::channel(false);
             let mut cfg = config(Limit::Requests(10));
             cfg.concurrency = 1;
             cfg.fresh_connections = fresh;
-            let run = run(
-                Target::url(&format!("http://{addr}/")).expect("url"),
-                cfg,
-                Recorder::default(),
-                rx,
-            )
-            .await;
+            let run = run_to_end(&format!("http://{addr}/"), cfg).await;
             assert_eq!(summarize(&run.samples, 1.0).ok, 10);
             let conns = accepted.load(Ordering::SeqCst);
             if expect_many {
@@ -500,14 +491,7 @@ mod tests {
     #[tokio::test]
     async fn error_statuses_are_failures_with_their_code() {
         let (url, srv) = server(503).await;
-        let (_tx, rx) = watch::channel(false);
-        let run = run(
-            Target::url(&url).expect("url"),
-            config(Limit::Requests(5)),
-            Recorder::default(),
-            rx,
-        )
-        .await;
+        let run = run_to_end(&url, config(Limit::Requests(5))).await;
         srv.abort();
         let s = summarize(&run.samples, 1.0);
         assert_eq!(s.failures.get("status_503"), Some(&5));
@@ -521,12 +505,9 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let (_tx, rx) = watch::channel(false);
-        let run = run(
-            Target::url(&format!("http://127.0.0.1:{port}/")).expect("url"),
+        let run = run_to_end(
+            &format!("http://127.0.0.1:{port}/"),
             config(Limit::Requests(3)),
-            Recorder::default(),
-            rx,
         )
         .await;
         let s = summarize(&run.samples, 1.0);
@@ -546,16 +527,9 @@ mod tests {
                 held.push(sock);
             }
         });
-        let (_tx, rx) = watch::channel(false);
         let mut cfg = config(Limit::Requests(2));
         cfg.timeout = Duration::from_millis(200);
-        let run = run(
-            Target::url(&format!("http://{addr}/")).expect("url"),
-            cfg,
-            Recorder::default(),
-            rx,
-        )
-        .await;
+        let run = run_to_end(&format!("http://{addr}/"), cfg).await;
         srv.abort();
         let s = summarize(&run.samples, 1.0);
         assert_eq!(s.failures.get("timeout"), Some(&2), "{s:?}");
@@ -590,20 +564,11 @@ mod tests {
     #[tokio::test]
     async fn a_duration_limit_ends_the_run() {
         let (url, srv) = server(200).await;
-        let (_tx, rx) = watch::channel(false);
         let mut cfg = config(Limit::Duration(Duration::from_millis(300)));
         cfg.rate = Some(50.0);
-        let run = tokio::time::timeout(
-            Duration::from_secs(5),
-            run(
-                Target::url(&url).expect("url"),
-                cfg,
-                Recorder::default(),
-                rx,
-            ),
-        )
-        .await
-        .expect("ends by itself");
+        let run = tokio::time::timeout(Duration::from_secs(5), run_to_end(&url, cfg))
+            .await
+            .expect("ends by itself");
         srv.abort();
         assert!(run.duration < Duration::from_secs(2));
         assert!(!run.samples.is_empty());
