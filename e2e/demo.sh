@@ -60,35 +60,26 @@ check::run "the runner exits 0 (no layer failed its deadline)" runner_exit_zero
 layer() { jq -e --argjson n "$1" ".layers[] | select(.layer == \$n) | $2" "${TMP}/report.json" >/dev/null; }
 ran() { jq -e --argjson n "$1" '.layers | any(.layer == $n)' "${TMP}/report.json" >/dev/null; }
 
-if ran 1; then
-  check::run "layer 1: container restarted by liveness (restartCount grew) and Ready again" \
-    layer 1 '.healed and .evidence.restart_count_grew and (.evidence.restarts_after > .evidence.restarts_before) and (.evidence.killing_event | test("liveness"))'
-fi
-if ran 2; then
-  check::run "layer 2: endpoint removed then restored, no restart" \
-    layer 2 '.healed and .evidence.endpoint_removed and .evidence.endpoint_restored and (.evidence.restarts_after == .evidence.restarts_before)'
-fi
-if ran 3; then
-  check::run "layer 3: pod evicted by selfheal-controller (Recycled Event) and replaced" \
-    layer 3 '.healed and .evidence.pod_evicted_and_replaced and (.evidence.recycled_event | test("evicted")) and (.evidence.replacement_pod != .evidence.evicted_pod)'
-fi
-if ran 4; then
-  check::run "layer 4: bad revision failed, rolled back to a later revision of the good release (exit 3)" \
-    layer 4 '.healed and .evidence.rolled_back_to_good and .evidence.auto_rollback_exit_code == 3 and (.evidence.serving_revision > .evidence.good_revision + 1)'
-fi
-if ran 5; then
-  check::run "layer 5: HPA scaled out, replicas above min" \
-    layer 5 '.healed and .evidence.replicas_above_min and (.evidence.ready_after > .evidence.min_replicas)'
-fi
-if ran 6; then
-  check::run "layer 6: every pod evicted and replaced, at least one eviction refused by the PDB (429)" \
-    layer 6 '.healed and (.evidence.evictions == (.evidence.pods_before | length)) and .evidence.evictions_refused >= 1'
-fi
-if ran 7; then
-  # Never a fake pass: healed needs the evidence, otherwise it must say it is not available.
-  check::run "layer 7: healed with the canary removed, or reported not available (never a silent pass)" \
-    layer 7 '(.healed and .evidence.canary_removed) or (.status == "not_available" and (.reason | length > 0))'
-fi
+# layer_check N "what" JQ: when the run included layer N, its report entry must satisfy JQ.
+layer_check() {
+  ran "$1" || return 0
+  check::run "layer $1: $2" layer "$1" "$3"
+}
+layer_check 1 "container restarted by liveness (restartCount grew) and Ready again" \
+  '.healed and .evidence.restart_count_grew and (.evidence.restarts_after > .evidence.restarts_before) and (.evidence.killing_event | test("liveness"))'
+layer_check 2 "endpoint removed then restored, no restart" \
+  '.healed and .evidence.endpoint_removed and .evidence.endpoint_restored and (.evidence.restarts_after == .evidence.restarts_before)'
+layer_check 3 "pod evicted by selfheal-controller (Recycled Event) and replaced" \
+  '.healed and .evidence.pod_evicted_and_replaced and (.evidence.recycled_event | test("evicted")) and (.evidence.replacement_pod != .evidence.evicted_pod)'
+layer_check 4 "bad revision failed, rolled back to a later revision of the good release (exit 3)" \
+  '.healed and .evidence.rolled_back_to_good and .evidence.auto_rollback_exit_code == 3 and (.evidence.serving_revision > .evidence.good_revision + 1)'
+layer_check 5 "HPA scaled out, replicas above min" \
+  '.healed and .evidence.replicas_above_min and (.evidence.ready_after > .evidence.min_replicas)'
+layer_check 6 "every pod evicted and replaced, at least one eviction refused by the PDB (429)" \
+  '.healed and (.evidence.evictions == (.evidence.pods_before | length)) and .evidence.evictions_refused >= 1'
+# Never a fake pass: healed needs the evidence, otherwise it must say it is not available.
+layer_check 7 "healed with the canary removed, or reported not available (never a silent pass)" \
+  '(.healed and .evidence.canary_removed) or (.status == "not_available" and (.reason | length > 0))'
 
 svg_ok() {
   python3 - "${TMP}/timeline.svg" "${TMP}/report.json" <<'EOF'
