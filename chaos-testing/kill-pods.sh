@@ -81,8 +81,6 @@ LOAD_CONC=4
 while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
-    -n | --namespace) util::need_value "$1" "$#"; NS="$2"; shift ;;
-    -l | --selector) util::need_value "$1" "$#"; SELECTOR="$2"; shift ;;
     -i | --interval) util::need_value "$1" "$#"; INTERVAL="$2"; shift ;;
     -d | --duration) util::need_value "$1" "$#"; DURATION="$2"; shift ;;
     -c | --count) util::need_value "$1" "$#"; COUNT="$2"; shift ;;
@@ -92,13 +90,7 @@ while (($#)); do
     --timeout) util::need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
     --recover-timeout) util::need_value "$1" "$#"; RECOVER_TIMEOUT="$2"; shift ;;
     --seed) util::need_value "$1" "$#"; SEED="$2"; shift ;;
-    --load) util::need_value "$1" "$#"; LOAD_URL="$2"; shift ;;
-    --load-concurrency) util::need_value "$1" "$#"; LOAD_CONC="$2"; shift ;;
-    --load-json) util::need_value "$1" "$#"; CHAOS_LOAD_OUT="$2"; shift ;;
-    --load-keepalive) export CHAOS_LOAD_KEEPALIVE=1 ;;
-    --force) export CHAOS_FORCE=1 ;;
-    --dry-run) export DRY_RUN=1 ;;
-    *) util::usage_error "unknown argument: $1" ;;
+    *) chaos::common_flag "$@" || util::usage_error "unknown argument: $1"; shift $((CHAOS_FLAG_WORDS - 1)) ;;
   esac
   shift
 done

@@ -18,6 +18,27 @@ chaos::whole_number() {
   fi
 }
 
+# chaos::common_flag ARGS...: parse one flag that both scripts take (target, load, guards) from
+# the front of ARGS into NS, SELECTOR, LOAD_URL, LOAD_CONC, CHAOS_LOAD_OUT, CHAOS_LOAD_KEEPALIVE,
+# CHAOS_FORCE or DRY_RUN. Sets CHAOS_FLAG_WORDS to the words it used (1 or 2); returns 1 when $1
+# is not a common flag. Usage inside a script's loop, after its own flags:
+#   *) chaos::common_flag "$@" || util::usage_error "unknown argument: $1"; shift $((CHAOS_FLAG_WORDS - 1)) ;;
+# shellcheck disable=SC2034 # the globals are the caller's
+chaos::common_flag() {
+  CHAOS_FLAG_WORDS=1
+  case "$1" in
+    -n | --namespace) util::need_value "$1" "$#"; NS="$2"; CHAOS_FLAG_WORDS=2 ;;
+    -l | --selector) util::need_value "$1" "$#"; SELECTOR="$2"; CHAOS_FLAG_WORDS=2 ;;
+    --load) util::need_value "$1" "$#"; LOAD_URL="$2"; CHAOS_FLAG_WORDS=2 ;;
+    --load-concurrency) util::need_value "$1" "$#"; LOAD_CONC="$2"; CHAOS_FLAG_WORDS=2 ;;
+    --load-json) util::need_value "$1" "$#"; CHAOS_LOAD_OUT="$2"; CHAOS_FLAG_WORDS=2 ;;
+    --load-keepalive) export CHAOS_LOAD_KEEPALIVE=1 ;;
+    --force) export CHAOS_FORCE=1 ;;
+    --dry-run) export DRY_RUN=1 ;;
+    *) return 1 ;;
+  esac
+}
+
 # Namespaces chaos never touches: the cluster's own. Not even with --force: a broken kube-dns or
 # metrics-server is not a demo of the app healing, and it can take the whole node down with it.
 CHAOS_REFUSED_NAMESPACES=(kube-system kube-public kube-node-lease)

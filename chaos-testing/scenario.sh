@@ -100,8 +100,6 @@ HELM="${HELM:-helm}"
 while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
-    -n | --namespace) util::need_value "$1" "$#"; NS="$2"; shift ;;
-    -l | --selector) util::need_value "$1" "$#"; SELECTOR="$2"; shift ;;
     -p | --pod) util::need_value "$1" "$#"; POD="$2"; shift ;;
     -r | --release) util::need_value "$1" "$#"; RELEASE="$2"; shift ;;
     --times) util::need_value "$1" "$#"; TIMES="$2"; shift ;;
@@ -109,13 +107,7 @@ while (($#)); do
     --threads) util::need_value "$1" "$#"; THREADS="$2"; shift ;;
     --profile) util::need_value "$1" "$#"; PROFILE="$2"; shift ;;
     --timeout) util::need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
-    --load) util::need_value "$1" "$#"; LOAD_URL="$2"; shift ;;
-    --load-concurrency) util::need_value "$1" "$#"; LOAD_CONC="$2"; shift ;;
-    --load-json) util::need_value "$1" "$#"; CHAOS_LOAD_OUT="$2"; shift ;;
-    --load-keepalive) export CHAOS_LOAD_KEEPALIVE=1 ;;
-    --force) export CHAOS_FORCE=1 ;;
-    --dry-run) export DRY_RUN=1 ;;
-    *) util::usage_error "unknown argument: $1" ;;
+    *) chaos::common_flag "$@" || util::usage_error "unknown argument: $1"; shift $((CHAOS_FLAG_WORDS - 1)) ;;
   esac
   shift
 done
