@@ -89,25 +89,19 @@ HELM="${HELM:-helm}"
 while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
-    -n | --namespace) util::need_value "$1" "$#"; NAMESPACE="$2"; shift ;;
-    -r | --release) util::need_value "$1" "$#"; RELEASE="$2"; shift ;;
     -c | --chart) util::need_value "$1" "$#"; CHART="$2"; shift ;;
     -t | --image-tag) util::need_value "$1" "$#"; IMAGE_TAG="$2"; shift ;;
     --image-repository) util::need_value "$1" "$#"; IMAGE_REPOSITORY="$2"; shift ;;
     -f | --values) util::need_value "$1" "$#"; VALUES+=("$2"); shift ;;
     --set) util::need_value "$1" "$#"; SETS+=("$2"); shift ;;
-    --timeout) util::need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
     --smoke-requests) util::need_value "$1" "$#"; SMOKE_REQUESTS="$2"; shift ;;
     --max-error-ratio) util::need_value "$1" "$#"; MAX_ERROR_RATIO="$2"; shift ;;
     --prometheus) util::need_value "$1" "$#"; PROMETHEUS="$2"; shift ;;
     --prometheus-window) util::need_value "$1" "$#"; PROMETHEUS_WINDOW="$2"; shift ;;
     --pushgateway) util::need_value "$1" "$#"; PUSHGATEWAY="$2"; shift ;;
     --pending-grace) util::need_value "$1" "$#"; PENDING_GRACE="$2"; shift ;;
-    --kube-context) util::need_value "$1" "$#"; KUBE_CONTEXT="$2"; shift ;;
     --create-namespace) CREATE_NAMESPACE=1 ;;
-    -o | --output) util::need_value "$1" "$#"; OUTPUT="$2"; shift ;;
-    --dry-run) export DRY_RUN=1 ;;
-    *) util::usage_error "unknown argument: $1" ;;
+    *) release::common_flag "$@" || util::usage_error "unknown argument: $1"; shift $((RELEASE_FLAG_WORDS - 1)) ;;
   esac
   shift
 done

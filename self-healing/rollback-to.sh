@@ -51,14 +51,8 @@ HELM="${HELM:-helm}"
 while (($#)); do
   case "$1" in
     -h | --help) usage; exit 0 ;;
-    -n | --namespace) util::need_value "$1" "$#"; NAMESPACE="$2"; shift ;;
-    -r | --release) util::need_value "$1" "$#"; RELEASE="$2"; shift ;;
     --revision) util::need_value "$1" "$#"; REVISION="$2"; shift ;;
-    --timeout) util::need_value "$1" "$#"; TIMEOUT="$2"; shift ;;
-    --kube-context) util::need_value "$1" "$#"; KUBE_CONTEXT="$2"; shift ;;
-    -o | --output) util::need_value "$1" "$#"; OUTPUT="$2"; shift ;;
-    --dry-run) export DRY_RUN=1 ;;
-    *) util::usage_error "unknown argument: $1" ;;
+    *) release::common_flag "$@" || util::usage_error "unknown argument: $1"; shift $((RELEASE_FLAG_WORDS - 1)) ;;
   esac
   shift
 done

@@ -1,13 +1,31 @@
 # shellcheck shell=bash
 # Shared by self-healing/auto-rollback.sh and self-healing/rollback-to.sh: the state of one run
 # against one Helm release, its timeline, how a release is verified, and the summary both print.
-# Source it after hack/lib.sh and the argument parsing, then call release::init.
+# Source it after hack/lib.sh; parse arguments (release::common_flag), then call release::init.
 #
 # Globals the caller sets before release::init: NAMESPACE, RELEASE, KUBE_CONTEXT (may be empty),
 # HELM, OUTPUT (text|json), DRY_RUN. For release::verify also: TIMEOUT_S, SMOKE_REQUESTS,
 # MAX_ERROR_RATIO, PROMETHEUS (may be empty), PROMETHEUS_WINDOW.
 # Globals this file owns: START_EPOCH, TIMELINE, RESULT, REASON, PREVIOUS_REVISION,
 # DEPLOYED_REVISION, SERVING_REVISION, SERVING_IMAGES, and the command arrays K (kubectl) and H (helm).
+
+# release::common_flag ARGS...: parse one flag both scripts take from the front of ARGS into
+# NAMESPACE, RELEASE, TIMEOUT, KUBE_CONTEXT, OUTPUT or DRY_RUN. Sets RELEASE_FLAG_WORDS to the
+# words it used (1 or 2); returns 1 when $1 is not a common flag. Usage in a script's loop:
+#   *) release::common_flag "$@" || util::usage_error "unknown argument: $1"; shift $((RELEASE_FLAG_WORDS - 1)) ;;
+# shellcheck disable=SC2034 # the globals are the caller's
+release::common_flag() {
+  RELEASE_FLAG_WORDS=1
+  case "$1" in
+    -n | --namespace) util::need_value "$1" "$#"; NAMESPACE="$2"; RELEASE_FLAG_WORDS=2 ;;
+    -r | --release) util::need_value "$1" "$#"; RELEASE="$2"; RELEASE_FLAG_WORDS=2 ;;
+    --timeout) util::need_value "$1" "$#"; TIMEOUT="$2"; RELEASE_FLAG_WORDS=2 ;;
+    --kube-context) util::need_value "$1" "$#"; KUBE_CONTEXT="$2"; RELEASE_FLAG_WORDS=2 ;;
+    -o | --output) util::need_value "$1" "$#"; OUTPUT="$2"; RELEASE_FLAG_WORDS=2 ;;
+    --dry-run) export DRY_RUN=1 ;;
+    *) return 1 ;;
+  esac
+}
 
 # release::valid_names: NAMESPACE and RELEASE are names Kubernetes and Helm accept.
 release::valid_names() {
