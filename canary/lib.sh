@@ -100,7 +100,8 @@ canary::enabled() { [[ "$(canary::value .canary.enabled)" == true ]]; }
 # values (plain --reuse-values leaves them nil and the templates fail), the release's own on top.
 canary::upgrade() {
   local reuse=--reuse-values
-  "${HELM}" upgrade --help 2>/dev/null | grep -q -- '--reset-then-reuse-values' && reuse=--reset-then-reuse-values
+  # (help captured first: `helm ... | grep -q` can fail with SIGPIPE under pipefail)
+  grep -q -- '--reset-then-reuse-values' <<<"$("${HELM}" upgrade --help 2>/dev/null || true)" && reuse=--reset-then-reuse-values
   util::run "${HELM}" upgrade "${CANARY_RELEASE}" "${CANARY_CHART}" --namespace "${CANARY_NAMESPACE}" \
     "${reuse}" "$@" >/dev/null || log::fatal "helm upgrade of ${CANARY_RELEASE} failed"
   [[ "${DRY_RUN}" == 1 ]] || canary::refresh_values

@@ -46,7 +46,9 @@ NS="${E2E_NS}"
 K=(kubectl --namespace "${NS}")
 log::step "auto-rollback e2e in namespace ${NS}, $("${HELM}" version --short), image ${REPO}:${TAG}"
 
-if [[ -S "${CONTAINERD_SOCK}" ]] && ! util::ctr images ls -q 2>/dev/null | grep -qx "${REPO}:${TAG}"; then
+# NB: the list is captured first; `ctr ... | grep -q` fails under pipefail when grep stops
+# reading early and ctr gets SIGPIPE (it made this check report a present image as missing).
+if [[ -S "${CONTAINERD_SOCK}" ]] && ! grep -qx "${REPO}:${TAG}" <<<"$(util::ctr images ls -q 2>/dev/null || true)"; then
   log::fatal "${REPO}:${TAG} is not imported into the local cluster: run hack/image.sh --import app"
 fi
 # Two more tags of the same image, so "which version serves" is visible in the pod spec.

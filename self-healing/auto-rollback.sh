@@ -214,7 +214,7 @@ if grep -q -- '--rollback-on-failure' <<<"${HELM_UPGRADE_HELP}"; then ATOMIC_FLA
 if grep -qE -- '--dry-run string' <<<"${HELM_UPGRADE_HELP}"; then DRY_RUN_FLAG=--dry-run=server; else DRY_RUN_FLAG=--dry-run; fi
 
 if [[ -n "${KUBE_CONTEXT}" ]]; then
-  kubectl config get-contexts -o name 2>/dev/null | grep -qxF "${KUBE_CONTEXT}" ||
+  grep -qxF "${KUBE_CONTEXT}" <<<"$(kubectl config get-contexts -o name 2>/dev/null || true)" ||
     fail_early "kube context '${KUBE_CONTEXT}' does not exist in ${KUBECONFIG:-~/.kube/config} (kubectl config get-contexts)"
   CONTEXT="${KUBE_CONTEXT}"
 else

@@ -312,14 +312,19 @@ async fn policy_status_reports_the_eviction_the_controller_made() {
         assert_eq!(condition(&status, "Ready").0, "True");
         assert!(healing_actions(&ctl.metrics, "evict", "done") >= 1);
         assert!(recycles(&ctl.metrics, &ns) >= 1);
-        let events = our_events(&client, &ns, "Recycled").await;
-        assert!(
-            events.iter().any(|e| e
-                .note
-                .as_deref()
-                .is_some_and(|n| n.contains(&format!("HealingPolicy {ns}/web")))),
-            "no Recycled Event names the policy: {events:#?}"
-        );
+        // The status write and the Event race each other: wait for the Event too.
+        let names_policy = format!("HealingPolicy {ns}/web");
+        wait_for(
+            "a Recycled Event that names the policy",
+            Duration::from_secs(30),
+            || async {
+                our_events(&client, &ns, "Recycled")
+                    .await
+                    .iter()
+                    .any(|e| e.note.as_deref().is_some_and(|n| n.contains(&names_policy)))
+            },
+        )
+        .await;
         wait_for("matchedPods to count the replacement", SLOW, || async {
             get_policy(&client, &ns, "web")
                 .await
@@ -443,9 +448,12 @@ async fn rollout_restart_policy_restarts_the_deployment() {
                 .is_some_and(|a| a.contains_key("selfheal.io/restarted-at"))
         })
         .await;
+        // The Event follows the patch: wait for it rather than race it.
+        wait_for("a RolloutRestarted Event on the Deployment", Duration::from_secs(30), || async {
+            our_events(&client, &ns, "RolloutRestarted").await.iter().any(|e| regarding_kind(e) == "Deployment")
+        })
+        .await;
         assert!(healing_actions(&ctl.metrics, "rollout_restart", "done") >= 1);
-        let on_deploy = our_events(&client, &ns, "RolloutRestarted").await;
-        assert!(on_deploy.iter().any(|e| regarding_kind(e) == "Deployment"), "{on_deploy:#?}");
         wait_for("lastAction rolloutRestart", Duration::from_secs(30), || async {
             get_policy(&client, &ns, "web").await.status.and_then(|s| s.last_action).is_some_and(|l| l.action == "rolloutRestart")
         })
@@ -471,8 +479,13 @@ async fn scale_to_policy_scales_the_deployment() {
             deployments.get("web").await.unwrap().spec.replicas == Some(0)
         })
         .await;
+        // The Event is written after the scale call returns: wait for it, then the counter
+        // (incremented before the Event) is settled too.
+        wait_for("a Scaled Event on the Deployment", Duration::from_secs(30), || async {
+            our_events(&client, &ns, "Scaled").await.iter().any(|e| regarding_kind(e) == "Deployment")
+        })
+        .await;
         assert_eq!(healing_actions(&ctl.metrics, "scale_to", "done"), 1);
-        assert!(our_events(&client, &ns, "Scaled").await.iter().any(|e| regarding_kind(e) == "Deployment"));
     })
     .await;
 }
