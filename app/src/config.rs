@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::faults::{MAX_LEAK_CAP_MIB, MAX_LEAK_MIB_PER_SEC};
+
 /// Top-level command line: the server flags, or a subcommand.
 #[derive(Debug, Parser)]
 #[command(
@@ -80,6 +82,8 @@ pub enum FaultProfile {
     Latency,
     /// `/health` fails from start (liveness restarts, then CrashLoopBackOff).
     Unhealthy,
+    /// Resident memory grows by `--fault-leak-mib-per-sec` up to `--fault-leak-cap-mib` from start.
+    Leak,
 }
 
 /// Server configuration. Parse once in `main`, pass it down.
@@ -110,6 +114,16 @@ pub struct Config {
     /// Added latency of the `latency` fault profile, in milliseconds.
     #[arg(long, env = "APP_FAULT_LATENCY_MS", default_value_t = 500)]
     pub fault_latency_ms: u64,
+
+    /// Growth rate of the `leak` fault profile, in MiB per second.
+    #[arg(long, env = "APP_FAULT_LEAK_MIB_PER_SEC", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LEAK_MIB_PER_SEC)))]
+    pub fault_leak_mib_per_sec: u32,
+
+    /// Leaked memory of the `leak` fault profile stops growing at this many MiB.
+    #[arg(long, env = "APP_FAULT_LEAK_CAP_MIB", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LEAK_CAP_MIB)))]
+    pub fault_leak_cap_mib: u32,
 
     /// Deployment track reported by `/` and `selfheal_app_info`.
     #[arg(long, env = "APP_TRACK", value_enum, default_value_t = Track::Stable)]
@@ -195,6 +209,8 @@ impl Config {
             fault_profile: FaultProfile::None,
             fault_error_percent: 50,
             fault_latency_ms: 500,
+            fault_leak_mib_per_sec: 1,
+            fault_leak_cap_mib: 256,
             track: Track::Stable,
             message: "hello from selfheal-app".to_owned(),
             pod_name: Some("test-pod".to_owned()),
@@ -262,6 +278,36 @@ mod tests {
     #[test]
     fn error_percent_above_100_is_rejected() {
         assert!(parse(&["--fault-error-percent", "101"]).is_err());
+    }
+
+    #[test]
+    fn leak_profile_takes_rate_and_cap_with_defaults() {
+        let c = parse(&["--fault-profile", "leak"]).unwrap().config;
+        assert_eq!(c.fault_profile, FaultProfile::Leak);
+        assert_eq!(c.fault_leak_mib_per_sec, 1);
+        assert_eq!(c.fault_leak_cap_mib, 256);
+        let c = parse(&[
+            "--fault-leak-mib-per-sec",
+            "4",
+            "--fault-leak-cap-mib",
+            "512",
+        ])
+        .unwrap()
+        .config;
+        assert_eq!(c.fault_leak_mib_per_sec, 4);
+        assert_eq!(c.fault_leak_cap_mib, 512);
+    }
+
+    #[test]
+    fn leak_rate_and_cap_out_of_range_are_rejected() {
+        for args in [
+            ["--fault-leak-mib-per-sec", "0"],
+            ["--fault-leak-mib-per-sec", "65"],
+            ["--fault-leak-cap-mib", "0"],
+            ["--fault-leak-cap-mib", "4097"],
+        ] {
+            assert!(parse(&args).is_err(), "{args:?} accepted");
+        }
     }
 
     #[test]

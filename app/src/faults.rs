@@ -1,4 +1,4 @@
-//! Injected faults: what is active, until when, and the CPU burner threads.
+//! Injected faults: what is active, until when, the CPU burner threads and the memory leaker.
 //!
 //! Each fault mode is the trigger of one recovery layer (see `app/README.md`). State lives behind
 //! a short-lived `std::sync::Mutex`; time is passed in (`now`) so expiry is testable without sleeps.
@@ -27,19 +27,22 @@ pub enum FaultKind {
     Errors,
     /// `/` is slowed down by N ms.
     Latency,
+    /// Grow resident memory by N MiB/s up to a cap.
+    Leak,
     /// Clear every fault.
     Reset,
 }
 
 impl FaultKind {
     /// Every kind, for pre-registering metric label values.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Exit,
         FaultKind::Unhealthy,
         FaultKind::Unready,
         FaultKind::Cpu,
         FaultKind::Errors,
         FaultKind::Latency,
+        FaultKind::Leak,
         FaultKind::Reset,
     ];
 
@@ -52,6 +55,7 @@ impl FaultKind {
             FaultKind::Cpu => "cpu",
             FaultKind::Errors => "errors",
             FaultKind::Latency => "latency",
+            FaultKind::Leak => "leak",
             FaultKind::Reset => "reset",
         }
     }
@@ -71,6 +75,16 @@ pub const MAX_SECONDS: u64 = 24 * 3600;
 pub const MAX_LATENCY_MS: u64 = 120_000;
 /// Largest accepted `threads` for the CPU fault.
 pub const MAX_CPU_THREADS: u32 = 64;
+/// Largest accepted `mib_per_sec` for the leak fault.
+pub const MAX_LEAK_MIB_PER_SEC: u32 = 64;
+/// Largest accepted `cap_mib` for the leak fault.
+pub const MAX_LEAK_CAP_MIB: u32 = 4096;
+
+const MIB: u64 = 1024 * 1024;
+/// How often the leaker grows: small steps give a smooth trend, not a staircase.
+const LEAK_TICK: Duration = Duration::from_millis(100);
+/// Non-zero, so the kernel cannot back the pages with its shared zero page.
+const LEAK_FILL: u8 = 0xA5;
 
 /// When a fault ends: at a deadline, or when reset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +151,15 @@ pub enum Injection {
         /// Duration; `None` = until reset.
         seconds: Option<u64>,
     },
+    /// Leak resident memory.
+    Leak {
+        /// Growth rate in MiB per second.
+        mib_per_sec: u32,
+        /// Leaked memory stops growing at this many MiB and is held.
+        cap_mib: u32,
+        /// Duration, after which the memory is freed; `None` = until reset.
+        seconds: Option<u64>,
+    },
     /// Clear everything.
     Reset,
 }
@@ -151,6 +174,7 @@ impl Injection {
             Injection::Cpu { .. } => FaultKind::Cpu,
             Injection::Errors { .. } => FaultKind::Errors,
             Injection::Latency { .. } => FaultKind::Latency,
+            Injection::Leak { .. } => FaultKind::Leak,
             Injection::Reset => FaultKind::Reset,
         }
     }
@@ -163,6 +187,7 @@ struct State {
     errors: Option<Active<u8>>,
     latency: Option<Active<u64>>,
     cpu: Option<CpuBurn>,
+    leak: Option<Leak>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -185,12 +210,45 @@ impl Drop for CpuBurn {
     }
 }
 
+/// The running leaker thread; dropping it makes the thread free its memory and exit.
+#[derive(Debug)]
+struct Leak {
+    until: Until,
+    from_profile: bool,
+    stop: Arc<AtomicBool>,
+    /// Bytes this leaker holds right now.
+    leaked: Arc<AtomicU64>,
+    /// `None` when the thread could not be spawned.
+    thread: Option<std::thread::Thread>,
+}
+
+impl Drop for Leak {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake it from its tick sleep so the memory goes back now, not up to a tick later.
+        // Not joined: freeing gigabytes must not stall the handler holding the state lock.
+        if let Some(t) = &self.thread {
+            t.unpark();
+        }
+    }
+}
+
+/// Parameters of one leaker thread.
+#[derive(Debug, Clone, Copy)]
+struct LeakPlan {
+    mib_per_sec: u32,
+    cap_mib: u32,
+    deadline: Option<Instant>,
+}
+
 /// The fault switchboard shared by all handlers.
 #[derive(Debug, Default)]
 pub struct Faults {
     state: Mutex<State>,
     /// Requests seen by `/`, to spread errors evenly (no RNG: exactly P of every 100).
     served: AtomicU64,
+    /// Bytes held by all leaker threads, including a replaced one that is still freeing.
+    leaked_bytes: Arc<AtomicU64>,
 }
 
 /// Active faults, as reported by `GET /crash`.
@@ -210,6 +268,12 @@ pub struct Snapshot {
     /// CPU burner threads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<FaultStatus>,
+    /// Memory leaked so far by the active leak, in MiB.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub leak: Option<FaultStatus>,
+    /// Bytes currently held by leaker threads, for `selfheal_app_leaked_bytes`.
+    #[serde(skip)]
+    pub leaked_bytes: u64,
 }
 
 /// One active fault.
@@ -243,6 +307,9 @@ impl Snapshot {
         if self.latency.is_some() {
             kinds.push(FaultKind::Latency);
         }
+        if self.leak.is_some() {
+            kinds.push(FaultKind::Leak);
+        }
         kinds
     }
 }
@@ -259,6 +326,14 @@ impl Faults {
                 FaultProfile::Errors => st.errors = profile_fault(cfg.fault_error_percent),
                 FaultProfile::Latency => st.latency = profile_fault(cfg.fault_latency_ms),
                 FaultProfile::Unhealthy => st.unhealthy = true,
+                FaultProfile::Leak => {
+                    let plan = LeakPlan {
+                        mib_per_sec: cfg.fault_leak_mib_per_sec,
+                        cap_mib: cfg.fault_leak_cap_mib,
+                        deadline: None,
+                    };
+                    st.leak = Some(start_leak(plan, Until::Reset, true, &faults.leaked_bytes));
+                }
             }
         }
         faults
@@ -296,8 +371,27 @@ impl Faults {
                     stop,
                 });
             }
+            Injection::Leak {
+                mib_per_sec,
+                cap_mib,
+                seconds,
+            } => {
+                let until = Until::from_seconds(now, seconds);
+                let plan = LeakPlan {
+                    mib_per_sec,
+                    cap_mib,
+                    deadline: seconds.map(|s| now + Duration::from_secs(s)),
+                };
+                // Replacing the old leak drops it, which makes its thread free its memory.
+                st.leak = Some(start_leak(plan, until, false, &self.leaked_bytes));
+            }
             Injection::Reset => *st = State::default(),
         }
+    }
+
+    /// Bytes currently held by leaker threads (0 once a reset leak has been freed).
+    pub fn leaked_bytes(&self) -> u64 {
+        self.leaked_bytes.load(Ordering::Relaxed)
     }
 
     /// Whether `/health` must fail.
@@ -362,6 +456,15 @@ impl Faults {
                 .as_ref()
                 .filter(|c| c.until.active(now) && !c.stop.load(Ordering::Relaxed))
                 .map(|c| status(u64::from(c.threads), c.until, false)),
+            leak: st
+                .leak
+                .as_ref()
+                .filter(|l| l.until.active(now) && !l.stop.load(Ordering::Relaxed))
+                .map(|l| {
+                    let mib = l.leaked.load(Ordering::Relaxed) / MIB;
+                    status(mib, l.until, l.from_profile)
+                }),
+            leaked_bytes: self.leaked_bytes(),
         }
     }
 }
@@ -410,6 +513,89 @@ fn spawn_burners(threads: u32, deadline: Instant, stop: &Arc<AtomicBool>) {
             tracing::warn!(error = %err, "cannot spawn cpu burner thread");
         }
     }
+}
+
+/// Spawns a leaker thread for `plan`; on spawn failure the fault is reported but leaks nothing.
+fn start_leak(plan: LeakPlan, until: Until, from_profile: bool, total: &Arc<AtomicU64>) -> Leak {
+    let stop = Arc::new(AtomicBool::new(false));
+    let leaked = Arc::new(AtomicU64::new(0));
+    let spawned = {
+        let (stop, leaked, total) = (Arc::clone(&stop), Arc::clone(&leaked), Arc::clone(total));
+        std::thread::Builder::new()
+            .name("mem-leak".to_owned())
+            .spawn(move || run_leak(plan, &stop, &leaked, &total))
+    };
+    let thread = match spawned {
+        Ok(handle) => Some(handle.thread().clone()),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot spawn memory leaker thread");
+            None
+        }
+    };
+    Leak {
+        until,
+        from_profile,
+        stop,
+        leaked,
+        thread,
+    }
+}
+
+/// Body of the leaker thread: grows `heap` every tick, holds it at the cap, frees it on stop
+/// or at the deadline.
+fn run_leak(plan: LeakPlan, stop: &AtomicBool, leaked: &AtomicU64, total: &AtomicU64) {
+    let cap_bytes = u64::from(plan.cap_mib) * MIB;
+    let Ok(cap) = usize::try_from(cap_bytes) else {
+        tracing::warn!(cap_mib = plan.cap_mib, "leak cap does not fit in memory");
+        return;
+    };
+    // One reservation up front, filled gradually: pages become resident only when written, and
+    // one large allocation is its own mapping (glibc maps anything above 32 MiB itself, smaller
+    // ones usually too), so dropping it hands the memory back to the kernel instead of leaving
+    // it in the allocator's free lists as many small chunks would.
+    let mut heap: Vec<u8> = Vec::new();
+    if let Err(err) = heap.try_reserve_exact(cap) {
+        tracing::warn!(error = %err, cap_mib = plan.cap_mib, "cannot reserve memory to leak");
+        return;
+    }
+    tracing::info!(
+        mib_per_sec = plan.mib_per_sec,
+        cap_mib = plan.cap_mib,
+        "memory leak started"
+    );
+    let rate = u128::from(plan.mib_per_sec) * u128::from(MIB);
+    let start = Instant::now();
+    loop {
+        let now = Instant::now();
+        if stop.load(Ordering::Relaxed) || plan.deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        // The target follows elapsed time, so a late tick catches up instead of slowing the rate.
+        let due = rate * now.duration_since(start).as_millis() / 1000;
+        let target = usize::try_from(due).map_or(cap, |d| d.min(cap));
+        if target > heap.len() {
+            let grown = target - heap.len();
+            heap.resize(target, LEAK_FILL);
+            leaked.store(heap.len() as u64, Ordering::Relaxed);
+            total.fetch_add(grown as u64, Ordering::Relaxed);
+            if heap.len() == cap {
+                tracing::info!(
+                    cap_mib = plan.cap_mib,
+                    "memory leak reached its cap, holding"
+                );
+            }
+        }
+        let wait = plan.deadline.map_or(LEAK_TICK, |d| {
+            d.saturating_duration_since(now).min(LEAK_TICK)
+        });
+        // Parked rather than slept so a reset (Drop of `Leak`) wakes it at once.
+        std::thread::park_timeout(wait);
+    }
+    let held = heap.len() as u64;
+    drop(heap);
+    leaked.store(0, Ordering::Relaxed);
+    total.fetch_sub(held, Ordering::Relaxed);
+    tracing::info!(freed_mib = held / MIB, "leaked memory freed");
 }
 
 #[cfg(test)]
@@ -515,6 +701,163 @@ mod tests {
         assert_eq!(errors.value, 20);
         assert!(errors.from_profile);
         assert_eq!(errors.remaining_secs, None);
+    }
+
+    /// Polls `cond` every 10 ms for at most `timeout`; whether it became true.
+    fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        cond()
+    }
+
+    fn leak(mib_per_sec: u32, cap_mib: u32, seconds: Option<u64>) -> Injection {
+        Injection::Leak {
+            mib_per_sec,
+            cap_mib,
+            seconds,
+        }
+    }
+
+    #[test]
+    fn leak_grows_at_its_rate_and_holds_at_the_cap() {
+        let faults = Faults::default();
+        let t0 = Instant::now();
+        faults.apply(leak(8, 2, None), t0);
+        let cap = 2 * MIB;
+        let mut peak = 0;
+        let reached = eventually(Duration::from_secs(5), || {
+            peak = peak.max(faults.leaked_bytes());
+            peak >= cap
+        });
+        assert!(reached, "leaked only {peak} bytes, want {cap}");
+        // 2 MiB at 8 MiB/s takes 250 ms; all at once would mean the rate is ignored.
+        assert!(
+            t0.elapsed() >= Duration::from_millis(200),
+            "cap reached after {:?}",
+            t0.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(faults.leaked_bytes(), cap, "held at the cap, not beyond");
+        let status = faults.snapshot(Instant::now()).leak.unwrap();
+        assert_eq!(status.value, 2, "MiB leaked so far");
+        assert_eq!(status.remaining_secs, None);
+        assert!(!status.from_profile);
+        assert_eq!(faults.snapshot(Instant::now()).leaked_bytes, cap);
+    }
+
+    #[test]
+    fn reset_frees_leaked_memory() {
+        let faults = Faults::default();
+        faults.apply(leak(8, 2, None), Instant::now());
+        assert!(eventually(Duration::from_secs(5), || faults.leaked_bytes() > 0));
+        faults.apply(Injection::Reset, Instant::now());
+        assert!(faults.snapshot(Instant::now()).leak.is_none());
+        assert!(
+            eventually(Duration::from_secs(2), || faults.leaked_bytes() == 0),
+            "still {} bytes leaked after reset",
+            faults.leaked_bytes()
+        );
+    }
+
+    #[test]
+    fn new_leak_replaces_and_frees_the_old_one() {
+        let faults = Faults::default();
+        faults.apply(leak(64, 8, None), Instant::now());
+        assert!(eventually(Duration::from_secs(5), || {
+            faults.leaked_bytes() >= 4 * MIB
+        }));
+        faults.apply(leak(8, 1, None), Instant::now());
+        // Only the new leak's 1 MiB may remain once the old thread has freed its 4+ MiB.
+        assert!(
+            eventually(Duration::from_secs(5), || faults.leaked_bytes() == MIB),
+            "{} bytes leaked, want exactly the new cap",
+            faults.leaked_bytes()
+        );
+        assert_eq!(faults.snapshot(Instant::now()).leak.unwrap().value, 1);
+    }
+
+    #[test]
+    fn timed_leak_frees_its_memory_when_seconds_elapse() {
+        let faults = Faults::default();
+        let t0 = Instant::now();
+        faults.apply(leak(8, 2, Some(1)), t0);
+        assert_eq!(
+            faults.snapshot(t0).leak.unwrap().remaining_secs,
+            Some(1),
+            "remaining_secs reported"
+        );
+        assert!(eventually(Duration::from_secs(5), || faults.leaked_bytes() > 0));
+        assert!(
+            eventually(Duration::from_secs(5), || faults.leaked_bytes() == 0),
+            "not freed at the deadline"
+        );
+        assert!(t0.elapsed() >= Duration::from_secs(1), "freed too early");
+        assert!(faults.snapshot(Instant::now()).leak.is_none());
+    }
+
+    #[test]
+    fn leak_profile_starts_leaking_at_start_up() {
+        let mut cfg = Config::for_tests();
+        cfg.fault_profile = FaultProfile::Leak;
+        cfg.fault_leak_mib_per_sec = 8;
+        cfg.fault_leak_cap_mib = 1;
+        let faults = Faults::from_profile(&cfg);
+        assert!(eventually(Duration::from_secs(5), || {
+            faults.leaked_bytes() == MIB
+        }));
+        let status = faults.snapshot(Instant::now()).leak.unwrap();
+        assert!(status.from_profile);
+        assert_eq!(status.remaining_secs, None);
+        assert_eq!(
+            faults.snapshot(Instant::now()).active_kinds(),
+            vec![FaultKind::Leak]
+        );
+    }
+
+    /// Resident set size of this process, from `/proc/self/status`.
+    #[cfg(target_os = "linux")]
+    fn rss_bytes() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        kib * 1024
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn leaked_memory_is_resident_and_returned_to_the_kernel_on_reset() {
+        let faults = Faults::default();
+        let before = rss_bytes();
+        faults.apply(leak(64, 32, None), Instant::now());
+        assert!(eventually(Duration::from_secs(5), || {
+            faults.leaked_bytes() == 32 * MIB
+        }));
+        let during = rss_bytes();
+        // Slack for other tests of this binary allocating or freeing at the same time.
+        assert!(
+            during >= before + 24 * MIB,
+            "RSS grew by {} MiB only",
+            during.saturating_sub(before) / MIB
+        );
+        faults.apply(Injection::Reset, Instant::now());
+        assert!(eventually(Duration::from_secs(2), || faults.leaked_bytes() == 0));
+        let after = rss_bytes();
+        assert!(
+            after + 24 * MIB <= during,
+            "RSS fell by {} MiB only after reset",
+            during.saturating_sub(after) / MIB
+        );
     }
 
     #[test]

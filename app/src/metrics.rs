@@ -39,6 +39,8 @@ pub struct Metrics {
     pub faults_injected_total: IntCounterVec,
     /// `selfheal_app_fault_active{kind}`: 1 while a fault of that kind is active.
     pub fault_active: IntGaugeVec,
+    /// `selfheal_app_leaked_bytes`: memory held by the `leak` fault.
+    pub leaked_bytes: IntGauge,
 }
 
 impl Metrics {
@@ -93,6 +95,10 @@ impl Metrics {
             ),
             &["kind"],
         )?;
+        let leaked_bytes = IntGauge::new(
+            "selfheal_app_leaked_bytes",
+            "Bytes of resident memory deliberately leaked by the leak fault.",
+        )?;
 
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
@@ -102,6 +108,7 @@ impl Metrics {
         registry.register(Box::new(healthy.clone()))?;
         registry.register(Box::new(faults_injected_total.clone()))?;
         registry.register(Box::new(fault_active.clone()))?;
+        registry.register(Box::new(leaked_bytes.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -126,6 +133,7 @@ impl Metrics {
             healthy,
             faults_injected_total,
             fault_active,
+            leaked_bytes,
         })
     }
 
@@ -136,7 +144,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the gauges derived from live state (called on scrape).
+    /// Sets the gauges derived from live state (called on scrape, so the leaked-bytes gauge is
+    /// as fresh as the leaker thread's own counter).
     pub fn observe_state(&self, ready: bool, healthy: bool, faults: &Snapshot) {
         self.ready.set(i64::from(ready));
         self.healthy.set(i64::from(healthy));
@@ -147,11 +156,14 @@ impl Metrics {
             FaultKind::Cpu,
             FaultKind::Errors,
             FaultKind::Latency,
+            FaultKind::Leak,
         ] {
             self.fault_active
                 .with_label_values(&[kind.as_str()])
                 .set(i64::from(active.contains(&kind)));
         }
+        self.leaked_bytes
+            .set(i64::try_from(faults.leaked_bytes).unwrap_or(i64::MAX));
     }
 
     /// Starts timing one request; dropping the guard records count, latency and in-flight.
@@ -255,6 +267,7 @@ mod tests {
             "selfheal_app_healthy",
             "selfheal_app_faults_injected_total",
             "selfheal_app_fault_active",
+            "selfheal_app_leaked_bytes",
         ] {
             assert!(
                 text.contains(&format!("# HELP {name} ")),
@@ -266,6 +279,28 @@ mod tests {
             text.contains(r#"http_requests_total{method="GET",route="unmatched",status="200"} 1"#)
         );
         assert!(text.contains("http_requests_in_flight 0"));
+        assert!(text.contains("selfheal_app_leaked_bytes 0"));
+        assert!(text.contains(r#"selfheal_app_fault_active{kind="leak"} 0"#));
+    }
+
+    #[test]
+    fn observed_state_sets_leaked_bytes_and_leak_active() {
+        let m = Metrics::new("v", Track::Stable).unwrap();
+        let snap = Snapshot {
+            leak: Some(crate::faults::FaultStatus {
+                value: 3,
+                remaining_secs: None,
+                from_profile: false,
+            }),
+            leaked_bytes: 3 * 1024 * 1024,
+            ..Snapshot::default()
+        };
+        m.observe_state(true, true, &snap);
+        assert_eq!(m.leaked_bytes.get(), 3 * 1024 * 1024);
+        assert_eq!(m.fault_active.with_label_values(&["leak"]).get(), 1);
+        m.observe_state(true, true, &Snapshot::default());
+        assert_eq!(m.leaked_bytes.get(), 0);
+        assert_eq!(m.fault_active.with_label_values(&["leak"]).get(), 0);
     }
 
     #[test]

@@ -265,6 +265,23 @@ async fn unhealthy_profile_fails_liveness_from_start() {
     );
 }
 
+#[tokio::test]
+async fn leak_profile_leaks_from_start_even_without_chaos() {
+    let app = router(state_with(|c| {
+        c.fault_profile = FaultProfile::Leak;
+        c.fault_leak_mib_per_sec = 8;
+        c.fault_leak_cap_mib = 1;
+    }));
+    assert!(
+        gauge_reaches(&app, "selfheal_app_leaked_bytes", MIB).await,
+        "profile leak never reached its 1 MiB cap"
+    );
+    let leak = &get(&app, "/crash").await.json()["faults"]["leak"];
+    assert_eq!(leak["value"], 1);
+    assert_eq!(leak["from_profile"], true);
+    assert_eq!(get(&app, "/ready").await.status, StatusCode::OK);
+}
+
 // ---------- /metrics ----------
 
 #[tokio::test]
@@ -290,6 +307,7 @@ async fn metrics_is_prometheus_text_with_every_family() {
         "selfheal_app_healthy",
         "selfheal_app_faults_injected_total",
         "selfheal_app_fault_active",
+        "selfheal_app_leaked_bytes",
         "process_resident_memory_bytes",
         "process_cpu_seconds_total",
         "process_open_fds",
@@ -435,6 +453,58 @@ async fn cpu_mode_starts_burners_and_reset_stops_them() {
     );
 }
 
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Polls a `/metrics` series for up to 5 s (real time) until it equals `want`.
+async fn gauge_reaches(app: &Router, series: &str, want: f64) -> bool {
+    for _ in 0..500 {
+        if metric(app, series).await == Some(want) {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn leak_mode_grows_the_leaked_bytes_gauge_to_the_cap_and_reset_frees_it() {
+    let app = router(chaos_state());
+    let a = post(&app, "/crash?mode=leak&mib_per_sec=8&cap_mib=2&seconds=60").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json()["faults"]["leak"]["remaining_secs"], 60);
+    assert_eq!(
+        metric(&app, r#"selfheal_app_fault_active{kind="leak"}"#).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&app, r#"selfheal_app_faults_injected_total{kind="leak"}"#).await,
+        Some(1.0)
+    );
+    assert!(
+        gauge_reaches(&app, "selfheal_app_leaked_bytes", 2.0 * MIB).await,
+        "leaked bytes: {:?}",
+        metric(&app, "selfheal_app_leaked_bytes").await
+    );
+    let leak = &get(&app, "/crash").await.json()["faults"]["leak"];
+    assert_eq!(leak["value"], 2, "MiB leaked so far");
+    assert_eq!(leak["from_profile"], false);
+
+    assert_eq!(post(&app, "/crash?mode=reset").await.status, StatusCode::OK);
+    assert!(
+        get(&app, "/crash").await.json()["faults"]
+            .get("leak")
+            .is_none()
+    );
+    assert!(
+        gauge_reaches(&app, "selfheal_app_leaked_bytes", 0.0).await,
+        "reset did not free the leak"
+    );
+    assert_eq!(
+        metric(&app, r#"selfheal_app_fault_active{kind="leak"}"#).await,
+        Some(0.0)
+    );
+}
+
 #[tokio::test]
 async fn errors_mode_fails_exactly_the_requested_share_of_root() {
     let app = router(chaos_state());
@@ -503,6 +573,8 @@ async fn bad_parameters_are_400_naming_the_field() {
         ("/crash?mode=cpu&threads=lots", "", "threads"),
         ("/crash?mode=unready&seconds=0", "", "seconds"),
         ("/crash?mode=latency&delay=5", "", "delay"),
+        ("/crash?mode=leak&mib_per_sec=65", "", "mib_per_sec"),
+        ("/crash?mode=leak&cap_mib=4097", "", "cap_mib"),
         ("/crash", "{not json", "body"),
         ("/crash", r#"{"mode":["cpu"]}"#, "mode"),
     ] {
@@ -532,6 +604,7 @@ async fn reset_clears_every_fault() {
         "errors&percent=100",
         "latency&ms=1",
         "cpu&seconds=30",
+        "leak&mib_per_sec=1&cap_mib=1",
     ] {
         assert_eq!(
             post(&app, &format!("/crash?mode={q}")).await.status,

@@ -6,7 +6,7 @@ values say so. Argument: dict with
   name      object name
   replicas  replica count, or nil when the HPA owns it
   image     {repository, tag, digest} (empty fields fall back to image.*)
-  fault     {profile, errorPercent, latencyMs}
+  fault     {profile, errorPercent, latencyMs, leakMibPerSec, leakCapMib}
   message   APP_MESSAGE
   podAnnotations  extra pod annotations
 */}}
@@ -90,6 +90,10 @@ spec:
               value: {{ .fault.errorPercent | quote }}
             - name: APP_FAULT_LATENCY_MS
               value: {{ .fault.latencyMs | quote }}
+            - name: APP_FAULT_LEAK_MIB_PER_SEC
+              value: {{ .fault.leakMibPerSec | quote }}
+            - name: APP_FAULT_LEAK_CAP_MIB
+              value: {{ .fault.leakCapMib | quote }}
             - name: CHAOS_ENABLED
               value: {{ $v.chaos.enabled | quote }}
             {{- with include "selfheal-app.chaosSecretName" $root }}

@@ -1,7 +1,7 @@
 //! `POST /crash?mode=...`: deliberate failures, one per recovery layer; `GET /crash`: what is active.
 //!
 //! Parameters come from the query string and/or a JSON object body (body wins):
-//! `mode` (default `exit`), `seconds`, `percent`, `ms`, `threads`.
+//! `mode` (default `exit`), `seconds`, `percent`, `ms`, `threads`, `mib_per_sec`, `cap_mib`.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -16,13 +16,22 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::faults::{
-    CRASH_EXIT_CODE, FaultKind, Injection, MAX_CPU_THREADS, MAX_LATENCY_MS, MAX_SECONDS,
+    CRASH_EXIT_CODE, FaultKind, Injection, MAX_CPU_THREADS, MAX_LATENCY_MS, MAX_LEAK_CAP_MIB,
+    MAX_LEAK_MIB_PER_SEC, MAX_SECONDS,
 };
 use crate::state::AppState;
 use crate::{Error, Result};
 
-const PARAMS: [&str; 5] = ["mode", "seconds", "percent", "ms", "threads"];
-const MODES: &str = "exit, unhealthy, unready, cpu, errors, latency, reset";
+const PARAMS: [&str; 7] = [
+    "mode",
+    "seconds",
+    "percent",
+    "ms",
+    "threads",
+    "mib_per_sec",
+    "cap_mib",
+];
+const MODES: &str = "exit, unhealthy, unready, cpu, errors, latency, leak, reset";
 
 /// Default duration of the `cpu` fault, in seconds.
 pub const DEFAULT_CPU_SECONDS: u64 = 60;
@@ -30,6 +39,10 @@ pub const DEFAULT_CPU_SECONDS: u64 = 60;
 pub const DEFAULT_ERROR_PERCENT: u8 = 50;
 /// Default added latency of the `latency` fault, in ms.
 pub const DEFAULT_LATENCY_MS: u64 = 500;
+/// Default growth rate of the `leak` fault, in MiB per second.
+pub const DEFAULT_LEAK_MIB_PER_SEC: u32 = 1;
+/// Default cap of the `leak` fault, in MiB.
+pub const DEFAULT_LEAK_CAP_MIB: u32 = 256;
 
 /// `GET /crash`: whether injection is enabled and which faults are active.
 pub async fn status(State(state): State<AppState>) -> Response {
@@ -175,7 +188,26 @@ pub fn parse_injection(params: &BTreeMap<String, String>) -> Result<Injection> {
             ms: number(params, "ms", 1, MAX_LATENCY_MS)?.unwrap_or(DEFAULT_LATENCY_MS),
             seconds,
         },
+        FaultKind::Leak => Injection::Leak {
+            mib_per_sec: number_u32(params, "mib_per_sec", 1, MAX_LEAK_MIB_PER_SEC)?
+                .unwrap_or(DEFAULT_LEAK_MIB_PER_SEC),
+            cap_mib: number_u32(params, "cap_mib", 1, MAX_LEAK_CAP_MIB)?
+                .unwrap_or(DEFAULT_LEAK_CAP_MIB),
+            seconds,
+        },
     })
+}
+
+/// [`number`] for a `u32` field; the bounds keep the conversion lossless.
+fn number_u32(
+    params: &BTreeMap<String, String>,
+    field: &str,
+    min: u32,
+    max: u32,
+) -> Result<Option<u32>> {
+    number(params, field, u64::from(min), u64::from(max))?
+        .map(|n| u32::try_from(n).map_err(|_| invalid(field, format!("{n} does not fit in u32"))))
+        .transpose()
 }
 
 fn number(
@@ -259,6 +291,35 @@ mod tests {
                     seconds: Some(9),
                 },
             ),
+            (
+                params(&[("mode", "leak"), ("mib_per_sec", "2"), ("cap_mib", "200")]),
+                Injection::Leak {
+                    mib_per_sec: 2,
+                    cap_mib: 200,
+                    seconds: None,
+                },
+            ),
+            (
+                params(&[
+                    ("mode", "leak"),
+                    ("mib_per_sec", "64"),
+                    ("cap_mib", "4096"),
+                    ("seconds", "600"),
+                ]),
+                Injection::Leak {
+                    mib_per_sec: 64,
+                    cap_mib: 4096,
+                    seconds: Some(600),
+                },
+            ),
+            (
+                params(&[("mode", "leak")]),
+                Injection::Leak {
+                    mib_per_sec: DEFAULT_LEAK_MIB_PER_SEC,
+                    cap_mib: DEFAULT_LEAK_CAP_MIB,
+                    seconds: None,
+                },
+            ),
             (params(&[("mode", "unhealthy")]), Injection::Unhealthy),
             (params(&[("mode", "reset")]), Injection::Reset),
         ];
@@ -277,6 +338,25 @@ mod tests {
             (params(&[("mode", "unready"), ("seconds", "-1")]), "seconds"),
             (params(&[("mode", "latency"), ("ms", "999999999")]), "ms"),
             (params(&[("mode", "latency"), ("colour", "red")]), "colour"),
+            (
+                params(&[("mode", "leak"), ("mib_per_sec", "0")]),
+                "mib_per_sec",
+            ),
+            (
+                params(&[("mode", "leak"), ("mib_per_sec", "65")]),
+                "mib_per_sec",
+            ),
+            (
+                params(&[("mode", "leak"), ("mib_per_sec", "1.5")]),
+                "mib_per_sec",
+            ),
+            (params(&[("mode", "leak"), ("cap_mib", "0")]), "cap_mib"),
+            (params(&[("mode", "leak"), ("cap_mib", "4097")]), "cap_mib"),
+            (
+                params(&[("mode", "leak"), ("cap_mib", "99999999999")]),
+                "cap_mib",
+            ),
+            (params(&[("mode", "leak"), ("seconds", "0")]), "seconds"),
         ];
         for (input, field) in cases {
             assert_eq!(
@@ -285,6 +365,16 @@ mod tests {
                 "{input:?}"
             );
         }
+    }
+
+    #[test]
+    fn leak_defaults_match_the_start_up_profile_defaults() {
+        use clap::Parser as _;
+        let cfg = crate::config::Cli::try_parse_from(["selfheal-app"])
+            .unwrap()
+            .config;
+        assert_eq!(DEFAULT_LEAK_MIB_PER_SEC, cfg.fault_leak_mib_per_sec);
+        assert_eq!(DEFAULT_LEAK_CAP_MIB, cfg.fault_leak_cap_mib);
     }
 
     #[test]
