@@ -117,6 +117,13 @@ pub struct Config {
     #[arg(long, env = "CONTROLLER_BACKOFF_MAX_MS", default_value_t = 300_000)]
     pub backoff_max_ms: u64,
 
+    /// How often the working set of pods under a `memoryTrend` policy is read from the metrics
+    /// API (metrics.k8s.io); readings the metrics pipeline has not refreshed yet are ignored, so
+    /// below metrics-server's resolution (15 s by default) this only shortens the reaction time.
+    #[arg(long, env = "CONTROLLER_MEMORY_SAMPLE_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub memory_sample_secs: u64,
+
     /// Pods reconciled in parallel.
     #[arg(long, env = "CONTROLLER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
@@ -182,6 +189,8 @@ impl Config {
             crash_loop: false,
             oom_killed: false,
             not_ready_for: None,
+            // NB: HealingPolicy only: it needs per-workload thresholds and a memory limit.
+            memory_trend: None,
             confidence: None,
             min_pod_age: secs(self.min_pod_age_secs),
             cooldown: secs(self.cooldown_secs),

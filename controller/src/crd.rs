@@ -16,6 +16,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::{Action, Policy};
+use crate::trend::LeakRule;
 
 /// Field manager of the controller's server-side-apply status patches.
 pub const FIELD_MANAGER: &str = "selfheal-controller";
@@ -182,8 +183,7 @@ pub struct Triggers {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(pattern(DURATION_PATTERN), length(max = 32))]
     pub not_ready_for: Option<String>,
-    /// Memory growth over a window. **Typed only**: accepted and shown, not evaluated yet
-    /// (the policy reports `Degraded` with reason `TriggerNotEvaluated`).
+    /// The working set climbs steadily towards the memory limit (see [`MemoryTrendTrigger`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_trend: Option<MemoryTrendTrigger>,
     /// A PromQL error-rate query over a threshold. **Typed only**: accepted and shown, not
@@ -213,16 +213,59 @@ fn default_image_pull_after() -> String {
     "2m".into()
 }
 
-/// Memory trend (typed only, see [`Triggers::memory_trend`]).
-#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+/// `memoryTrend: {}`: a container's working set climbs steadily towards its memory limit.
+/// Samples come from the metrics API (metrics-server) every `--memory-sample-secs`; it fires when
+/// the window holds at least `minSamples`, more than `risingPercent` of the steps between them
+/// rise, and the latest is above `limitPercent` of the limit. Containers without a limit never fire.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("duration(self.window) >= duration('1m')")
+        .message("memoryTrend.window must be at least 1m (metrics-server samples every 15s)")
+        .field_path(".window")
+)]
 pub struct MemoryTrendTrigger {
-    /// Growth of the working set over `window`, in percent.
-    #[schemars(extend("format" = "int32"))] // NB: the API server knows no uint32
-    pub growth_percent: u32,
-    /// Window of the trend (Go duration).
+    /// Samples older than this are forgotten (Go duration, at least 1m).
+    #[serde(default = "default_memory_window")]
     #[schemars(pattern(DURATION_PATTERN), length(max = 32))]
     pub window: String,
+    /// Samples the window must hold before the trigger can fire.
+    #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 3, max = 240), extend("format" = "int32"))]
+    pub min_samples: u32,
+    /// More than this percent of the steps must rise (a GC sawtooth does not).
+    #[serde(default = "default_rising_percent")]
+    #[schemars(range(min = 50, max = 100), extend("format" = "int32"))]
+    pub rising_percent: u32,
+    /// The latest sample must be above this percent of the container's memory limit.
+    #[serde(default = "default_limit_percent")]
+    #[schemars(range(min = 1, max = 99), extend("format" = "int32"))]
+    pub limit_percent: u32,
+}
+
+fn default_memory_window() -> String {
+    "5m".into()
+}
+fn default_min_samples() -> u32 {
+    12
+}
+fn default_rising_percent() -> u32 {
+    80
+}
+fn default_limit_percent() -> u32 {
+    85
+}
+
+impl MemoryTrendTrigger {
+    /// The pure rule of [`crate::trend`].
+    pub fn rule(&self) -> Result<LeakRule, SpecError> {
+        Ok(LeakRule {
+            window: parse_duration("spec.triggers.memoryTrend.window", &self.window)?,
+            min_samples: usize::try_from(self.min_samples).unwrap_or(usize::MAX),
+            rising_share: f64::from(self.rising_percent.min(100)) / 100.0,
+            limit_share: f64::from(self.limit_percent.min(100)) / 100.0,
+        })
+    }
 }
 
 /// Error rate from Prometheus (typed only, see [`Triggers::error_rate`]).
@@ -367,6 +410,11 @@ impl HealingPolicySpec {
                 .as_deref()
                 .map(|d| parse_duration("spec.triggers.notReadyFor", d))
                 .transpose()?,
+            memory_trend: t
+                .memory_trend
+                .as_ref()
+                .map(MemoryTrendTrigger::rule)
+                .transpose()?,
             confidence: self.confidence_threshold,
             min_pod_age: defaults.min_pod_age,
             cooldown: parse_duration("spec.cooldown", &self.cooldown)?,
@@ -394,9 +442,6 @@ impl HealingPolicySpec {
     /// Triggers the spec names but the controller does not evaluate yet.
     pub fn unevaluated_triggers(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if self.triggers.memory_trend.is_some() {
-            out.push("memoryTrend");
-        }
         if self.triggers.error_rate.is_some() {
             out.push("errorRate");
         }
@@ -553,10 +598,29 @@ mod tests {
     }
 
     #[test]
+    fn memory_trend_defaults_are_the_documented_rule() {
+        let s = spec(
+            "selector: {matchLabels: {a: b}}\ntriggers: {memoryTrend: {}}\naction: {type: evict}\n",
+        );
+        let p = s.to_policy(&policy()).expect("valid");
+        assert_eq!(p.memory_trend, Some(LeakRule::default()));
+        let s = spec(
+            "selector: {matchLabels: {a: b}}\ntriggers: {memoryTrend: {window: 3m, minSamples: 6, risingPercent: 90, limitPercent: 70}}\naction: {type: evict}\n",
+        );
+        let rule = s
+            .to_policy(&policy())
+            .expect("valid")
+            .memory_trend
+            .expect("set");
+        assert_eq!((rule.window, rule.min_samples), (secs(180), 6));
+        assert!((rule.rising_share - 0.9).abs() < 1e-9 && (rule.limit_share - 0.7).abs() < 1e-9);
+    }
+
+    #[test]
     fn typed_only_triggers_are_named() {
         let s = spec(
-            "selector: {matchLabels: {a: b}}\ntriggers: {memoryTrend: {growthPercent: 20, window: 30m}, errorRate: {query: 'x', threshold: 0.1}}\naction: {type: none}\n",
+            "selector: {matchLabels: {a: b}}\ntriggers: {memoryTrend: {window: 30m}, errorRate: {query: 'x', threshold: 0.1}}\naction: {type: none}\n",
         );
-        assert_eq!(s.unevaluated_triggers(), ["memoryTrend", "errorRate"]);
+        assert_eq!(s.unevaluated_triggers(), ["errorRate"]);
     }
 }

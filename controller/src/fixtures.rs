@@ -35,6 +35,7 @@ pub fn policy() -> Policy {
         crash_loop: false,
         oom_killed: false,
         not_ready_for: None,
+        memory_trend: None,
         confidence: None,
         min_pod_age: secs(60),
         cooldown: secs(300),

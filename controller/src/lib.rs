@@ -21,8 +21,12 @@ pub mod owner;
 pub mod policy;
 /// Kubernetes I/O: watch, evidence, Events, evictions.
 pub mod reconcile;
+/// Reads the working set of pods under a memory-trend policy from the metrics API.
+pub mod sampler;
 /// HealingPolicy selection and status, pure.
 pub mod status;
+/// The memory-leak trend: samples, the rule, the verdict (pure).
+pub mod trend;
 
 /// Builders for pods and policies used by the unit tests.
 #[cfg(test)]

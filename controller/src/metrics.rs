@@ -36,6 +36,10 @@ pub struct Metrics {
     pub healing_actions_total: IntCounterVec,
     /// HealingPolicy objects in the controller's cache.
     pub healing_policies: IntGauge,
+    /// Reads of the metrics API for the memory trend, by result (`ok`, `error`).
+    pub memory_metrics_reads_total: IntCounterVec,
+    /// Pods with working-set samples held for the memory trend.
+    pub memory_sampled_pods: IntGauge,
 }
 
 impl Default for Metrics {
@@ -112,6 +116,22 @@ impl Metrics {
             "HealingPolicy objects in the controller's cache",
         )
         .expect("valid metric");
+        let memory_metrics_reads_total = IntCounterVec::new(
+            Opts::new(
+                "memory_metrics_reads_total",
+                "Lists of PodMetrics (metrics.k8s.io) for the memory-trend trigger, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        let memory_sampled_pods = IntGauge::new(
+            "memory_sampled_pods",
+            "Pods with working-set samples held for the memory-trend trigger",
+        )
+        .expect("valid metric");
+        for result in ["ok", "error"] {
+            memory_metrics_reads_total.with_label_values(&[result]);
+        }
         for c in [
             Box::new(recycles_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(evictions_blocked_total.clone()),
@@ -124,6 +144,8 @@ impl Metrics {
             Box::new(api_requests_total.clone()),
             Box::new(healing_actions_total.clone()),
             Box::new(healing_policies.clone()),
+            Box::new(memory_metrics_reads_total.clone()),
+            Box::new(memory_sampled_pods.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -140,6 +162,8 @@ impl Metrics {
             api_requests_total,
             healing_actions_total,
             healing_policies,
+            memory_metrics_reads_total,
+            memory_sampled_pods,
         }
     }
 
@@ -229,6 +253,8 @@ mod tests {
             "leader 0",
             "healing_actions_total{action=\"rollout_restart\",outcome=\"done\"} 1",
             "healing_policies 0",
+            "memory_metrics_reads_total{result=\"error\"} 0",
+            "memory_sampled_pods 0",
         ] {
             assert!(
                 text.contains(&format!("{PREFIX}_{name}")),

@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::history::WorkloadHistory;
+use crate::trend::{Leak, LeakRule};
 
 /// Annotation that opts a pod out: `selfheal.io/ignore: "true"`.
 pub const IGNORE_ANNOTATION: &str = "selfheal.io/ignore";
@@ -110,6 +111,8 @@ pub struct Policy {
     pub oom_killed: bool,
     /// Ready condition False for this long triggers (`None` = off).
     pub not_ready_for: Option<SignedDuration>,
+    /// A container's memory climbing to its limit triggers (`None` = off; HealingPolicy only).
+    pub memory_trend: Option<LeakRule>,
     /// Share of the enabled triggers that must fire together (`None` = any one).
     pub confidence: Option<f64>,
     /// Pods younger than this wait.
@@ -151,6 +154,27 @@ pub enum Reason {
     ImagePullBackOff,
     /// The pod has not been Ready for the policy's `notReadyFor`.
     NotReady,
+    /// A container's working set is climbing steadily to its memory limit.
+    MemoryLeak,
+}
+
+/// What the controller measured about a pod beyond its own status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    /// Restarts seen within the policy's rate window.
+    pub recent_restarts: u32,
+    /// A container found leaking by the memory trend ([`crate::trend::assess`]).
+    pub leak: Option<Leak>,
+}
+
+impl Observed {
+    /// Only a restart count (every trigger but the memory trend).
+    pub fn restarts(recent_restarts: u32) -> Self {
+        Self {
+            recent_restarts,
+            leak: None,
+        }
+    }
 }
 
 impl Reason {
@@ -163,6 +187,7 @@ impl Reason {
             Reason::OomKilled => "oom_killed",
             Reason::ImagePullBackOff => "image_pull_back_off",
             Reason::NotReady => "not_ready",
+            Reason::MemoryLeak => "memory_leak",
         }
     }
 }
@@ -325,10 +350,11 @@ fn image_pull_failing(pod: &Pod) -> bool {
 ///
 /// Each enabled trigger is one signal. Without `confidence` one firing signal is enough; with it,
 /// the firing share of the enabled signals must reach it. The reason is the first firing signal
-/// in the order image pull, OOM kill, crash loop, not ready, restart count, restart rate — except
+/// in the order image pull, OOM kill, crash loop, not ready, memory leak, restart count, restart rate — except
 /// that a restart trigger names OOMKilled/CrashLoopBackOff when the pod shows them, as the
 /// default policy always did.
-pub fn trigger(pod: &Pod, policy: &Policy, recent_restarts: u32, now: Timestamp) -> Option<Reason> {
+pub fn trigger(pod: &Pod, policy: &Policy, observed: &Observed, now: Timestamp) -> Option<Reason> {
+    let recent_restarts = observed.recent_restarts;
     let restart_enabled = policy.restart_threshold.is_some() || policy.rate_restarts > 0;
     let over_threshold = policy
         .restart_threshold
@@ -369,6 +395,11 @@ pub fn trigger(pod: &Pod, policy: &Policy, recent_restarts: u32, now: Timestamp)
                 .zip(not_ready_since(pod))
                 .filter(|(d, since)| *since + *d <= now)
                 .map(|_| Reason::NotReady),
+        ),
+        (
+            policy.memory_trend.is_some(),
+            (policy.memory_trend.is_some() && observed.leak.is_some())
+                .then_some(Reason::MemoryLeak),
         ),
         (restart_enabled, restart_reason),
     ];
@@ -435,13 +466,13 @@ fn opted_out(pod: &Pod) -> bool {
 }
 
 /// Decide what to do with `pod`. `history` is the recycle history of the pod's workload (empty
-/// for a bare pod), `recent_restarts` the restarts seen within the rate window.
+/// for a bare pod), `observed` the restarts seen within the rate window and the memory trend.
 /// `healthy_siblings` counts the other Ready pods of the same owner.
 pub fn decide(
     pod: &Pod,
     policy: &Policy,
     history: &WorkloadHistory,
-    recent_restarts: u32,
+    observed: &Observed,
     healthy_siblings: u32,
     now: Timestamp,
 ) -> Decision {
@@ -454,7 +485,7 @@ pub fn decide(
     ) {
         return Decision::Skip(SkipReason::OutOfScope);
     }
-    let Some(reason) = trigger(pod, policy, recent_restarts, now) else {
+    let Some(reason) = trigger(pod, policy, observed, now) else {
         return Decision::Skip(SkipReason::Healthy);
     };
     if opted_out(pod) {
@@ -585,7 +616,7 @@ mod tests {
         ];
         for (name, pod, history, recent, want) in cases {
             assert_eq!(
-                decide(&pod, &p, &history, recent, 0, NOW),
+                decide(&pod, &p, &history, &Observed::restarts(recent), 0, NOW),
                 want,
                 "case: {name}"
             );
@@ -602,7 +633,14 @@ mod tests {
             .owned_by_rs("web")
             .build();
         assert_eq!(
-            decide(&other, &p, &WorkloadHistory::default(), 0, 0, NOW),
+            decide(
+                &other,
+                &p,
+                &WorkloadHistory::default(),
+                &Observed::restarts(0),
+                0,
+                NOW
+            ),
             Decision::Skip(SkipReason::OutOfScope)
         );
         let shop = pod()
@@ -611,7 +649,14 @@ mod tests {
             .owned_by_rs("web")
             .build();
         assert!(matches!(
-            decide(&shop, &p, &WorkloadHistory::default(), 0, 0, NOW),
+            decide(
+                &shop,
+                &p,
+                &WorkloadHistory::default(),
+                &Observed::restarts(0),
+                0,
+                NOW
+            ),
             Decision::Recycle { .. }
         ));
     }
@@ -622,7 +667,14 @@ mod tests {
         p.rate_restarts = 0;
         let pod = pod().with_restarts(1).owned_by_rs("web").build();
         assert_eq!(
-            decide(&pod, &p, &WorkloadHistory::default(), 50, 0, NOW),
+            decide(
+                &pod,
+                &p,
+                &WorkloadHistory::default(),
+                &Observed::restarts(50),
+                0,
+                NOW
+            ),
             Decision::Skip(SkipReason::Healthy)
         );
     }
@@ -634,7 +686,7 @@ mod tests {
         p.cooldown = secs(0);
         let pod = pod().with_restarts(9).aged(0).owned_by_rs("web").build();
         assert_eq!(
-            decide(&pod, &p, &hist(&[0]), 0, 0, NOW),
+            decide(&pod, &p, &hist(&[0]), &Observed::restarts(0), 0, NOW),
             Decision::Recycle {
                 reason: Reason::RestartThreshold
             }
@@ -668,7 +720,7 @@ mod tests {
     }
 
     fn fires(p: &Policy, pod: &Pod) -> Option<Reason> {
-        trigger(pod, p, 0, NOW)
+        trigger(pod, p, &Observed::default(), NOW)
     }
 
     #[test]
@@ -716,6 +768,58 @@ mod tests {
         assert_eq!(fires(&p, &oom), Some(Reason::OomKilled));
         let errored = pod().with_restarts(1).last_terminated("Error", 1).build();
         assert_eq!(fires(&p, &errored), None);
+    }
+
+    fn leaking() -> Observed {
+        Observed {
+            recent_restarts: 0,
+            leak: Some(Leak {
+                container: "app".into(),
+                usage_bytes: 115 << 20,
+                limit_bytes: 128 << 20,
+                rising_share: 1.0,
+                samples: 14,
+                bytes_per_sec: 524_288.0,
+                time_to_limit: Some(secs(26)),
+            }),
+        }
+    }
+
+    #[test]
+    fn memory_trend_trigger_fires_on_a_leak_only_when_enabled() {
+        let mut p = hp_policy();
+        let healthy = pod().build();
+        assert_eq!(trigger(&healthy, &p, &leaking(), NOW), None, "trigger off");
+        p.memory_trend = Some(LeakRule::default());
+        assert_eq!(
+            trigger(&healthy, &p, &leaking(), NOW),
+            Some(Reason::MemoryLeak)
+        );
+        assert_eq!(fires(&p, &healthy), None, "no leak measured");
+        // Before the OOM kill it is the only signal; with two enabled and a confidence of 1,
+        // the leak alone is not enough.
+        p.oom_killed = true;
+        p.confidence = Some(1.0);
+        assert_eq!(trigger(&healthy, &p, &leaking(), NOW), None);
+        assert!(matches!(
+            decide(
+                &pod().owned_by_rs("web").build(),
+                &hp_policy_with_leak(),
+                &WorkloadHistory::default(),
+                &leaking(),
+                0,
+                NOW
+            ),
+            Decision::Recycle {
+                reason: Reason::MemoryLeak
+            }
+        ));
+    }
+
+    fn hp_policy_with_leak() -> Policy {
+        let mut p = hp_policy();
+        p.memory_trend = Some(LeakRule::default());
+        p
     }
 
     #[test]
@@ -803,7 +907,7 @@ mod tests {
         let sick = pod().with_restarts(9).owned_by_rs("web").build();
         let none = WorkloadHistory::default();
         assert_eq!(
-            decide(&sick, &p, &none, 0, 1, NOW),
+            decide(&sick, &p, &none, &Observed::restarts(0), 1, NOW),
             Decision::Wait {
                 reason: Reason::RestartThreshold,
                 cause: WaitCause::MinHealthy,
@@ -811,12 +915,19 @@ mod tests {
             }
         );
         assert!(matches!(
-            decide(&sick, &p, &none, 0, 2, NOW),
+            decide(&sick, &p, &none, &Observed::restarts(0), 2, NOW),
             Decision::Recycle { .. }
         ));
         // Give-up and cooldown are decided before the sibling check.
         assert!(matches!(
-            decide(&sick, &p, &hist(&[20_000, 10_000, 1000]), 0, 0, NOW),
+            decide(
+                &sick,
+                &p,
+                &hist(&[20_000, 10_000, 1000]),
+                &Observed::restarts(0),
+                0,
+                NOW
+            ),
             Decision::GiveUp { .. }
         ));
     }

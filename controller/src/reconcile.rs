@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, TryStreamExt, future, stream};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{
+    Container, ObjectReference, Pod, PodCondition, PodSpec, PodStatus, ResourceRequirements,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{EvictParams, LogParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
@@ -26,8 +28,10 @@ use crate::crd::{self, HealingPolicy, HealingPolicyStatus, LastAction, SpecError
 use crate::history::{History, RestartTracker};
 use crate::metrics::Metrics;
 use crate::owner::{OwnerResolver, Workload, controller_ref};
-use crate::policy::{self, Decision, IGNORE_ANNOTATION, Policy, Reason, SkipReason};
+use crate::policy::{self, Decision, IGNORE_ANNOTATION, Observed, Policy, Reason, SkipReason};
+use crate::sampler::{self, Reading};
 use crate::status::{self as pstatus, PolicyRecord};
+use crate::trend::{self, Leak, MemorySamples, Sample};
 use crate::{Error, Result};
 
 /// Pod-template annotation a `rolloutRestart` sets (what `kubectl rollout restart` does with its own).
@@ -96,6 +100,8 @@ struct State {
     reconciles: u64,
     /// What was done under each HealingPolicy (`namespace/name`), for its status.
     records: HashMap<String, PolicyRecord>,
+    /// Working-set samples for the memory trend (fed by [`crate::sampler`]).
+    memory: MemorySamples,
 }
 
 impl Context {
@@ -148,6 +154,71 @@ impl Context {
             }),
             Err(e) => Err((hp.clone(), e)),
         }
+    }
+
+    /// The flags this controller runs with.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The API client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Namespaces (in scope) with a HealingPolicy that has a `memoryTrend` trigger, sorted.
+    pub fn memory_trend_namespaces(&self) -> Vec<String> {
+        let Some(store) = self.policies.get() else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = store
+            .state()
+            .iter()
+            .filter(|hp| hp.spec.triggers.memory_trend.is_some())
+            .filter_map(|hp| hp.namespace())
+            .filter(|ns| policy::in_scope(&self.policy, ns))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Keep a metrics-API reading of a cached pod that a memory-trend policy governs. Returns the
+    /// pod when its series now reads as a leak, so the reconciler looks at it.
+    pub fn observe_memory(
+        &self,
+        ns: &str,
+        reading: &Reading,
+        now: Timestamp,
+    ) -> Option<ObjectRef<Pod>> {
+        let pod = self
+            .pods
+            .get()?
+            .get(&ObjectRef::new(&reading.pod).within(ns))?;
+        let gov = self.governing(&pod).ok()?;
+        let rule = gov.policy.memory_trend?;
+        let uid = pod.uid()?;
+        let mut st = self.state();
+        for (container, bytes) in &reading.containers {
+            let sample = Sample {
+                at: reading.at,
+                bytes: *bytes,
+            };
+            st.memory.observe(&uid, container, sample, rule.window);
+        }
+        trend::leak(&st.memory, &pod, &rule, now).map(|_| ObjectRef::from_obj(&*pod))
+    }
+
+    /// Drop the samples of pods no longer in the cache; returns how many pods have samples.
+    pub fn forget_gone_pods(&self) -> usize {
+        let Some(store) = self.pods.get() else {
+            return 0;
+        };
+        let live: std::collections::HashSet<String> =
+            store.state().iter().filter_map(|p| p.uid()).collect();
+        let mut st = self.state();
+        st.memory.retain(|uid| live.contains(uid));
+        st.memory.pods()
     }
 
     /// Update the record of a HealingPolicy and wake the status writer.
@@ -313,7 +384,26 @@ pub fn trim(pod: &mut Pod) {
             .collect();
         meta.annotations = (!kept.is_empty()).then_some(kept);
     }
-    pod.spec = None;
+    // NB: of the spec only the containers' memory limits stay: the memory trend predicts
+    // against them.
+    pod.spec = pod.spec.take().map(|spec| PodSpec {
+        containers: spec
+            .containers
+            .into_iter()
+            .map(|c| Container {
+                resources: c.resources.and_then(|r| {
+                    let memory = r.limits?.remove("memory")?;
+                    Some(ResourceRequirements {
+                        limits: Some(BTreeMap::from([("memory".to_owned(), memory)])),
+                        ..ResourceRequirements::default()
+                    })
+                }),
+                name: c.name,
+                ..Container::default()
+            })
+            .collect(),
+        ..PodSpec::default()
+    });
     if let Some(status) = pod.status.take() {
         let slim = |mut list: Vec<k8s_openapi::api::core::v1::ContainerStatus>| {
             for c in &mut list {
@@ -422,9 +512,14 @@ pub async fn run(
     })
     .chain(stream::pending());
 
+    // The memory sampler names the pods that now read as leaking: a leak changes no pod object.
+    let (leak_tx, mut leak_rx) = tokio::sync::mpsc::channel::<ObjectRef<Pod>>(256);
+    let leaks = stream::poll_fn(move |cx| leak_rx.poll_recv(cx));
+
     let controller = Controller::for_stream(pods, reader.clone())
         .with_config(ControllerConfig::default().concurrency(ctx.cfg.concurrency))
         .reconcile_all_on(became_leader)
+        .reconcile_on(leaks)
         // A policy created, changed or deleted may change the decision for any pod.
         .reconcile_all_on(policy_changes)
         .graceful_shutdown_on(shutdown.clone())
@@ -485,6 +580,7 @@ pub async fn run(
         () = async { readiness.await; future::pending::<()>().await } => {}
         () = gauges => {}
         () = status_writer(ctx.clone()) => {}
+        () = sampler::run(ctx.clone(), leak_tx) => {}
     }
 }
 
@@ -699,8 +795,15 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         }
     };
     let pol: &Policy = &gov.policy;
+    let observed = Observed {
+        recent_restarts: recent,
+        leak: pol
+            .memory_trend
+            .as_ref()
+            .and_then(|rule| trend::leak(&ctx.state().memory, &pod, rule, now)),
+    };
     if pod.metadata.deletion_timestamp.is_some()
-        || policy::trigger(&pod, pol, recent, now).is_none()
+        || policy::trigger(&pod, pol, &observed, now).is_none()
     {
         {
             let mut st = ctx.state();
@@ -733,7 +836,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
             .as_ref()
             .map(|w| st.history.get(&w.key))
             .unwrap_or_default();
-        let decision = policy::decide(&pod, pol, &history, recent, siblings, now);
+        let decision = policy::decide(&pod, pol, &history, &observed, siblings, now);
         if let (Decision::Recycle { .. }, Some(w)) = (&decision, &workload) {
             // Reserve the slot now so a sibling pod reconciled concurrently sees the cooldown.
             st.history.record(&w.key, now);
@@ -831,7 +934,16 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
             Ok(Action::await_change())
         }
         Decision::Recycle { reason } => {
-            act(&ctx, &gov, &pod, &pod_ref, workload.as_ref(), reason, now).await
+            act(
+                &ctx,
+                &gov,
+                &pod,
+                &pod_ref,
+                workload.as_ref(),
+                (reason, observed.leak.as_ref()),
+                now,
+            )
+            .await
         }
     }
 }
@@ -886,7 +998,7 @@ async fn act(
     pod: &Pod,
     pod_ref: &ObjectReference,
     workload: Option<&Workload>,
-    reason: Reason,
+    (reason, leak): (Reason, Option<&Leak>),
     now: Timestamp,
 ) -> Result<Action> {
     let action = gov.policy.action;
@@ -894,6 +1006,11 @@ async fn act(
     let name = pod.name_any();
     let uid = pod.uid().unwrap_or_default();
     let restarts = policy::total_restarts(pod);
+    // The trigger, and for a leak what was measured and when the limit is due.
+    let why = match leak {
+        Some(l) if reason == Reason::MemoryLeak => format!("{}: {}", reason.label(), l.describe()),
+        _ => reason.label().to_owned(),
+    };
     let owner_name = workload.map_or_else(|| "none".to_owned(), |w| w.key.to_string());
     let by = gov.describe();
     let unreserve = || {
@@ -939,7 +1056,7 @@ async fn act(
         count("unsupported");
         let note = format!(
             "{} ({restarts} restarts) but action {} supports Deployments only and the owner is {owner_name} ({by})",
-            reason.label(),
+            why,
             action.spec_name()
         );
         if first_report(ctx, gov, &uid, "unsupported_owner") {
@@ -970,13 +1087,13 @@ async fn act(
             count("observed");
             format!(
                 "observed: {} ({restarts} restarts); action none, nothing changed ({by})",
-                reason.label()
+                why
             )
         } else {
             count("dry_run");
             format!(
                 "dry-run: would {what} ({}, {restarts} restarts) ({by})",
-                reason.label()
+                why
             )
         };
         info!(workload = %owner_name, reason = reason.label(), restarts, action = action.label(), "{note}");
@@ -1024,10 +1141,7 @@ async fn act(
             Ok(()) => {
                 count("done");
                 info!(workload = %owner_name, reason = reason.label(), restarts, action = action.label(), "acted on workload");
-                let note = format!(
-                    "{what} ({}, {restarts} restarts of pod {name}) ({by})",
-                    reason.label()
-                );
+                let note = format!("{what} ({}, {restarts} restarts of pod {name}) ({by})", why);
                 ctx.publish_both(
                     pod_ref,
                     workload,
@@ -1069,7 +1183,7 @@ async fn act(
             info!(workload = %owner_name, reason = reason.label(), restarts, "evicted pod");
             let note = format!(
                 "evicted ({}, {restarts} restarts) so {owner_name} replaces it ({by})",
-                reason.label()
+                why
             );
             ctx.publish_both(
                 pod_ref,
@@ -1078,7 +1192,7 @@ async fn act(
                 note,
                 format!(
                     "evicted pod {name} ({}, {restarts} restarts). {evidence}",
-                    reason.label()
+                    why
                 ),
             )
             .await;
@@ -1098,7 +1212,7 @@ async fn act(
             warn!(workload = %owner_name, attempt, ?delay, message = %status.message, "eviction blocked by disruption budget");
             let note = format!(
                 "eviction refused ({}): {}; retry {attempt} in {}s, never forced",
-                reason.label(),
+                why,
                 status.message,
                 delay.as_secs()
             );
@@ -1181,6 +1295,7 @@ async fn evidence(ctx: &Context, pod: &Pod, ns: &str, name: &str) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::pod;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
     #[test]
     fn trim_keeps_what_the_decision_needs_and_drops_the_rest() {
@@ -1195,11 +1310,31 @@ mod tests {
             .owned_by_rs("web")
             .build();
         p.metadata.managed_fields = Some(vec![Default::default()]);
-        p.spec = Some(Default::default());
+        p.spec = Some(PodSpec {
+            containers: vec![Container {
+                name: "app".into(),
+                image: Some("web:1".into()),
+                resources: Some(ResourceRequirements {
+                    limits: Some(BTreeMap::from([
+                        ("memory".into(), Quantity("128Mi".into())),
+                        ("cpu".into(), Quantity("1".into())),
+                    ])),
+                    ..ResourceRequirements::default()
+                }),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        });
         let before = p.clone();
         trim(&mut p);
         assert!(p.metadata.managed_fields.is_none());
-        assert!(p.spec.is_none());
+        // Of the spec, the memory limit stays (the memory trend needs it).
+        let c = &p.spec.as_ref().expect("slim spec").containers[0];
+        assert_eq!((c.name.as_str(), c.image.as_deref()), ("app", None));
+        assert_eq!(
+            crate::trend::memory_limits(&p),
+            vec![("app".to_owned(), 128 << 20)]
+        );
         assert_eq!(p.metadata.annotations.as_ref().map(BTreeMap::len), Some(1));
         // Selectors match on labels; notReadyFor and minHealthyReplicas read the Ready condition.
         assert_eq!(p.metadata.labels, before.metadata.labels);
@@ -1216,8 +1351,8 @@ mod tests {
         let now = crate::fixtures::NOW;
         let h = Default::default();
         assert_eq!(
-            policy::decide(&p, &pol, &h, 0, 0, now),
-            policy::decide(&before, &pol, &h, 0, 0, now)
+            policy::decide(&p, &pol, &h, &Observed::default(), 0, now),
+            policy::decide(&before, &pol, &h, &Observed::default(), 0, now)
         );
     }
 

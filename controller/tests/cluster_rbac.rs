@@ -152,6 +152,7 @@ async fn service_account_may_do_what_the_code_does_and_nothing_dangerous() {
             ),
             ("patch", "apps", "deployments", None, other),
             ("patch", "apps", "deployments", Some("scale"), other),
+            ("list", "metrics.k8s.io", "pods", None, other),
         ];
         let denied = [
             ("delete", "", "pods", None, other),
@@ -185,6 +186,7 @@ async fn service_account_may_do_what_the_code_does_and_nothing_dangerous() {
             ("get", "apps", "deployments", None, other),
             ("update", "apps", "deployments", Some("scale"), other),
             ("patch", "apps", "statefulsets", None, other),
+            ("get", "metrics.k8s.io", "nodes", None, ""),
         ];
         let mut wrong = Vec::new();
         for (verb, group, res, sub, in_ns) in allowed {
