@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Container, ExecAction, Probe};
+use k8s_openapi::api::core::v1::{Container, EnvVar, ExecAction, Probe, ResourceRequirements};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::{Api, Client, ResourceExt};
 use selfheal_controller::crd::{HealingPolicy, HealingPolicyStatus};
@@ -528,6 +529,108 @@ async fn not_ready_policy_acts_on_a_pod_that_never_turns_ready_while_others_get_
         assert_eq!(status.matched_pods, 1, "the policy governs stuck only: {status:?}");
         let last = status.last_action.unwrap();
         assert_eq!((last.action.as_str(), last.reason.as_str(), last.dry_run), ("none", "not_ready", true));
+    })
+    .await;
+}
+
+/// `web` running the app with its `leak` profile: +1 MiB/s up to 160 MiB leaked, under a
+/// 192 MiB limit. The working set passes 85 % of the limit about 150 s in, still climbing, and
+/// levels off below the limit at the cap, so the OOM kill never comes: only the trend can act.
+fn leaking_deployment() -> Deployment {
+    let mut d = crashing_deployment("web", 1, &[]);
+    let spec = d.spec.template.spec.as_mut().unwrap();
+    let c: &mut Container = &mut spec.containers[0];
+    c.name = "app".into();
+    c.image = Some(APP_IMAGE.into());
+    c.command = None;
+    let env = |k: &str, v: &str| EnvVar {
+        name: k.into(),
+        value: Some(v.into()),
+        ..EnvVar::default()
+    };
+    c.env = Some(vec![
+        env("APP_FAULT_PROFILE", "leak"),
+        env("APP_FAULT_LEAK_MIB_PER_SEC", "1"),
+        env("APP_FAULT_LEAK_CAP_MIB", "160"),
+    ]);
+    c.resources = Some(ResourceRequirements {
+        limits: Some([("memory".to_owned(), Quantity("192Mi".into()))].into()),
+        ..ResourceRequirements::default()
+    });
+    spec.termination_grace_period_seconds = Some(2);
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_trend_policy_recycles_a_leaking_pod_before_the_oom_kill() {
+    in_namespace("sh-hp-leak", |client, ns| async move {
+        let ctl = start(policy_only_config(&ns, &["--memory-sample-secs=5"])).await;
+        // Six samples (metrics-server refreshes every 15 s here) over a 3 m window.
+        create_policy(
+            &client,
+            &ns,
+            "web",
+            "selector: {matchLabels: {app: web}}\ntriggers: {memoryTrend: {window: 3m, minSamples: 6}}\naction: {type: evict}\ncooldown: 10m\n",
+        )
+        .await;
+        create_deployment(&client, &ns, &leaking_deployment()).await;
+        wait_for("the first pod", SLOW, || async {
+            !live_pods(&client, &ns, "web").await.is_empty()
+        })
+        .await;
+        let first = live_pods(&client, &ns, "web").await[0].clone();
+        wait_for(
+            "a Recycled Event for the leak",
+            Duration::from_secs(360),
+            || async {
+                our_events(&client, &ns, "Recycled").await.iter().any(|e| {
+                    regarding_kind(e) == "Pod"
+                        && e.note.as_deref().is_some_and(|n| n.contains("memory_leak"))
+                })
+            },
+        )
+        .await;
+        let events = our_events(&client, &ns, "Recycled").await;
+        let note = events
+            .iter()
+            .find_map(|e| e.note.clone().filter(|n| n.contains("memory_leak")))
+            .unwrap();
+        // What was measured and when the limit was due, for the human reading the Event.
+        assert!(note.contains("container app at"), "{note}");
+        assert!(note.contains("of 192 MiB"), "{note}");
+        assert!(note.contains("steps rising"), "{note}");
+        assert!(note.contains("limit in about") || note.contains("limit not reached"), "{note}");
+        // Recycled before the kernel killed it: the pod had not restarted.
+        assert!(note.contains(", 0 restarts)"), "{note}");
+        assert!(
+            ctl.metrics
+                .recycles_total
+                .with_label_values(&[&ns, "memory_leak"])
+                .get()
+                >= 1
+        );
+        assert!(
+            ctl.metrics
+                .memory_metrics_reads_total
+                .with_label_values(&["ok"])
+                .get()
+                >= 6
+        );
+        wait_for("the leaking pod to be replaced", SLOW, || async {
+            live_pods(&client, &ns, "web")
+                .await
+                .iter()
+                .all(|p| p.uid() != first.uid())
+        })
+        .await;
+        wait_for("lastAction memory_leak", Duration::from_secs(30), || async {
+            get_policy(&client, &ns, "web")
+                .await
+                .status
+                .and_then(|s| s.last_action)
+                .is_some_and(|l| l.reason == "memory_leak" && l.pod == first.name_any())
+        })
+        .await;
     })
     .await;
 }

@@ -28,6 +28,8 @@ use tokio::sync::{oneshot, watch};
 
 /// Image with a static busybox, present in the local cluster's containerd.
 pub const TOOLBOX: &str = "localhost/selfheal-toolbox:dev";
+/// The app image (`hack/image.sh --import app`): its `leak` fault profile grows real memory.
+pub const APP_IMAGE: &str = "localhost/selfheal-app:dev";
 
 const NO_CLUSTER: &str = "no cluster: run `make cluster-up` or set KUBECONFIG";
 
@@ -428,6 +430,7 @@ pub fn recycles(m: &Metrics, ns: &str) -> u64 {
         "oom_killed",
         "image_pull_back_off",
         "not_ready",
+        "memory_leak",
     ]
     .iter()
     .map(|r| m.recycles_total.with_label_values(&[ns, r]).get())
