@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::policy::{Action, Policy};
+use crate::zombie::ZombieRule;
 
 /// Namespaces the controller never acts in unless told otherwise (its own is added at runtime).
 pub const DEFAULT_EXCLUDED_NAMESPACES: &str = "kube-system,kube-public,kube-node-lease";
@@ -124,6 +125,20 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub memory_sample_secs: u64,
 
+    /// Force-delete a pod still Terminating this long after its deletion deadline when its node
+    /// is gone or not ready (0 = never).
+    #[arg(long, env = "CONTROLLER_ZOMBIE_AFTER_SECS", default_value_t = 300)]
+    pub zombie_after_secs: u64,
+
+    /// Also force-delete overdue Terminating pods on Ready nodes (the kubelet is up but stuck;
+    /// force-deleting skips its clean-up, so this is an explicit opt-in).
+    #[arg(
+        long,
+        env = "CONTROLLER_ZOMBIE_ON_HEALTHY_NODES",
+        default_value_t = false
+    )]
+    pub zombie_on_healthy_nodes: bool,
+
     /// Pods reconciled in parallel.
     #[arg(long, env = "CONTROLLER_CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
@@ -211,6 +226,14 @@ impl Config {
         }
     }
 
+    /// When a Terminating pod counts as a zombie.
+    pub fn zombie_rule(&self) -> ZombieRule {
+        ZombieRule {
+            after: (self.zombie_after_secs > 0).then(|| secs(self.zombie_after_secs)),
+            on_healthy_nodes: self.zombie_on_healthy_nodes,
+        }
+    }
+
     /// Excluded namespaces, always including the controller's own.
     pub fn excluded_namespaces(&self) -> Vec<String> {
         let mut out: Vec<String> = self
@@ -262,6 +285,23 @@ mod tests {
                 "selfheal-system"
             ]
         );
+    }
+
+    #[test]
+    fn zombie_reaping_waits_five_minutes_spares_healthy_nodes_and_can_be_off() {
+        let cfg = Config::try_parse_from(["selfheal-controller"]).expect("defaults parse");
+        assert_eq!(
+            cfg.zombie_rule(),
+            ZombieRule {
+                after: Some(secs(300)),
+                on_healthy_nodes: false
+            }
+        );
+        assert_eq!(cfg.memory_sample_secs, 15);
+        let off = Config::try_parse_from(["selfheal-controller", "--zombie-after-secs=0"])
+            .expect("flags parse");
+        assert_eq!(off.zombie_rule().after, None);
+        assert!(Config::try_parse_from(["selfheal-controller", "--memory-sample-secs=0"]).is_err());
     }
 
     #[test]

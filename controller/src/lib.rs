@@ -19,6 +19,8 @@ pub mod metrics;
 pub mod owner;
 /// The pure decision: recycle, skip, wait or give up.
 pub mod policy;
+/// Force-deletes zombie pods (I/O around [`zombie`]).
+pub mod reaper;
 /// Kubernetes I/O: watch, evidence, Events, evictions.
 pub mod reconcile;
 /// Reads the working set of pods under a memory-trend policy from the metrics API.
@@ -27,6 +29,8 @@ pub mod sampler;
 pub mod status;
 /// The memory-leak trend: samples, the rule, the verdict (pure).
 pub mod trend;
+/// Zombie pods: Terminating on a node that cannot finish them (pure).
+pub mod zombie;
 
 /// Builders for pods and policies used by the unit tests.
 #[cfg(test)]
@@ -53,6 +57,12 @@ pub enum Error {
     /// Writing a HealingPolicy's status failed.
     #[error("writing policy status failed: {0}")]
     StatusFailed(#[source] kube::Error),
+    /// Force-deleting a zombie pod failed.
+    #[error("force-deleting pod failed: {0}")]
+    ForceDeleteFailed(#[source] kube::Error),
+    /// Reading the node of a Terminating pod failed.
+    #[error("reading node failed: {0}")]
+    NodeLookupFailed(#[source] kube::Error),
     /// The pod lacks a field the controller cannot do without (name or namespace).
     #[error("pod is missing {0}")]
     MissingField(&'static str),
@@ -68,6 +78,8 @@ impl Error {
             Error::LeaseFailed(_) => "lease_failed",
             Error::ActionFailed(_) => "action_failed",
             Error::StatusFailed(_) => "status_failed",
+            Error::ForceDeleteFailed(_) => "force_delete_failed",
+            Error::NodeLookupFailed(_) => "node_lookup_failed",
             Error::MissingField(_) => "missing_field",
         }
     }
@@ -92,6 +104,8 @@ mod tests {
             Error::LeaseFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::ActionFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::StatusFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::ForceDeleteFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::NodeLookupFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
         ];
         let mut labels: Vec<_> = errs.iter().map(Error::metric_label).collect();
         labels.sort_unstable();

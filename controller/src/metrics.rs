@@ -40,6 +40,8 @@ pub struct Metrics {
     pub memory_metrics_reads_total: IntCounterVec,
     /// Pods with working-set samples held for the memory trend.
     pub memory_sampled_pods: IntGauge,
+    /// Zombie pods force-deleted, by the state of their node (`gone`, `not_ready`, `ready`).
+    pub zombies_deleted_total: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -129,6 +131,17 @@ impl Metrics {
             "Pods with working-set samples held for the memory-trend trigger",
         )
         .expect("valid metric");
+        let zombies_deleted_total = IntCounterVec::new(
+            Opts::new(
+                "zombies_deleted_total",
+                "Pods stuck Terminating force-deleted, by the state of their node",
+            ),
+            &["node_state"],
+        )
+        .expect("valid metric");
+        for state in ["gone", "not_ready", "ready"] {
+            zombies_deleted_total.with_label_values(&[state]);
+        }
         for result in ["ok", "error"] {
             memory_metrics_reads_total.with_label_values(&[result]);
         }
@@ -146,6 +159,7 @@ impl Metrics {
             Box::new(healing_policies.clone()),
             Box::new(memory_metrics_reads_total.clone()),
             Box::new(memory_sampled_pods.clone()),
+            Box::new(zombies_deleted_total.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -164,6 +178,7 @@ impl Metrics {
             healing_policies,
             memory_metrics_reads_total,
             memory_sampled_pods,
+            zombies_deleted_total,
         }
     }
 
@@ -255,6 +270,7 @@ mod tests {
             "healing_policies 0",
             "memory_metrics_reads_total{result=\"error\"} 0",
             "memory_sampled_pods 0",
+            "zombies_deleted_total{node_state=\"gone\"} 0",
         ] {
             assert!(
                 text.contains(&format!("{PREFIX}_{name}")),

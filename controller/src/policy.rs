@@ -457,7 +457,8 @@ pub fn has_controller(pod: &Pod) -> bool {
         .any(|o| o.controller == Some(true))
 }
 
-fn opted_out(pod: &Pod) -> bool {
+/// Whether the pod carries `selfheal.io/ignore: "true"`.
+pub fn opted_out(pod: &Pod) -> bool {
     pod.metadata
         .annotations
         .as_ref()

@@ -29,6 +29,7 @@ use crate::history::{History, RestartTracker};
 use crate::metrics::Metrics;
 use crate::owner::{OwnerResolver, Workload, controller_ref};
 use crate::policy::{self, Decision, IGNORE_ANNOTATION, Observed, Policy, Reason, SkipReason};
+use crate::reaper;
 use crate::sampler::{self, Reading};
 use crate::status::{self as pstatus, PolicyRecord};
 use crate::trend::{self, Leak, MemorySamples, Sample};
@@ -221,6 +222,18 @@ impl Context {
         st.memory.pods()
     }
 
+    /// The Deployment (or other controller) owning `pod`, for Events on the owner.
+    pub(crate) async fn owner_of(&self, pod: &Pod) -> Result<Option<Workload>> {
+        self.owners.resolve(pod).await
+    }
+
+    /// True the first time this is asked for a pod UID (until the pod changes cause): a zombie
+    /// left alone on a healthy node is reported once, not at every look.
+    pub(crate) fn first_zombie_report(&self, uid: &str) -> bool {
+        let cause = ("zombie_on_healthy_node", String::new());
+        self.state().reported.insert(uid.to_owned(), cause.clone()) != Some(cause)
+    }
+
     /// Update the record of a HealingPolicy and wake the status writer.
     fn record(&self, hp: Option<&Arc<HealingPolicy>>, f: impl FnOnce(&mut PolicyRecord)) {
         let Some(hp) = hp else { return };
@@ -293,7 +306,7 @@ impl Context {
     }
 
     /// Event on the pod and, when there is one, on its owner.
-    async fn publish_both(
+    pub(crate) async fn publish_both(
         &self,
         pod: &ObjectReference,
         owner: Option<&Workload>,
@@ -386,7 +399,9 @@ pub fn trim(pod: &mut Pod) {
     }
     // NB: of the spec only the containers' memory limits stay: the memory trend predicts
     // against them.
+    // The node name stays for the zombie reaper.
     pod.spec = pod.spec.take().map(|spec| PodSpec {
+        node_name: spec.node_name,
         containers: spec
             .containers
             .into_iter()
@@ -784,6 +799,13 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.policies_synced.load(Ordering::Relaxed) {
         // The HealingPolicies are not listed yet: the default could be the wrong policy.
         return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    // Terminating pods are the zombie reaper's (never a healing policy's).
+    if pod.metadata.deletion_timestamp.is_some() {
+        if policy::opted_out(&pod) {
+            return Ok(Action::await_change());
+        }
+        return reaper::handle(&ctx, &pod, now).await;
     }
     let gov = match ctx.governing(&pod) {
         Ok(g) => g,
@@ -1323,13 +1345,24 @@ mod tests {
                 }),
                 ..Container::default()
             }],
+            node_name: Some("n1".into()),
+            service_account_name: Some("web".into()),
             ..PodSpec::default()
         });
         let before = p.clone();
         trim(&mut p);
         assert!(p.metadata.managed_fields.is_none());
         // Of the spec, the memory limit stays (the memory trend needs it).
-        let c = &p.spec.as_ref().expect("slim spec").containers[0];
+        let spec = p.spec.as_ref().expect("slim spec");
+        // ... and the node name (the zombie reaper looks the node up).
+        assert_eq!(
+            (
+                spec.node_name.as_deref(),
+                spec.service_account_name.as_deref()
+            ),
+            (Some("n1"), None)
+        );
+        let c = &spec.containers[0];
         assert_eq!((c.name.as_str(), c.image.as_deref()), ("app", None));
         assert_eq!(
             crate::trend::memory_limits(&p),

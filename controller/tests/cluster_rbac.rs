@@ -153,10 +153,15 @@ async fn service_account_may_do_what_the_code_does_and_nothing_dangerous() {
             ("patch", "apps", "deployments", None, other),
             ("patch", "apps", "deployments", Some("scale"), other),
             ("list", "metrics.k8s.io", "pods", None, other),
+            // The zombie reaper: force delete of a Terminating pod, and its node's state.
+            ("delete", "", "pods", None, other),
+            ("get", "", "nodes", None, ""),
         ];
         let denied = [
-            ("delete", "", "pods", None, other),
             ("deletecollection", "", "pods", None, other),
+            ("list", "", "nodes", None, ""),
+            ("update", "", "nodes", None, ""),
+            ("delete", "", "nodes", None, ""),
             ("update", "", "pods", None, other),
             ("patch", "", "pods", None, other),
             ("create", "", "pods", None, other),

@@ -1,0 +1,155 @@
+//! The zombie reaper's I/O: look up the node of an overdue Terminating pod and force-delete the
+//! pod when [`crate::zombie::judge`] says so, with an Event on the pod and its owner and a metric.
+//!
+//! Backoff: a pod is judged once when its deletion deadline plus `--zombie-after-secs` passes,
+//! deleted once (a failure requeues through the reconciler's exponential backoff), and a pod
+//! left alone on a healthy node is looked at again only after another `--zombie-after-secs`.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use crate::reconcile::Context;
+use crate::zombie::{self, NodeState, Verdict};
+use crate::{Error, Result};
+
+/// Handle a Terminating pod: reap it, wait for it to become overdue, or leave it.
+pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> {
+    let rule = ctx.config().zombie_rule();
+    let Some(until) = zombie::due(pod, &rule) else {
+        return Ok(Action::await_change());
+    };
+    if now < until {
+        let wait = until.duration_since(now).unsigned_abs();
+        return Ok(Action::requeue(wait + Duration::from_millis(250)));
+    }
+    let Some(node_name) = zombie::node_of(pod) else {
+        return Ok(Action::await_change());
+    };
+    let node = Api::<Node>::all(ctx.client().clone())
+        .get_opt(node_name)
+        .await
+        .map_err(Error::NodeLookupFailed)?;
+    let state = NodeState::of(node.as_ref());
+    let name = pod.name_any();
+    let ns = pod.namespace().unwrap_or_default();
+    let uid = pod.uid().unwrap_or_default();
+    match zombie::judge(pod, state, &rule, now) {
+        Verdict::NotApplicable => Ok(Action::await_change()),
+        Verdict::NotYet { until } => Ok(Action::requeue(
+            until.duration_since(now).unsigned_abs() + Duration::from_millis(250),
+        )),
+        Verdict::NodeHealthy { overdue } => {
+            if ctx.first_zombie_report(&uid) {
+                ctx.metrics
+                    .not_recycled_total
+                    .with_label_values(&["zombie_on_healthy_node"])
+                    .inc();
+                info!(
+                    node = node_name,
+                    overdue_secs = overdue.as_secs(),
+                    "terminating pod overdue on a Ready node, left to its kubelet"
+                );
+                let note = format!(
+                    "Terminating {}s past its deletion deadline on node {node_name}, which is Ready: left to its kubelet (force-deleting on healthy nodes needs --zombie-on-healthy-nodes)",
+                    overdue.as_secs()
+                );
+                let workload = ctx.owner_of(pod).await?;
+                ctx.publish_both(
+                    &pod.object_ref(&()),
+                    workload.as_ref(),
+                    (EventType::Normal, "NotRecycled", "Skip"),
+                    note.clone(),
+                    format!("pod {name}: {note}"),
+                )
+                .await;
+            }
+            Ok(Action::requeue(
+                rule.after
+                    .map_or(Duration::from_secs(300), |d| d.unsigned_abs()),
+            ))
+        }
+        Verdict::Reap { overdue } => {
+            let workload = ctx.owner_of(pod).await?;
+            let why = format!(
+                "Terminating {}s past its deletion deadline on node {node_name} ({}), whose kubelet cannot finish it",
+                overdue.as_secs(),
+                match state {
+                    NodeState::Gone => "gone",
+                    NodeState::NotReady => "not ready",
+                    NodeState::Ready => "Ready, opted in by --zombie-on-healthy-nodes",
+                }
+            );
+            let count = |outcome: &str| {
+                ctx.metrics
+                    .healing_actions_total
+                    .with_label_values(&["force_delete", outcome])
+                    .inc();
+            };
+            if ctx.config().dry_run {
+                count("dry_run");
+                let note = format!("dry-run: would force-delete: {why}");
+                info!(node = node_name, "{note}");
+                ctx.publish_both(
+                    &pod.object_ref(&()),
+                    workload.as_ref(),
+                    (EventType::Normal, "ForceDeleted", "DryRun"),
+                    note.clone(),
+                    format!("pod {name}: {note}"),
+                )
+                .await;
+                return Ok(Action::await_change());
+            }
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                // NB: only this pod, not a namesake created since (StatefulSets reuse names).
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match Api::<Pod>::namespaced(ctx.client().clone(), &ns)
+                .delete(&name, &dp)
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {
+                    // Gone already, or a namesake: nothing of ours to delete.
+                    return Ok(Action::await_change());
+                }
+                Err(e) => {
+                    count("failed");
+                    return Err(Error::ForceDeleteFailed(e));
+                }
+            }
+            count("done");
+            ctx.metrics
+                .zombies_deleted_total
+                .with_label_values(&[state.label()])
+                .inc();
+            warn!(
+                node = node_name,
+                overdue_secs = overdue.as_secs(),
+                node_state = state.label(),
+                "force-deleted zombie pod"
+            );
+            let note = format!("force-deleted (grace period 0): {why}");
+            ctx.publish_both(
+                &pod.object_ref(&()),
+                workload.as_ref(),
+                (EventType::Warning, "ForceDeleted", "ForceDelete"),
+                note.clone(),
+                format!("pod {name}: {note}"),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+    }
+}
