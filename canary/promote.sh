@@ -151,7 +151,9 @@ else
     --set-string "image.digest=$(canary::value .canary.image.digest)"
     --set "app.faultProfile=$(canary::value .canary.faultProfile)"
     --set "app.faultErrorPercent=$(canary::value .canary.faultErrorPercent)"
-    --set "app.faultLatencyMs=$(canary::value .canary.faultLatencyMs)")
+    --set "app.faultLatencyMs=$(canary::value .canary.faultLatencyMs)"
+    --set "app.faultLeakMibPerSec=$(canary::value .canary.faultLeakMibPerSec)"
+    --set "app.faultLeakCapMib=$(canary::value .canary.faultLeakCapMib)")
   message="$(canary::value .canary.message)"
   [[ -z "${message}" ]] || SWITCH+=(--set-string "app.message=${message}")
   canary::upgrade "${SWITCH[@]}"

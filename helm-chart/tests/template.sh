@@ -154,12 +154,13 @@ env_mapping() {
   render env --set app.message=hi --set app.logFormat=text --set app.logLevel=debug --set app.warmupSecs=4 \
     --set app.shutdownDelaySecs=6 --set app.shutdownTimeoutSecs=7 --set app.requestTimeoutMs=1234 \
     --set app.bodyLimitBytes=999 --set app.faultProfile=latency --set app.faultErrorPercent=12 \
-    --set app.faultLatencyMs=345 --set containerPort=9090 --set otel.endpoint=http://collector:4318 \
+    --set app.faultLatencyMs=345 --set app.faultLeakMibPerSec=3 --set app.faultLeakCapMib=77 --set containerPort=9090 --set otel.endpoint=http://collector:4318 \
     --set otel.serviceName=svc --set chaos.enabled=true
   expect env "env(deploy('stable')).items() >= {'APP_MESSAGE': 'hi', 'LOG_FORMAT': 'text', 'RUST_LOG': 'debug',
     'APP_WARMUP_SECS': '4', 'APP_SHUTDOWN_DELAY_SECS': '6', 'APP_SHUTDOWN_TIMEOUT_SECS': '7',
     'APP_REQUEST_TIMEOUT_MS': '1234', 'APP_BODY_LIMIT_BYTES': '999', 'APP_FAULT_PROFILE': 'latency',
-    'APP_FAULT_ERROR_PERCENT': '12', 'APP_FAULT_LATENCY_MS': '345', 'LISTEN_ADDR': '0.0.0.0:9090',
+    'APP_FAULT_ERROR_PERCENT': '12', 'APP_FAULT_LATENCY_MS': '345', 'APP_FAULT_LEAK_MIB_PER_SEC': '3',
+    'APP_FAULT_LEAK_CAP_MIB': '77', 'LISTEN_ADDR': '0.0.0.0:9090',
     'OTEL_EXPORTER_OTLP_ENDPOINT': 'http://collector:4318', 'OTEL_SERVICE_NAME': 'svc', 'CHAOS_ENABLED': 'true'}.items()
     and pod_spec(deploy('stable'))['containers'][0]['ports'][0]['containerPort'] == 9090"
 }
