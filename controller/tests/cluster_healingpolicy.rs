@@ -533,7 +533,7 @@ async fn not_ready_policy_acts_on_a_pod_that_never_turns_ready_while_others_get_
     .await;
 }
 
-/// `web` running the app with its `leak` profile: +1 MiB/s up to 160 MiB leaked, under a
+/// `web` running the app with its `leak` profile: +1 MiB/s up to 172 MiB leaked, under a
 /// 192 MiB limit. The working set passes 85 % of the limit about 150 s in, still climbing, and
 /// levels off below the limit at the cap, so the OOM kill never comes: only the trend can act.
 fn leaking_deployment() -> Deployment {
@@ -551,7 +551,7 @@ fn leaking_deployment() -> Deployment {
     c.env = Some(vec![
         env("APP_FAULT_PROFILE", "leak"),
         env("APP_FAULT_LEAK_MIB_PER_SEC", "1"),
-        env("APP_FAULT_LEAK_CAP_MIB", "160"),
+        env("APP_FAULT_LEAK_CAP_MIB", "172"),
     ]);
     c.resources = Some(ResourceRequirements {
         limits: Some([("memory".to_owned(), Quantity("192Mi".into()))].into()),
