@@ -78,6 +78,16 @@ async fn clean_up(client: &Client, ns: &str, name: &str) {
         .await;
 }
 
+/// Run `body`, then [`clean_up`] pod `name` even if `body` panicked: a pod left with the test
+/// finalizer would keep the test namespace Terminating for ever.
+async fn cleaning_up<Fut: Future<Output = ()>>(client: &Client, ns: &str, name: &str, body: Fut) {
+    let result = std::panic::AssertUnwindSafe(body).catch_unwind().await;
+    clean_up(client, ns, name).await;
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// Run `body` with a Node object `name` that has no kubelet (so it is never Ready), deleted
 /// afterwards even if `body` panics.
 async fn with_ghost_node<Fut: Future<Output = ()>>(client: &Client, name: &str, body: Fut) {
@@ -213,29 +223,31 @@ async fn a_zombie_on_a_healthy_node_is_left_to_its_kubelet_without_the_opt_in() 
         let node = nodes.items[0].name_any();
         // A finalizer keeps the pod Terminating on a Ready node (a stuck kubelet looks the same).
         pod_on(&client, &ns, "held", &node, true).await;
-        delete(&client, &ns, "held").await;
-        wait_for("a NotRecycled Event for the held pod", SLOW, || async {
-            our_events(&client, &ns, "NotRecycled")
-                .await
-                .iter()
-                .any(|e| {
-                    e.note
-                        .as_deref()
-                        .is_some_and(|n| n.contains("which is Ready: left to its kubelet"))
-                })
+        cleaning_up(&client, &ns, "held", async {
+            delete(&client, &ns, "held").await;
+            wait_for("a NotRecycled Event for the held pod", SLOW, || async {
+                our_events(&client, &ns, "NotRecycled")
+                    .await
+                    .iter()
+                    .any(|e| {
+                        e.note
+                            .as_deref()
+                            .is_some_and(|n| n.contains("which is Ready: left to its kubelet"))
+                    })
+            })
+            .await;
+            assert!(exists(&client, &ns, "held").await);
+            assert_eq!(deleted(&ctl.metrics, "ready"), 0);
+            assert_eq!(
+                ctl.metrics
+                    .not_recycled_total
+                    .with_label_values(&["zombie_on_healthy_node"])
+                    .get(),
+                1
+            );
+            assert_eq!(healing_actions(&ctl.metrics, "force_delete", "done"), 0);
         })
         .await;
-        assert!(exists(&client, &ns, "held").await);
-        assert_eq!(deleted(&ctl.metrics, "ready"), 0);
-        assert_eq!(
-            ctl.metrics
-                .not_recycled_total
-                .with_label_values(&["zombie_on_healthy_node"])
-                .get(),
-            1
-        );
-        assert_eq!(healing_actions(&ctl.metrics, "force_delete", "done"), 0);
-        clean_up(&client, &ns, "held").await;
     })
     .await;
 }
