@@ -125,6 +125,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub memory_sample_secs: u64,
 
+    /// Prometheus base URL for HealingPolicy `errorRate` triggers (e.g.
+    /// `http://kube-prometheus-stack-prometheus.observability:9090`); unset = errorRate is not
+    /// evaluated and such policies report Degraded/TriggerNotEvaluated.
+    #[arg(long, env = "CONTROLLER_PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+
+    /// How often each errorRate query is asked.
+    #[arg(long, env = "CONTROLLER_ERROR_RATE_INTERVAL_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub error_rate_interval_secs: u64,
+
     /// Force-delete a pod still Terminating this long after its deletion deadline when its node
     /// is gone or not ready (0 = never).
     #[arg(long, env = "CONTROLLER_ZOMBIE_AFTER_SECS", default_value_t = 300)]
@@ -206,6 +217,7 @@ impl Config {
             not_ready_for: None,
             // NB: HealingPolicy only: it needs per-workload thresholds and a memory limit.
             memory_trend: None,
+            error_rate: None,
             confidence: None,
             min_pod_age: secs(self.min_pod_age_secs),
             cooldown: secs(self.cooldown_secs),

@@ -186,8 +186,8 @@ pub struct Triggers {
     /// The working set climbs steadily towards the memory limit (see [`MemoryTrendTrigger`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_trend: Option<MemoryTrendTrigger>,
-    /// A PromQL error-rate query over a threshold. **Typed only**: accepted and shown, not
-    /// evaluated yet (the policy reports `Degraded` with reason `TriggerNotEvaluated`).
+    /// A PromQL error-rate query over a threshold (needs `--prometheus-url`; without it the
+    /// policy reports `Degraded` with reason `TriggerNotEvaluated`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate: Option<ErrorRateTrigger>,
 }
@@ -268,7 +268,10 @@ impl MemoryTrendTrigger {
     }
 }
 
-/// Error rate from Prometheus (typed only, see [`Triggers::error_rate`]).
+/// `errorRate: {query, threshold}`: a PromQL query for the selected pods' workload, asked every
+/// `--error-rate-interval-secs` of the Prometheus at `--prometheus-url`; fires while the answer
+/// (the largest value of the vector) is above `threshold`. No answer (empty vector, Prometheus
+/// down) never fires.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
 pub struct ErrorRateTrigger {
     /// PromQL returning the error ratio of the selected pods' workload.
@@ -415,6 +418,7 @@ impl HealingPolicySpec {
                 .as_ref()
                 .map(MemoryTrendTrigger::rule)
                 .transpose()?,
+            error_rate: t.error_rate.as_ref().map(|e| e.threshold),
             confidence: self.confidence_threshold,
             min_pod_age: defaults.min_pod_age,
             cooldown: parse_duration("spec.cooldown", &self.cooldown)?,
@@ -439,10 +443,11 @@ impl HealingPolicySpec {
         })
     }
 
-    /// Triggers the spec names but the controller does not evaluate yet.
-    pub fn unevaluated_triggers(&self) -> Vec<&'static str> {
+    /// Triggers the spec names but this controller cannot evaluate: errorRate without
+    /// `--prometheus-url` (`prometheus` false).
+    pub fn unevaluated_triggers(&self, prometheus: bool) -> Vec<&'static str> {
         let mut out = Vec::new();
-        if self.triggers.error_rate.is_some() {
+        if self.triggers.error_rate.is_some() && !prometheus {
             out.push("errorRate");
         }
         out
@@ -621,6 +626,7 @@ mod tests {
         let s = spec(
             "selector: {matchLabels: {a: b}}\ntriggers: {memoryTrend: {window: 30m}, errorRate: {query: 'x', threshold: 0.1}}\naction: {type: none}\n",
         );
-        assert_eq!(s.unevaluated_triggers(), ["errorRate"]);
+        assert_eq!(s.unevaluated_triggers(false), ["errorRate"]);
+        assert!(s.unevaluated_triggers(true).is_empty());
     }
 }

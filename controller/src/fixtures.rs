@@ -36,6 +36,7 @@ pub fn policy() -> Policy {
         oom_killed: false,
         not_ready_for: None,
         memory_trend: None,
+        error_rate: None,
         confidence: None,
         min_pod_age: secs(60),
         cooldown: secs(300),

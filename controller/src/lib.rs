@@ -7,6 +7,8 @@
 pub mod config;
 /// The `HealingPolicy` custom resource: types, CEL validation, CRD generation.
 pub mod crd;
+/// Asks Prometheus the HealingPolicies' errorRate queries.
+pub mod errorrate;
 /// Per-workload recycle history and per-pod restart-rate tracking (pure, no I/O).
 pub mod history;
 /// `/metrics`, `/healthz` and `/readyz` on their own port.

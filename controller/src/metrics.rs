@@ -42,6 +42,8 @@ pub struct Metrics {
     pub memory_sampled_pods: IntGauge,
     /// Zombie pods force-deleted, by the state of their node (`gone`, `not_ready`, `ready`).
     pub zombies_deleted_total: IntCounterVec,
+    /// errorRate queries asked of Prometheus, by result (`ok`, `error`).
+    pub error_rate_queries_total: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -139,11 +141,20 @@ impl Metrics {
             &["node_state"],
         )
         .expect("valid metric");
+        let error_rate_queries_total = IntCounterVec::new(
+            Opts::new(
+                "error_rate_queries_total",
+                "HealingPolicy errorRate queries asked of Prometheus, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for state in ["gone", "not_ready", "ready"] {
             zombies_deleted_total.with_label_values(&[state]);
         }
         for result in ["ok", "error"] {
             memory_metrics_reads_total.with_label_values(&[result]);
+            error_rate_queries_total.with_label_values(&[result]);
         }
         for c in [
             Box::new(recycles_total.clone()) as Box<dyn prometheus::core::Collector>,
@@ -160,6 +171,7 @@ impl Metrics {
             Box::new(memory_metrics_reads_total.clone()),
             Box::new(memory_sampled_pods.clone()),
             Box::new(zombies_deleted_total.clone()),
+            Box::new(error_rate_queries_total.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -179,6 +191,7 @@ impl Metrics {
             memory_metrics_reads_total,
             memory_sampled_pods,
             zombies_deleted_total,
+            error_rate_queries_total,
         }
     }
 
@@ -271,6 +284,7 @@ mod tests {
             "memory_metrics_reads_total{result=\"error\"} 0",
             "memory_sampled_pods 0",
             "zombies_deleted_total{node_state=\"gone\"} 0",
+            "error_rate_queries_total{result=\"error\"} 0",
         ] {
             assert!(
                 text.contains(&format!("{PREFIX}_{name}")),

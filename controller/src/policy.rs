@@ -113,6 +113,9 @@ pub struct Policy {
     pub not_ready_for: Option<SignedDuration>,
     /// A container's memory climbing to its limit triggers (`None` = off; HealingPolicy only).
     pub memory_trend: Option<LeakRule>,
+    /// The policy's errorRate query answering above this ratio triggers (`None` = off;
+    /// HealingPolicy only).
+    pub error_rate: Option<f64>,
     /// Share of the enabled triggers that must fire together (`None` = any one).
     pub confidence: Option<f64>,
     /// Pods younger than this wait.
@@ -156,6 +159,8 @@ pub enum Reason {
     NotReady,
     /// A container's working set is climbing steadily to its memory limit.
     MemoryLeak,
+    /// The policy's Prometheus error-rate query answered over its threshold.
+    ErrorRate,
 }
 
 /// What the controller measured about a pod beyond its own status.
@@ -165,6 +170,8 @@ pub struct Observed {
     pub recent_restarts: u32,
     /// A container found leaking by the memory trend ([`crate::trend::assess`]).
     pub leak: Option<Leak>,
+    /// The latest answer of the governing policy's errorRate query (`None` = no fresh answer).
+    pub error_ratio: Option<f64>,
 }
 
 impl Observed {
@@ -172,7 +179,7 @@ impl Observed {
     pub fn restarts(recent_restarts: u32) -> Self {
         Self {
             recent_restarts,
-            leak: None,
+            ..Self::default()
         }
     }
 }
@@ -188,6 +195,7 @@ impl Reason {
             Reason::ImagePullBackOff => "image_pull_back_off",
             Reason::NotReady => "not_ready",
             Reason::MemoryLeak => "memory_leak",
+            Reason::ErrorRate => "error_rate",
         }
     }
 }
@@ -350,7 +358,8 @@ fn image_pull_failing(pod: &Pod) -> bool {
 ///
 /// Each enabled trigger is one signal. Without `confidence` one firing signal is enough; with it,
 /// the firing share of the enabled signals must reach it. The reason is the first firing signal
-/// in the order image pull, OOM kill, crash loop, not ready, memory leak, restart count, restart rate — except
+/// in the order image pull, OOM kill, crash loop, not ready, memory leak, error rate, restart count,
+/// restart rate — except
 /// that a restart trigger names OOMKilled/CrashLoopBackOff when the pod shows them, as the
 /// default policy always did.
 pub fn trigger(pod: &Pod, policy: &Policy, observed: &Observed, now: Timestamp) -> Option<Reason> {
@@ -400,6 +409,14 @@ pub fn trigger(pod: &Pod, policy: &Policy, observed: &Observed, now: Timestamp) 
             policy.memory_trend.is_some(),
             (policy.memory_trend.is_some() && observed.leak.is_some())
                 .then_some(Reason::MemoryLeak),
+        ),
+        (
+            policy.error_rate.is_some(),
+            policy
+                .error_rate
+                .zip(observed.error_ratio)
+                .filter(|(threshold, ratio)| ratio > threshold)
+                .map(|_| Reason::ErrorRate),
         ),
         (restart_enabled, restart_reason),
     ];
@@ -783,6 +800,7 @@ mod tests {
                 bytes_per_sec: 524_288.0,
                 time_to_limit: Some(secs(26)),
             }),
+            error_ratio: None,
         }
     }
 
@@ -815,6 +833,36 @@ mod tests {
                 reason: Reason::MemoryLeak
             }
         ));
+    }
+
+    #[test]
+    fn error_rate_trigger_fires_above_its_threshold_only() {
+        let mut p = hp_policy();
+        let with = |ratio| Observed {
+            error_ratio: ratio,
+            ..Observed::default()
+        };
+        let healthy = pod().build();
+        assert_eq!(
+            trigger(&healthy, &p, &with(Some(0.5)), NOW),
+            None,
+            "trigger off"
+        );
+        p.error_rate = Some(0.1);
+        assert_eq!(
+            trigger(&healthy, &p, &with(Some(0.5)), NOW),
+            Some(Reason::ErrorRate)
+        );
+        assert_eq!(
+            trigger(&healthy, &p, &with(Some(0.1)), NOW),
+            None,
+            "not above"
+        );
+        assert_eq!(
+            trigger(&healthy, &p, &with(None), NOW),
+            None,
+            "no answer: fail safe"
+        );
     }
 
     fn hp_policy_with_leak() -> Policy {

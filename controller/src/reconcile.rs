@@ -25,6 +25,7 @@ use tracing::{debug, info, instrument, warn};
 
 use crate::config::Config;
 use crate::crd::{self, HealingPolicy, HealingPolicyStatus, LastAction, SpecError};
+use crate::errorrate;
 use crate::history::{History, RestartTracker};
 use crate::metrics::Metrics;
 use crate::owner::{OwnerResolver, Workload, controller_ref};
@@ -32,7 +33,7 @@ use crate::policy::{self, Decision, IGNORE_ANNOTATION, Observed, Policy, Reason,
 use crate::reaper;
 use crate::sampler::{self, Reading};
 use crate::status::{self as pstatus, PolicyRecord};
-use crate::trend::{self, Leak, MemorySamples, Sample};
+use crate::trend::{self, MemorySamples, Sample};
 use crate::{Error, Result};
 
 /// Pod-template annotation a `rolloutRestart` sets (what `kubectl rollout restart` does with its own).
@@ -103,6 +104,9 @@ struct State {
     records: HashMap<String, PolicyRecord>,
     /// Working-set samples for the memory trend (fed by [`crate::sampler`]).
     memory: MemorySamples,
+    /// Latest errorRate answer per HealingPolicy (`namespace/name`) and when it came (fed by
+    /// [`crate::errorrate`]).
+    error_rates: HashMap<String, (f64, Timestamp)>,
 }
 
 impl Context {
@@ -208,6 +212,72 @@ impl Context {
             st.memory.observe(&uid, container, sample, rule.window);
         }
         trend::leak(&st.memory, &pod, &rule, now).map(|_| ObjectRef::from_obj(&*pod))
+    }
+
+    /// HealingPolicies with an errorRate trigger (in scope): key, query, threshold.
+    pub fn error_rate_policies(&self) -> Vec<(String, String, f64)> {
+        let Some(store) = self.policies.get() else {
+            return Vec::new();
+        };
+        store
+            .state()
+            .iter()
+            .filter(|hp| {
+                hp.namespace()
+                    .is_some_and(|ns| policy::in_scope(&self.policy, &ns))
+            })
+            .filter_map(|hp| {
+                let e = hp.spec.triggers.error_rate.as_ref()?;
+                Some((pstatus::key(hp), e.query.clone(), e.threshold))
+            })
+            .collect()
+    }
+
+    /// Keep the answer of a policy's errorRate query (`None`: no answer, forget the last one).
+    /// Returns the cached pods the policy governs when the answer is over `threshold`.
+    pub fn observe_error_rate(
+        &self,
+        key: &str,
+        ratio: Option<f64>,
+        threshold: f64,
+        now: Timestamp,
+    ) -> Vec<ObjectRef<Pod>> {
+        {
+            let mut st = self.state();
+            match ratio {
+                Some(r) => st.error_rates.insert(key.to_owned(), (r, now)),
+                None => st.error_rates.remove(key),
+            };
+        }
+        if ratio.is_none_or(|r| r <= threshold) {
+            return Vec::new();
+        }
+        let Some(pods) = self.pods.get() else {
+            return Vec::new();
+        };
+        pods.state()
+            .iter()
+            .filter(|p| {
+                self.governing(p)
+                    .ok()
+                    .and_then(|g| g.source)
+                    .is_some_and(|hp| pstatus::key(&hp) == key)
+            })
+            .map(|p| ObjectRef::from_obj(&**p))
+            .collect()
+    }
+
+    /// The governing policy's errorRate answer, if it is fresh (within three query intervals).
+    fn error_ratio(&self, gov: &Governed<'_>, now: Timestamp) -> Option<f64> {
+        let key = pstatus::key(gov.source.as_ref()?);
+        let max_age = SignedDuration::from_secs(
+            i64::try_from(self.cfg.error_rate_interval_secs.saturating_mul(3)).unwrap_or(i64::MAX),
+        );
+        self.state()
+            .error_rates
+            .get(&key)
+            .filter(|(_, at)| now.duration_since(*at) <= max_age)
+            .map(|(r, _)| *r)
     }
 
     /// Drop the samples of pods no longer in the cache; returns how many pods have samples.
@@ -595,7 +665,8 @@ pub async fn run(
         () = async { readiness.await; future::pending::<()>().await } => {}
         () = gauges => {}
         () = status_writer(ctx.clone()) => {}
-        () = sampler::run(ctx.clone(), leak_tx) => {}
+        () = sampler::run(ctx.clone(), leak_tx.clone()) => {}
+        () = errorrate::run(ctx.clone(), leak_tx) => {}
     }
 }
 
@@ -696,6 +767,7 @@ async fn status_writer(ctx: Arc<Context>) {
                     &policy,
                     rec,
                     matched.get(&key).copied().unwrap_or(0),
+                    ctx.cfg.prometheus_url.is_some(),
                     now,
                 )
             };
@@ -823,6 +895,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
             .memory_trend
             .as_ref()
             .and_then(|rule| trend::leak(&ctx.state().memory, &pod, rule, now)),
+        error_ratio: pol.error_rate.and_then(|_| ctx.error_ratio(&gov, now)),
     };
     if pod.metadata.deletion_timestamp.is_some()
         || policy::trigger(&pod, pol, &observed, now).is_none()
@@ -962,7 +1035,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
                 &pod,
                 &pod_ref,
                 workload.as_ref(),
-                (reason, observed.leak.as_ref()),
+                (reason, &observed),
                 now,
             )
             .await
@@ -1020,7 +1093,7 @@ async fn act(
     pod: &Pod,
     pod_ref: &ObjectReference,
     workload: Option<&Workload>,
-    (reason, leak): (Reason, Option<&Leak>),
+    (reason, observed): (Reason, &Observed),
     now: Timestamp,
 ) -> Result<Action> {
     let action = gov.policy.action;
@@ -1029,8 +1102,13 @@ async fn act(
     let uid = pod.uid().unwrap_or_default();
     let restarts = policy::total_restarts(pod);
     // The trigger, and for a leak what was measured and when the limit is due.
-    let why = match leak {
-        Some(l) if reason == Reason::MemoryLeak => format!("{}: {}", reason.label(), l.describe()),
+    let why = match (reason, &observed.leak, observed.error_ratio) {
+        (Reason::MemoryLeak, Some(l), _) => format!("{}: {}", reason.label(), l.describe()),
+        (Reason::ErrorRate, _, Some(r)) => format!(
+            "{}: the policy's query answered {r:.3}, over {}",
+            reason.label(),
+            gov.policy.error_rate.unwrap_or_default()
+        ),
         _ => reason.label().to_owned(),
     };
     let owner_name = workload.map_or_else(|| "none".to_owned(), |w| w.key.to_string());

@@ -132,6 +132,7 @@ pub fn compute(
     policy: &Result<Policy, crate::crd::SpecError>,
     rec: &PolicyRecord,
     matched: u32,
+    prometheus: bool,
     now: Timestamp,
 ) -> HealingPolicyStatus {
     let previous = hp.status.as_ref();
@@ -185,7 +186,7 @@ pub fn compute(
                     now,
                 )
             };
-            let unevaluated = hp.spec.unevaluated_triggers();
+            let unevaluated = hp.spec.unevaluated_triggers(prometheus);
             let gave_up_recently = rec.last_give_up.is_some_and(|t| t >= now - p.giveup_window);
             let degraded = if !unevaluated.is_empty() {
                 condition(
@@ -334,7 +335,7 @@ mod tests {
         };
         rec.acted(last.clone(), at(-7200)); // outside the 1h window
         rec.acted(last.clone(), at(-10));
-        let s = compute(&h, &p, &rec, 3, NOW);
+        let s = compute(&h, &p, &rec, 3, true, NOW);
         assert_eq!(s.observed_generation, Some(2));
         assert_eq!(s.matched_pods, 3);
         assert_eq!(s.actions_in_window, 1);
@@ -351,7 +352,7 @@ mod tests {
         let p = h.spec.to_policy(&policy());
         let mut rec = PolicyRecord::default();
         rec.gave_up(at(-60));
-        let s = compute(&h, &p, &rec, 1, NOW);
+        let s = compute(&h, &p, &rec, 1, true, NOW);
         assert_eq!(
             (
                 cond(&s, "Degraded").status.as_str(),
@@ -361,20 +362,31 @@ mod tests {
         );
         assert_eq!(s.give_ups, 1);
         rec.failed("owner is a StatefulSet".into());
-        let s = compute(&h, &p, &rec, 1, NOW);
+        let s = compute(&h, &p, &rec, 1, true, NOW);
         assert_eq!(cond(&s, "Degraded").reason, "ActionFailed");
         let typed = hp(
             "t",
             "selector: {matchLabels: {a: b}}\ntriggers: {errorRate: {query: 'x', threshold: 0.1}}\naction: {type: none}\n",
         );
+        // errorRate needs --prometheus-url: without one it is accepted but not evaluated.
         let s = compute(
             &typed,
             &typed.spec.to_policy(&policy()),
             &PolicyRecord::default(),
             0,
+            false,
             NOW,
         );
         assert_eq!(cond(&s, "Degraded").reason, "TriggerNotEvaluated");
+        let s = compute(
+            &typed,
+            &typed.spec.to_policy(&policy()),
+            &PolicyRecord::default(),
+            0,
+            true,
+            NOW,
+        );
+        assert_eq!(cond(&s, "Degraded").status, "False");
     }
 
     #[test]
@@ -384,7 +396,7 @@ mod tests {
             field: "spec.cooldown",
             message: "bad".into(),
         });
-        let s = compute(&h, &err, &PolicyRecord::default(), 0, NOW);
+        let s = compute(&h, &err, &PolicyRecord::default(), 0, true, NOW);
         assert_eq!(
             (
                 cond(&s, "Ready").status.as_str(),
@@ -398,13 +410,13 @@ mod tests {
     fn transition_time_moves_only_when_the_status_flips() {
         let mut h = (*hp("web", WEB)).clone();
         let p = h.spec.to_policy(&policy());
-        let first = compute(&h, &p, &PolicyRecord::default(), 0, at(-100));
+        let first = compute(&h, &p, &PolicyRecord::default(), 0, true, at(-100));
         h.status = Some(first.clone());
-        let again = compute(&h, &p, &PolicyRecord::default(), 5, NOW);
+        let again = compute(&h, &p, &PolicyRecord::default(), 5, true, NOW);
         assert_eq!(cond(&again, "Ready").last_transition_time, Time(at(-100)));
         let mut rec = PolicyRecord::default();
         rec.failed("boom".into());
-        let flipped = compute(&h, &p, &rec, 5, NOW);
+        let flipped = compute(&h, &p, &rec, 5, true, NOW);
         assert_eq!(cond(&flipped, "Degraded").last_transition_time, Time(NOW));
     }
 

@@ -634,3 +634,172 @@ async fn memory_trend_policy_recycles_a_leaking_pod_before_the_oom_kill() {
     })
     .await;
 }
+
+/// A real Prometheus (`hack/tools.sh install prometheus`) on a free local port, with no scrape
+/// targets: constant PromQL answers are enough to prove the errorRate wiring. Killed on drop.
+struct Prometheus {
+    child: std::process::Child,
+    url: String,
+    _dir: TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn prometheus() -> Prometheus {
+    let bin = std::env::var_os("PROMETHEUS")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join("prometheus"))
+                    .find(|f| f.is_file())
+            })
+        })
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/selfheal/bin/prometheus"))
+                .filter(|f| f.is_file())
+        })
+        .expect("no prometheus binary: run hack/tools.sh install prometheus (make test does)");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("selfheal-prom-{port}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("prometheus.yml"), "scrape_configs: []\n").unwrap();
+    let child = std::process::Command::new(&bin)
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+    let url = format!("http://127.0.0.1:{port}");
+    let prom = Prometheus {
+        child,
+        url: url.clone(),
+        _dir: TempDir(dir),
+    };
+    wait_for(
+        "Prometheus to answer a query",
+        Duration::from_secs(60),
+        || {
+            let url = url.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    selfheal_canary::prometheus::instant_vector(
+                        &url,
+                        "vector(1)",
+                        Duration::from_secs(2),
+                    )
+                    .is_ok()
+                })
+                .await
+                .unwrap_or(false)
+            }
+        },
+    )
+    .await;
+    prom
+}
+
+/// `name` running `sleep 3600`: healthy, never restarting.
+fn sleeping_deployment(name: &str) -> Deployment {
+    let mut d = crashing_deployment(name, 1, &[]);
+    let spec = d.spec.template.spec.as_mut().unwrap();
+    spec.containers[0].command = Some(vec!["sleep".into(), "3600".into()]);
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_rate_policy_acts_on_the_answer_of_a_real_prometheus() {
+    let prom = prometheus().await;
+    in_namespace("sh-hp-errors", |client, ns| async move {
+        let url = format!("--prometheus-url={}", prom.url);
+        let ctl = start(policy_only_config(&ns, &[&url, "--error-rate-interval-secs=2"])).await;
+        // Observe only: the point is the trigger, not the action.
+        create_policy(
+            &client,
+            &ns,
+            "bad",
+            "selector: {matchLabels: {app: bad}}\ntriggers: {errorRate: {query: 'vector(0.5)', threshold: 0.1}}\naction: {type: none}\ncooldown: 10m\n",
+        )
+        .await;
+        create_policy(
+            &client,
+            &ns,
+            "good",
+            "selector: {matchLabels: {app: good}}\ntriggers: {errorRate: {query: 'vector(0.01)', threshold: 0.1}}\naction: {type: none}\ncooldown: 10m\n",
+        )
+        .await;
+        create_deployment(&client, &ns, &sleeping_deployment("bad")).await;
+        create_deployment(&client, &ns, &sleeping_deployment("good")).await;
+        wait_for("an Observed Event for the error rate", SLOW, || async {
+            our_events(&client, &ns, "Observed").await.iter().any(|e| {
+                e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains("error_rate: the policy's query answered 0.500, over 0.1"))
+            })
+        })
+        .await;
+        // Several more answers for `good` (every 2 s): 0.01 is under its threshold.
+        let asked = ctl.metrics.error_rate_queries_total.with_label_values(&["ok"]).get();
+        wait_for("four more queries", Duration::from_secs(30), || async {
+            ctl.metrics.error_rate_queries_total.with_label_values(&["ok"]).get() >= asked + 4
+        })
+        .await;
+        // Make the controller look at `good` again now that it has answers (any pod change does).
+        let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+        let good_pod = live_pods(&client, &ns, "good").await[0].name_any();
+        pods.patch(
+            &good_pod,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {"poked": "yes"}}})),
+        )
+        .await
+        .unwrap();
+        let asked = ctl.metrics.error_rate_queries_total.with_label_values(&["ok"]).get();
+        wait_for("two more queries", Duration::from_secs(30), || async {
+            ctl.metrics.error_rate_queries_total.with_label_values(&["ok"]).get() >= asked + 2
+        })
+        .await;
+        let good = get_policy(&client, &ns, "good").await.status.unwrap_or_default();
+        assert!(good.last_action.is_none(), "acted under an error rate of 0.01: {good:?}");
+        assert_eq!(ctl.metrics.error_rate_queries_total.with_label_values(&["error"]).get(), 0);
+        wait_for("bad's lastAction error_rate", Duration::from_secs(30), || async {
+            get_policy(&client, &ns, "bad")
+                .await
+                .status
+                .is_some_and(|s| {
+                    s.last_action.as_ref().is_some_and(|l| l.reason == "error_rate")
+                        && condition(&s, "Degraded").0 == "False"
+                })
+        })
+        .await;
+    })
+    .await;
+}

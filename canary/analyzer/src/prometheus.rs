@@ -137,35 +137,45 @@ pub fn windows_from_answers(
     Ok(tracks)
 }
 
-/// Asks the server (plain HTTP GET, bounded by `timeout`).
-pub fn fetch(q: &Query, timeout: Duration) -> Result<BTreeMap<String, TrackWindow>> {
+/// The body of one instant query (`GET {url}/api/v1/query`, plain HTTP, bounded by `timeout`).
+fn get(url: &str, query: &str, timeout: Duration) -> Result<String> {
+    let unreachable = |e| Error::PrometheusUnreachable {
+        url: url.to_owned(),
+        source: e,
+    };
     let client = reqwest::blocking::Client::builder()
         .timeout(timeout)
         .build()
-        .map_err(|e| Error::PrometheusUnreachable {
-            url: q.url.clone(),
-            source: e,
-        })?;
-    let get = |query: &str| -> Result<String> {
-        let endpoint = format!("{}/api/v1/query", q.url.trim_end_matches('/'));
-        let url = reqwest::Url::parse_with_params(&endpoint, &[("query", query)]).map_err(|e| {
-            Error::PrometheusAnswer {
-                query: query.to_owned(),
-                reason: format!("bad URL {endpoint}: {e}"),
-            }
-        })?;
-        // Prometheus answers 400/422 with a JSON error body: read it either way.
-        client
-            .get(url)
-            .send()
-            .and_then(reqwest::blocking::Response::text)
-            .map_err(|e| Error::PrometheusUnreachable {
-                url: q.url.clone(),
-                source: e,
-            })
-    };
+        .map_err(unreachable)?;
+    let endpoint = format!("{}/api/v1/query", url.trim_end_matches('/'));
+    let full = reqwest::Url::parse_with_params(&endpoint, &[("query", query)]).map_err(|e| {
+        Error::PrometheusAnswer {
+            query: query.to_owned(),
+            reason: format!("bad URL {endpoint}: {e}"),
+        }
+    })?;
+    // Prometheus answers 400/422 with a JSON error body: read it either way.
+    client
+        .get(full)
+        .send()
+        .and_then(reqwest::blocking::Response::text)
+        .map_err(unreachable)
+}
+
+/// One instant query whose answer is a vector: its (labels, value) pairs. Blocking; async
+/// callers run it on a blocking thread (`selfheal-controller`'s errorRate trigger does).
+pub fn instant_vector(
+    url: &str,
+    query: &str,
+    timeout: Duration,
+) -> Result<Vec<(BTreeMap<String, String>, f64)>> {
+    parse_vector(&get(url, query, timeout)?, query)
+}
+
+/// Asks the server (plain HTTP GET, bounded by `timeout`).
+pub fn fetch(q: &Query, timeout: Duration) -> Result<BTreeMap<String, TrackWindow>> {
     let (rq, bq) = queries(q);
-    windows_from_answers(&get(&rq)?, &get(&bq)?, q)
+    windows_from_answers(&get(&q.url, &rq, timeout)?, &get(&q.url, &bq, timeout)?, q)
 }
 
 #[cfg(test)]
