@@ -153,7 +153,9 @@ else
     --set "app.faultErrorPercent=$(canary::value .canary.faultErrorPercent)"
     --set "app.faultLatencyMs=$(canary::value .canary.faultLatencyMs)"
     --set "app.faultLeakMibPerSec=$(canary::value .canary.faultLeakMibPerSec)"
-    --set "app.faultLeakCapMib=$(canary::value .canary.faultLeakCapMib)")
+    --set "app.faultLeakCapMib=$(canary::value .canary.faultLeakCapMib)"
+    --set "app.poolSize=$(canary::value .canary.poolSize)"
+    --set "app.poolWaitMs=$(canary::value .canary.poolWaitMs)")
   message="$(canary::value .canary.message)"
   [[ -z "${message}" ]] || SWITCH+=(--set-string "app.message=${message}")
   canary::upgrade "${SWITCH[@]}"

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::faults::{MAX_LEAK_CAP_MIB, MAX_LEAK_MIB_PER_SEC};
+use crate::pool::{DEFAULT_POOL_SIZE, MAX_POOL_SIZE};
 
 /// Top-level command line: the server flags, or a subcommand.
 #[derive(Debug, Parser)]
@@ -84,6 +85,8 @@ pub enum FaultProfile {
     Unhealthy,
     /// Resident memory grows by `--fault-leak-mib-per-sec` up to `--fault-leak-cap-mib` from start.
     Leak,
+    /// Every connection of the pool is held from start: `/` answers 503, `/ready` fails.
+    PoolExhaust,
 }
 
 /// Server configuration. Parse once in `main`, pass it down.
@@ -124,6 +127,15 @@ pub struct Config {
     #[arg(long, env = "APP_FAULT_LEAK_CAP_MIB", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LEAK_CAP_MIB)))]
     pub fault_leak_cap_mib: u32,
+
+    /// Connections in the simulated pool; every `GET /` borrows one for its whole duration.
+    #[arg(long, env = "APP_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_POOL_SIZE)))]
+    pub pool_size: u32,
+
+    /// How long `GET /` waits for a free pool connection before answering 503, in milliseconds.
+    #[arg(long, env = "APP_POOL_WAIT_MS", default_value_t = 1000)]
+    pub pool_wait_ms: u64,
 
     /// Deployment track reported by `/` and `selfheal_app_info`.
     #[arg(long, env = "APP_TRACK", value_enum, default_value_t = Track::Stable)]
@@ -191,6 +203,11 @@ impl Config {
         Duration::from_millis(self.request_timeout_ms)
     }
 
+    /// How long `GET /` waits for a pool connection.
+    pub fn pool_wait(&self) -> Duration {
+        Duration::from_millis(self.pool_wait_ms)
+    }
+
     /// Pod name, else `HOSTNAME`, else `unknown`.
     pub fn pod_name(&self) -> String {
         self.pod_name
@@ -211,6 +228,8 @@ impl Config {
             fault_latency_ms: 500,
             fault_leak_mib_per_sec: 1,
             fault_leak_cap_mib: 256,
+            pool_size: DEFAULT_POOL_SIZE,
+            pool_wait_ms: 1000,
             track: Track::Stable,
             message: "hello from selfheal-app".to_owned(),
             pod_name: Some("test-pod".to_owned()),
@@ -308,6 +327,43 @@ mod tests {
         ] {
             assert!(parse(&args).is_err(), "{args:?} accepted");
         }
+    }
+
+    #[test]
+    fn pool_flags_have_defaults_and_bounds() {
+        let c = parse(&[]).unwrap().config;
+        assert_eq!((c.pool_size, c.pool_wait_ms), (10, 1000));
+        let c = parse(&[
+            "--fault-profile",
+            "pool-exhaust",
+            "--pool-size",
+            "1000",
+            "--pool-wait-ms",
+            "0",
+        ])
+        .unwrap()
+        .config;
+        assert_eq!(c.fault_profile, FaultProfile::PoolExhaust);
+        assert_eq!(c.pool_size, 1000);
+        assert_eq!(c.pool_wait(), Duration::ZERO);
+        for args in [
+            ["--pool-size", "0"],
+            ["--pool-size", "1001"],
+            ["--pool-wait-ms", "-1"],
+            ["--pool-wait-ms", "soon"],
+        ] {
+            assert!(parse(&args).is_err(), "{args:?} accepted");
+        }
+    }
+
+    #[test]
+    fn for_tests_matches_the_flag_defaults() {
+        let parsed = parse(&[]).unwrap().config;
+        let fixed = Config::for_tests();
+        assert_eq!(
+            (parsed.pool_size, parsed.pool_wait_ms),
+            (fixed.pool_size, fixed.pool_wait_ms)
+        );
     }
 
     #[test]

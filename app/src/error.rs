@@ -42,6 +42,16 @@ pub enum Error {
     /// The `errors` fault picked this request.
     #[error("injected error (fault mode `errors`)")]
     InjectedError,
+    /// `GET /` found no free connection in the pool within the wait.
+    #[error(
+        "connection pool exhausted: none of the {size} connections became free within {waited_ms} ms"
+    )]
+    PoolExhausted {
+        /// Pool size.
+        size: u32,
+        /// How long the request waited, in milliseconds.
+        waited_ms: u64,
+    },
     /// The probe URL is not a plain `http://` URL.
     #[error("invalid probe URL `{url}`: {reason}")]
     InvalidProbeUrl {
@@ -71,6 +81,7 @@ impl Error {
             Error::Unauthorized => "unauthorized",
             Error::InvalidParam { .. } => "invalid_param",
             Error::InjectedError => "injected_error",
+            Error::PoolExhausted { .. } => "pool_exhausted",
             Error::InvalidProbeUrl { .. } => "invalid_probe_url",
             Error::ProbeFailed { .. } => "probe_failed",
         }
@@ -82,6 +93,7 @@ impl Error {
             Error::ChaosDisabled => StatusCode::FORBIDDEN,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::InvalidParam { .. } | Error::InvalidProbeUrl { .. } => StatusCode::BAD_REQUEST,
+            Error::PoolExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::BindFailed { .. }
             | Error::ServeFailed(_)
             | Error::MetricsFailed(_)
@@ -98,6 +110,8 @@ impl IntoResponse for Error {
         // Logged once, here. Injected errors are the point of the demo: debug, not error spam.
         match &self {
             Error::InjectedError => tracing::debug!(kind, "answering with injected error"),
+            // Load shedding, not a bug: one per refused request, so warn, not error.
+            e @ Error::PoolExhausted { .. } => tracing::warn!(kind, error = %e, "request refused"),
             e if status.is_server_error() => tracing::error!(kind, error = %e, "request failed"),
             e => tracing::info!(kind, error = %e, "request rejected"),
         }

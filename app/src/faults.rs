@@ -1,4 +1,5 @@
-//! Injected faults: what is active, until when, the CPU burner threads and the memory leaker.
+//! Injected faults: what is active, until when, the CPU burner threads, the memory leaker and
+//! the connections held out of the pool.
 //!
 //! Each fault mode is the trigger of one recovery layer (see `app/README.md`). State lives behind
 //! a short-lived `std::sync::Mutex`; time is passed in (`now`) so expiry is testable without sleeps.
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::{Config, FaultProfile};
+use crate::pool::{Hold, Pool};
 
 /// A fault mode of `POST /crash?mode=...`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -29,13 +31,16 @@ pub enum FaultKind {
     Latency,
     /// Grow resident memory by N MiB/s up to a cap.
     Leak,
+    /// Hold N (default all) connections of the pool.
+    #[serde(rename = "pool-exhaust")]
+    PoolExhaust,
     /// Clear every fault.
     Reset,
 }
 
 impl FaultKind {
     /// Every kind, for pre-registering metric label values.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Exit,
         FaultKind::Unhealthy,
         FaultKind::Unready,
@@ -43,6 +48,7 @@ impl FaultKind {
         FaultKind::Errors,
         FaultKind::Latency,
         FaultKind::Leak,
+        FaultKind::PoolExhaust,
         FaultKind::Reset,
     ];
 
@@ -56,6 +62,7 @@ impl FaultKind {
             FaultKind::Errors => "errors",
             FaultKind::Latency => "latency",
             FaultKind::Leak => "leak",
+            FaultKind::PoolExhaust => "pool-exhaust",
             FaultKind::Reset => "reset",
         }
     }
@@ -160,6 +167,13 @@ pub enum Injection {
         /// Duration, after which the memory is freed; `None` = until reset.
         seconds: Option<u64>,
     },
+    /// Hold connections of the pool.
+    PoolExhaust {
+        /// Connections to hold, 1 to the pool size.
+        held: u32,
+        /// Duration, after which they are given back; `None` = until reset.
+        seconds: Option<u64>,
+    },
     /// Clear everything.
     Reset,
 }
@@ -175,6 +189,7 @@ impl Injection {
             Injection::Errors { .. } => FaultKind::Errors,
             Injection::Latency { .. } => FaultKind::Latency,
             Injection::Leak { .. } => FaultKind::Leak,
+            Injection::PoolExhaust { .. } => FaultKind::PoolExhaust,
             Injection::Reset => FaultKind::Reset,
         }
     }
@@ -188,6 +203,7 @@ struct State {
     latency: Option<Active<u64>>,
     cpu: Option<CpuBurn>,
     leak: Option<Leak>,
+    pool: Option<PoolHold>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -233,6 +249,25 @@ impl Drop for Leak {
     }
 }
 
+/// Connections the `pool-exhaust` fault keeps out of the pool; dropping it gives them back.
+#[derive(Debug)]
+struct PoolHold {
+    hold: Hold,
+    until: Until,
+    from_profile: bool,
+}
+
+/// The `pool-exhaust` fault holding (or waiting for) every connection, as `/ready` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolExhaustion {
+    /// Connections held right now.
+    pub held: u32,
+    /// Pool size.
+    pub size: u32,
+    /// Set by the start-up fault profile rather than `POST /crash`.
+    pub from_profile: bool,
+}
+
 /// Parameters of one leaker thread.
 #[derive(Debug, Clone, Copy)]
 struct LeakPlan {
@@ -245,6 +280,8 @@ struct LeakPlan {
 #[derive(Debug, Default)]
 pub struct Faults {
     state: Mutex<State>,
+    /// The pool `GET /` borrows from; here because the `pool-exhaust` fault takes from it.
+    pool: Pool,
     /// Requests seen by `/`, to spread errors evenly (no RNG: exactly P of every 100).
     served: AtomicU64,
     /// Bytes held by all leaker threads, including a replaced one that is still freeing.
@@ -271,6 +308,9 @@ pub struct Snapshot {
     /// Memory leaked so far by the active leak, in MiB.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leak: Option<FaultStatus>,
+    /// Pool connections held so far by the `pool-exhaust` fault.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool_exhaust: Option<FaultStatus>,
     /// Bytes currently held by leaker threads, for `selfheal_app_leaked_bytes`.
     #[serde(skip)]
     pub leaked_bytes: u64,
@@ -310,6 +350,9 @@ impl Snapshot {
         if self.leak.is_some() {
             kinds.push(FaultKind::Leak);
         }
+        if self.pool_exhaust.is_some() {
+            kinds.push(FaultKind::PoolExhaust);
+        }
         kinds
     }
 }
@@ -317,7 +360,10 @@ impl Snapshot {
 impl Faults {
     /// Faults as set by the start-up profile of `cfg`.
     pub fn from_profile(cfg: &Config) -> Self {
-        let faults = Faults::default();
+        let faults = Faults {
+            pool: Pool::new(cfg.pool_size, cfg.pool_wait()),
+            ..Faults::default()
+        };
         {
             let mut st = faults.lock();
             match cfg.fault_profile {
@@ -333,6 +379,13 @@ impl Faults {
                         deadline: None,
                     };
                     st.leak = Some(start_leak(plan, Until::Reset, true, &faults.leaked_bytes));
+                }
+                FaultProfile::PoolExhaust => {
+                    st.pool = Some(PoolHold {
+                        hold: faults.pool.hold(faults.pool.size(), None),
+                        until: Until::Reset,
+                        from_profile: true,
+                    });
                 }
             }
         }
@@ -385,8 +438,37 @@ impl Faults {
                 // Replacing the old leak drops it, which makes its thread free its memory.
                 st.leak = Some(start_leak(plan, until, false, &self.leaked_bytes));
             }
+            Injection::PoolExhaust { held, seconds } => {
+                // The old hold goes first, or the new one would queue for its connections.
+                st.pool = None;
+                st.pool = Some(PoolHold {
+                    hold: self
+                        .pool
+                        .hold(held, seconds.map(|s| now + Duration::from_secs(s))),
+                    until: Until::from_seconds(now, seconds),
+                    from_profile: false,
+                });
+            }
             Injection::Reset => *st = State::default(),
         }
+    }
+
+    /// The pool `GET /` borrows from.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// `Some` while the `pool-exhaust` fault holds, or waits for, every connection of the pool;
+    /// a partial hold leaves the pod able to serve, so it does not count.
+    pub fn pool_exhausted(&self, now: Instant) -> Option<PoolExhaustion> {
+        let mut st = self.lock();
+        expire_pool_hold(&mut st, now);
+        let p = st.pool.as_ref()?;
+        (p.hold.target() >= self.pool.size()).then(|| PoolExhaustion {
+            held: p.hold.held(),
+            size: self.pool.size(),
+            from_profile: p.from_profile,
+        })
     }
 
     /// Bytes currently held by leaker threads (0 once a reset leak has been freed).
@@ -431,7 +513,8 @@ impl Faults {
 
     /// Active faults at `now` (expired ones are omitted).
     pub fn snapshot(&self, now: Instant) -> Snapshot {
-        let st = self.lock();
+        let mut st = self.lock();
+        expire_pool_hold(&mut st, now);
         let status = |value: u64, until: Until, from_profile: bool| FaultStatus {
             value,
             remaining_secs: until.remaining_secs(now),
@@ -464,8 +547,20 @@ impl Faults {
                     let mib = l.leaked.load(Ordering::Relaxed) / MIB;
                     status(mib, l.until, l.from_profile)
                 }),
+            pool_exhaust: st
+                .pool
+                .as_ref()
+                .map(|p| status(u64::from(p.hold.held()), p.until, p.from_profile)),
             leaked_bytes: self.leaked_bytes(),
         }
+    }
+}
+
+/// Drops an expired pool hold. Its timer task has usually given the connections back already;
+/// this covers a hold made without a runtime, and keeps expired holds out of the reports.
+fn expire_pool_hold(st: &mut State, now: Instant) {
+    if st.pool.as_ref().is_some_and(|p| !p.until.active(now)) {
+        st.pool = None;
     }
 }
 
@@ -659,11 +754,23 @@ mod tests {
             },
             t0,
         );
+        faults.apply(
+            Injection::PoolExhaust {
+                held: 10,
+                seconds: None,
+            },
+            t0,
+        );
         let stop = Arc::clone(&faults.lock().cpu.as_ref().unwrap().stop);
-        assert_eq!(faults.snapshot(t0).active_kinds().len(), 4);
+        assert_eq!(faults.snapshot(t0).active_kinds().len(), 5);
         faults.apply(Injection::Reset, t0);
         assert_eq!(faults.snapshot(t0), Snapshot::default());
         assert!(stop.load(Ordering::Relaxed), "burner threads told to stop");
+        assert_eq!(
+            faults.pool().stats().in_use,
+            0,
+            "pool connections given back"
+        );
     }
 
     #[test]
@@ -857,6 +964,138 @@ mod tests {
             after + 24 * MIB <= during,
             "RSS fell by {} MiB only after reset",
             during.saturating_sub(after) / MIB
+        );
+    }
+
+    fn pool_exhaust(held: u32, seconds: Option<u64>) -> Injection {
+        Injection::PoolExhaust { held, seconds }
+    }
+
+    fn pool_faults(size: u32) -> Faults {
+        let mut cfg = Config::for_tests();
+        cfg.pool_size = size;
+        Faults::from_profile(&cfg)
+    }
+
+    #[test]
+    fn pool_exhaust_holds_every_connection_until_reset() {
+        let faults = pool_faults(10);
+        let t0 = Instant::now();
+        assert_eq!(faults.pool_exhausted(t0), None);
+        faults.apply(pool_exhaust(10, None), t0);
+        assert_eq!(faults.pool().stats().in_use, 10);
+        assert_eq!(faults.pool().available(), 0);
+        let status = faults.snapshot(t0).pool_exhaust.unwrap();
+        assert_eq!(status.value, 10, "connections held");
+        assert_eq!(status.remaining_secs, None);
+        assert!(!status.from_profile);
+        assert_eq!(
+            faults.pool_exhausted(t0 + Duration::from_secs(MAX_SECONDS)),
+            Some(PoolExhaustion {
+                held: 10,
+                size: 10,
+                from_profile: false
+            })
+        );
+        assert_eq!(
+            faults.snapshot(t0).active_kinds(),
+            vec![FaultKind::PoolExhaust]
+        );
+        faults.apply(Injection::Reset, t0);
+        assert_eq!(faults.pool().stats().in_use, 0);
+        assert_eq!(faults.pool_exhausted(t0), None);
+        assert!(faults.snapshot(t0).pool_exhaust.is_none());
+    }
+
+    #[test]
+    fn partial_hold_takes_that_many_connections_and_does_not_exhaust_the_pool() {
+        let faults = pool_faults(10);
+        let t0 = Instant::now();
+        faults.apply(pool_exhaust(3, None), t0);
+        assert_eq!(faults.pool().stats().in_use, 3);
+        assert_eq!(faults.snapshot(t0).pool_exhaust.unwrap().value, 3);
+        assert_eq!(faults.pool_exhausted(t0), None, "7 connections still free");
+    }
+
+    #[test]
+    fn new_pool_exhaust_replaces_the_old_hold() {
+        let faults = pool_faults(10);
+        let t0 = Instant::now();
+        faults.apply(pool_exhaust(10, None), t0);
+        faults.apply(pool_exhaust(4, Some(60)), t0);
+        assert_eq!(faults.pool().stats().in_use, 4, "old hold given back first");
+        let status = faults.snapshot(t0).pool_exhaust.unwrap();
+        assert_eq!((status.value, status.remaining_secs), (4, Some(60)));
+    }
+
+    #[test]
+    fn timed_pool_exhaust_ends_at_its_deadline() {
+        let faults = pool_faults(5);
+        let t0 = Instant::now();
+        faults.apply(pool_exhaust(5, Some(5)), t0);
+        assert!(faults.pool_exhausted(t0 + Duration::from_secs(4)).is_some());
+        assert!(faults.pool_exhausted(t0 + Duration::from_secs(5)).is_none());
+        assert!(
+            faults
+                .snapshot(t0 + Duration::from_secs(5))
+                .pool_exhaust
+                .is_none()
+        );
+        // No runtime in this test, so no timer task: the expired hold is dropped when looked at.
+        assert_eq!(faults.pool().stats().in_use, 0, "connections given back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timed_pool_exhaust_gives_connections_back_by_itself() {
+        let faults = pool_faults(5);
+        faults.apply(pool_exhaust(5, Some(2)), Instant::now());
+        assert_eq!(faults.pool().stats().in_use, 5);
+        // Paused clock: the timer task runs at the deadline without a real 2 s wait.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(faults.pool().stats().in_use, 0, "released without a lookup");
+    }
+
+    #[tokio::test]
+    async fn pool_exhaust_waits_for_busy_connections_and_counts_them_once_held() {
+        let faults = pool_faults(3);
+        let busy = faults.pool().acquire().await.unwrap();
+        let t0 = Instant::now();
+        faults.apply(pool_exhaust(3, None), t0);
+        assert_eq!(faults.snapshot(t0).pool_exhaust.unwrap().value, 2);
+        assert_eq!(
+            faults.pool_exhausted(t0).map(|p| (p.held, p.size)),
+            Some((2, 3)),
+            "exhausted for new requests while it waits for the busy one"
+        );
+        drop(busy);
+        for _ in 0..100 {
+            if faults.snapshot(t0).pool_exhaust.unwrap().value == 3 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(faults.snapshot(t0).pool_exhaust.unwrap().value, 3);
+    }
+
+    #[test]
+    fn pool_exhaust_profile_holds_every_connection_from_start() {
+        let mut cfg = Config::for_tests();
+        cfg.fault_profile = FaultProfile::PoolExhaust;
+        cfg.pool_size = 6;
+        let faults = Faults::from_profile(&cfg);
+        let t0 = Instant::now();
+        assert_eq!(faults.pool().stats().in_use, 6);
+        let status = faults.snapshot(t0).pool_exhaust.unwrap();
+        assert_eq!((status.value, status.from_profile), (6, true));
+        assert_eq!(
+            faults.pool_exhausted(t0).map(|p| p.from_profile),
+            Some(true)
+        );
+        faults.apply(Injection::Reset, t0);
+        assert_eq!(
+            faults.pool().stats().in_use,
+            0,
+            "reset clears the profile too"
         );
     }
 

@@ -8,12 +8,14 @@
 pub mod config;
 /// The crate's error type and its HTTP mapping.
 pub mod error;
-/// Injected faults and the CPU burner.
+/// Injected faults: the CPU burner, the memory leaker, the pool hold.
 pub mod faults;
 /// Prometheus registry and request timing.
 pub mod metrics;
 /// Request span, metrics and error-body middleware.
 pub mod middleware;
+/// The simulated connection pool `GET /` borrows from.
+pub mod pool;
 /// The `probe URL` subcommand's minimal HTTP client.
 pub mod probe;
 /// HTTP handlers.

@@ -6,12 +6,13 @@ use tokio::time::Instant;
 use axum::extract::MatchedPath;
 use axum::http::StatusCode;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::config::Track;
 use crate::faults::{FaultKind, Snapshot};
+use crate::pool::PoolStats;
 use crate::{Error, Result};
 
 /// Request latency buckets in seconds (sub-ms hello-world up to the injected-latency range).
@@ -41,6 +42,12 @@ pub struct Metrics {
     pub fault_active: IntGaugeVec,
     /// `selfheal_app_leaked_bytes`: memory held by the `leak` fault.
     pub leaked_bytes: IntGauge,
+    /// `selfheal_app_pool_connections_in_use`: pool connections borrowed or held by the fault.
+    pub pool_connections_in_use: IntGauge,
+    /// `selfheal_app_pool_connections_max`: pool size.
+    pub pool_connections_max: IntGauge,
+    /// `selfheal_app_pool_exhausted_total`: `GET /` requests refused for want of a connection.
+    pub pool_exhausted_total: IntCounter,
 }
 
 impl Metrics {
@@ -99,6 +106,18 @@ impl Metrics {
             "selfheal_app_leaked_bytes",
             "Bytes of resident memory deliberately leaked by the leak fault.",
         )?;
+        let pool_connections_in_use = IntGauge::new(
+            "selfheal_app_pool_connections_in_use",
+            "Connections of the simulated pool borrowed by requests or held by the pool-exhaust fault.",
+        )?;
+        let pool_connections_max = IntGauge::new(
+            "selfheal_app_pool_connections_max",
+            "Connections in the simulated pool (APP_POOL_SIZE).",
+        )?;
+        let pool_exhausted_total = IntCounter::new(
+            "selfheal_app_pool_exhausted_total",
+            "GET / requests answered 503 because no pool connection became free in time.",
+        )?;
 
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
@@ -109,6 +128,9 @@ impl Metrics {
         registry.register(Box::new(faults_injected_total.clone()))?;
         registry.register(Box::new(fault_active.clone()))?;
         registry.register(Box::new(leaked_bytes.clone()))?;
+        registry.register(Box::new(pool_connections_in_use.clone()))?;
+        registry.register(Box::new(pool_connections_max.clone()))?;
+        registry.register(Box::new(pool_exhausted_total.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -134,6 +156,9 @@ impl Metrics {
             faults_injected_total,
             fault_active,
             leaked_bytes,
+            pool_connections_in_use,
+            pool_connections_max,
+            pool_exhausted_total,
         })
     }
 
@@ -144,9 +169,9 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the gauges derived from live state (called on scrape, so the leaked-bytes gauge is
-    /// as fresh as the leaker thread's own counter).
-    pub fn observe_state(&self, ready: bool, healthy: bool, faults: &Snapshot) {
+    /// Sets the gauges derived from live state (called on scrape, so the leaked-bytes and pool
+    /// gauges are as fresh as the leaker thread's counter and the pool itself).
+    pub fn observe_state(&self, ready: bool, healthy: bool, faults: &Snapshot, pool: PoolStats) {
         self.ready.set(i64::from(ready));
         self.healthy.set(i64::from(healthy));
         let active = faults.active_kinds();
@@ -157,6 +182,7 @@ impl Metrics {
             FaultKind::Errors,
             FaultKind::Latency,
             FaultKind::Leak,
+            FaultKind::PoolExhaust,
         ] {
             self.fault_active
                 .with_label_values(&[kind.as_str()])
@@ -164,6 +190,8 @@ impl Metrics {
         }
         self.leaked_bytes
             .set(i64::try_from(faults.leaked_bytes).unwrap_or(i64::MAX));
+        self.pool_connections_in_use.set(i64::from(pool.in_use));
+        self.pool_connections_max.set(i64::from(pool.max));
     }
 
     /// Starts timing one request; dropping the guard records count, latency and in-flight.
@@ -268,6 +296,9 @@ mod tests {
             "selfheal_app_faults_injected_total",
             "selfheal_app_fault_active",
             "selfheal_app_leaked_bytes",
+            "selfheal_app_pool_connections_in_use",
+            "selfheal_app_pool_connections_max",
+            "selfheal_app_pool_exhausted_total",
         ] {
             assert!(
                 text.contains(&format!("# HELP {name} ")),
@@ -281,6 +312,8 @@ mod tests {
         assert!(text.contains("http_requests_in_flight 0"));
         assert!(text.contains("selfheal_app_leaked_bytes 0"));
         assert!(text.contains(r#"selfheal_app_fault_active{kind="leak"} 0"#));
+        assert!(text.contains(r#"selfheal_app_fault_active{kind="pool-exhaust"} 0"#));
+        assert!(text.contains("selfheal_app_pool_exhausted_total 0"));
     }
 
     #[test]
@@ -295,12 +328,38 @@ mod tests {
             leaked_bytes: 3 * 1024 * 1024,
             ..Snapshot::default()
         };
-        m.observe_state(true, true, &snap);
+        let pool = PoolStats { in_use: 0, max: 10 };
+        m.observe_state(true, true, &snap, pool);
         assert_eq!(m.leaked_bytes.get(), 3 * 1024 * 1024);
         assert_eq!(m.fault_active.with_label_values(&["leak"]).get(), 1);
-        m.observe_state(true, true, &Snapshot::default());
+        m.observe_state(true, true, &Snapshot::default(), pool);
         assert_eq!(m.leaked_bytes.get(), 0);
         assert_eq!(m.fault_active.with_label_values(&["leak"]).get(), 0);
+    }
+
+    #[test]
+    fn observed_state_sets_pool_gauges_and_pool_exhaust_active() {
+        let m = Metrics::new("v", Track::Stable).unwrap();
+        let snap = Snapshot {
+            pool_exhaust: Some(crate::faults::FaultStatus {
+                value: 7,
+                remaining_secs: Some(30),
+                from_profile: false,
+            }),
+            ..Snapshot::default()
+        };
+        m.observe_state(false, true, &snap, PoolStats { in_use: 7, max: 7 });
+        assert_eq!(m.pool_connections_in_use.get(), 7);
+        assert_eq!(m.pool_connections_max.get(), 7);
+        assert_eq!(m.fault_active.with_label_values(&["pool-exhaust"]).get(), 1);
+        m.observe_state(
+            true,
+            true,
+            &Snapshot::default(),
+            PoolStats { in_use: 0, max: 7 },
+        );
+        assert_eq!(m.pool_connections_in_use.get(), 0);
+        assert_eq!(m.fault_active.with_label_values(&["pool-exhaust"]).get(), 0);
     }
 
     #[test]

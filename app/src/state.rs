@@ -8,8 +8,9 @@ use tokio::sync::watch;
 
 use crate::Result;
 use crate::config::{Config, Track};
-use crate::faults::Faults;
+use crate::faults::{Faults, PoolExhaustion};
 use crate::metrics::Metrics;
+use crate::pool::Pool;
 
 /// Service name reported by `/` and used as the default OTel `service.name`.
 pub const SERVICE_NAME: &str = "selfheal-app";
@@ -52,6 +53,9 @@ pub enum Readiness {
     FaultInjected,
     /// Started with `--fault-profile unready`.
     BadRelease,
+    /// The `pool-exhaust` fault (or profile) holds every pool connection: `/` can only answer
+    /// 503, so the pod leaves the Service until it is cleared.
+    PoolExhausted(PoolExhaustion),
 }
 
 impl Readiness {
@@ -65,6 +69,16 @@ impl Readiness {
                 "fault injected: unready (POST /crash?mode=reset clears it)".into()
             }
             Readiness::BadRelease => "bad release: started with fault profile `unready`".into(),
+            Readiness::PoolExhausted(p) if p.from_profile => format!(
+                "bad release: started with fault profile `pool-exhaust`: connection pool \
+                 exhausted ({}/{} connections held)",
+                p.held, p.size
+            ),
+            Readiness::PoolExhausted(p) => format!(
+                "fault injected: pool-exhaust: connection pool exhausted ({}/{} connections held; \
+                 POST /crash?mode=reset releases them)",
+                p.held, p.size
+            ),
         }
     }
 }
@@ -132,6 +146,10 @@ impl AppState {
     pub fn faults(&self) -> &Faults {
         &self.inner.faults
     }
+    /// The connection pool `GET /` borrows from.
+    pub fn pool(&self) -> &Pool {
+        self.inner.faults.pool()
+    }
 
     /// Whether the shutdown signal came: the pod is leaving the Service's endpoints.
     pub fn draining(&self) -> bool {
@@ -149,6 +167,9 @@ impl AppState {
             } else {
                 Readiness::FaultInjected
             };
+        }
+        if let Some(exhaustion) = self.inner.faults.pool_exhausted(now) {
+            return Readiness::PoolExhausted(exhaustion);
         }
         if now < self.inner.ready_at {
             let left = self.inner.ready_at - now;
@@ -207,6 +228,43 @@ mod tests {
         cfg.fault_profile = FaultProfile::Unready;
         let state = AppState::new(&cfg).unwrap();
         assert_eq!(state.readiness(Instant::now()), Readiness::BadRelease);
+    }
+
+    #[test]
+    fn pool_exhaust_profile_is_reported_as_bad_release_with_the_held_count() {
+        let mut cfg = Config::for_tests();
+        cfg.fault_profile = FaultProfile::PoolExhaust;
+        cfg.pool_size = 4;
+        let state = AppState::new(&cfg).unwrap();
+        let r = state.readiness(Instant::now());
+        assert_eq!(
+            r,
+            Readiness::PoolExhausted(PoolExhaustion {
+                held: 4,
+                size: 4,
+                from_profile: true
+            })
+        );
+        assert!(r.reason().contains("bad release"), "{}", r.reason());
+        assert!(
+            r.reason().contains("4/4 connections held"),
+            "{}",
+            r.reason()
+        );
+    }
+
+    #[test]
+    fn draining_outranks_pool_exhaustion_and_pool_exhaustion_outranks_warm_up() {
+        let mut cfg = Config::for_tests();
+        cfg.fault_profile = FaultProfile::PoolExhaust;
+        cfg.warmup_secs = 60;
+        let state = AppState::new(&cfg).unwrap();
+        assert!(matches!(
+            state.readiness(Instant::now()),
+            Readiness::PoolExhausted(_)
+        ));
+        state.begin_drain();
+        assert_eq!(state.readiness(Instant::now()), Readiness::Draining);
     }
 
     #[test]

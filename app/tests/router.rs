@@ -308,6 +308,9 @@ async fn metrics_is_prometheus_text_with_every_family() {
         "selfheal_app_faults_injected_total",
         "selfheal_app_fault_active",
         "selfheal_app_leaked_bytes",
+        "selfheal_app_pool_connections_in_use",
+        "selfheal_app_pool_connections_max",
+        "selfheal_app_pool_exhausted_total",
         "process_resident_memory_bytes",
         "process_cpu_seconds_total",
         "process_open_fds",
@@ -505,6 +508,222 @@ async fn leak_mode_grows_the_leaked_bytes_gauge_to_the_cap_and_reset_frees_it() 
     );
 }
 
+// ---------- the connection pool and pool-exhaust ----------
+
+/// Chaos on, a pool of `size` connections and a 50 ms wait, so refusals are quick.
+fn pool_state(size: u32) -> AppState {
+    state_with(|c| {
+        c.enable_chaos = true;
+        c.pool_size = size;
+        c.pool_wait_ms = 50;
+    })
+}
+
+#[tokio::test]
+async fn root_borrows_a_connection_and_gives_it_back() {
+    let app = router(pool_state(4));
+    assert_eq!(get(&app, "/").await.status, StatusCode::OK);
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_connections_in_use").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_connections_max").await,
+        Some(4.0)
+    );
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_exhausted_total").await,
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn pool_exhaust_mode_refuses_root_and_fails_readiness_until_reset() {
+    let app = router(pool_state(4));
+    let a = post(&app, "/crash?mode=pool-exhaust&seconds=120").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let status = &a.json()["faults"]["pool_exhaust"];
+    assert_eq!(status["value"], 4, "{}", a.text);
+    assert_eq!(status["from_profile"], false);
+    assert!(status["remaining_secs"].as_u64().unwrap() <= 120);
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_connections_in_use").await,
+        Some(4.0)
+    );
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_connections_max").await,
+        Some(4.0)
+    );
+    assert_eq!(
+        metric(&app, r#"selfheal_app_fault_active{kind="pool-exhaust"}"#).await,
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(
+            &app,
+            r#"selfheal_app_faults_injected_total{kind="pool-exhaust"}"#
+        )
+        .await,
+        Some(1.0)
+    );
+
+    let started = std::time::Instant::now();
+    let a = get(&app, "/").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(50),
+        "refused before the pool wait: {:?}",
+        started.elapsed()
+    );
+    let body = a.json();
+    assert_eq!(body["kind"], "pool_exhausted");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("connection pool exhausted"),
+        "{}",
+        a.text
+    );
+    assert_eq!(get(&app, "/").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_exhausted_total").await,
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &app,
+            r#"http_requests_total{method="GET",route="/",status="503"}"#
+        )
+        .await,
+        Some(2.0)
+    );
+
+    let a = get(&app, "/ready").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    let reason = a.json()["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("pool-exhaust"), "{reason}");
+    assert!(reason.contains("4/4 connections held"), "{reason}");
+    assert_eq!(metric(&app, "selfheal_app_ready").await, Some(0.0));
+    // Saturated is not dead: liveness stays green, so the pod leaves the Service, not the node.
+    assert_eq!(get(&app, "/health").await.status, StatusCode::OK);
+
+    assert_eq!(post(&app, "/crash?mode=reset").await.status, StatusCode::OK);
+    assert_eq!(get(&app, "/").await.status, StatusCode::OK);
+    assert_eq!(get(&app, "/ready").await.status, StatusCode::OK);
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_connections_in_use").await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&app, r#"selfheal_app_fault_active{kind="pool-exhaust"}"#).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_exhausted_total").await,
+        Some(2.0),
+        "only refused requests are counted"
+    );
+    assert!(
+        get(&app, "/crash").await.json()["faults"]
+            .get("pool_exhaust")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn pool_exhaust_with_held_leaves_the_rest_serving_and_ready() {
+    let app = router(pool_state(4));
+    let a = post(&app, "/crash?mode=pool-exhaust&held=3").await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.json()["faults"]["pool_exhaust"]["value"], 3);
+    assert_eq!(get(&app, "/").await.status, StatusCode::OK);
+    assert_eq!(get(&app, "/ready").await.status, StatusCode::OK);
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_connections_in_use").await,
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_exhausted_total").await,
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn request_waiting_for_a_connection_is_served_when_the_fault_is_reset() {
+    let app = router(state_with(|c| {
+        c.enable_chaos = true;
+        c.pool_size = 2;
+        c.pool_wait_ms = 5_000;
+    }));
+    post(&app, "/crash?mode=pool-exhaust").await;
+    let waiting = tokio::spawn({
+        let app = app.clone();
+        async move { get(&app, "/").await.status }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    assert!(!waiting.is_finished(), "answered without a connection");
+    post(&app, "/crash?mode=reset").await;
+    let status = tokio::time::timeout(std::time::Duration::from_secs(2), waiting)
+        .await
+        .expect("still waiting after the reset")
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_requests_exhaust_a_small_pool_without_any_pool_fault() {
+    let app = router(pool_state(1));
+    post(&app, "/crash?mode=latency&ms=300").await;
+    let slow = tokio::spawn({
+        let app = app.clone();
+        async move { get(&app, "/").await.status }
+    });
+    // Let the slow request take the only connection first.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let a = get(&app, "/").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+    assert_eq!(slow.await.unwrap(), StatusCode::OK);
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_exhausted_total").await,
+        Some(1.0)
+    );
+    // A pool drained by load is not the fault: readiness stays up.
+    assert_eq!(get(&app, "/ready").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn pool_exhaust_profile_refuses_root_and_readiness_from_start_even_without_chaos() {
+    let app = router(state_with(|c| {
+        c.fault_profile = FaultProfile::PoolExhaust;
+        c.pool_size = 3;
+        c.pool_wait_ms = 50;
+    }));
+    let a = get(&app, "/").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+    assert_eq!(a.json()["kind"], "pool_exhausted");
+    let a = get(&app, "/ready").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        a.json()["reason"].as_str().unwrap().contains("bad release"),
+        "{}",
+        a.text
+    );
+    let status = &get(&app, "/crash").await.json()["faults"]["pool_exhaust"];
+    assert_eq!(status["value"], 3);
+    assert_eq!(status["from_profile"], true);
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_connections_in_use").await,
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_exhausted_total").await,
+        Some(1.0)
+    );
+}
+
 #[tokio::test]
 async fn errors_mode_fails_exactly_the_requested_share_of_root() {
     let app = router(chaos_state());
@@ -575,6 +794,8 @@ async fn bad_parameters_are_400_naming_the_field() {
         ("/crash?mode=latency&delay=5", "", "delay"),
         ("/crash?mode=leak&mib_per_sec=65", "", "mib_per_sec"),
         ("/crash?mode=leak&cap_mib=4097", "", "cap_mib"),
+        ("/crash?mode=pool-exhaust&held=11", "", "held"),
+        ("/crash?mode=pool-exhaust&held=0", "", "held"),
         ("/crash", "{not json", "body"),
         ("/crash", r#"{"mode":["cpu"]}"#, "mode"),
     ] {
@@ -605,6 +826,7 @@ async fn reset_clears_every_fault() {
         "latency&ms=1",
         "cpu&seconds=30",
         "leak&mib_per_sec=1&cap_mib=1",
+        "pool-exhaust",
     ] {
         assert_eq!(
             post(&app, &format!("/crash?mode={q}")).await.status,
@@ -622,6 +844,10 @@ async fn reset_clears_every_fault() {
     assert_eq!(
         metric(&app, r#"selfheal_app_faults_injected_total{kind="reset"}"#).await,
         Some(1.0)
+    );
+    assert_eq!(
+        metric(&app, "selfheal_app_pool_connections_in_use").await,
+        Some(0.0)
     );
 }
 

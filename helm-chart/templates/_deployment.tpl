@@ -7,6 +7,7 @@ values say so. Argument: dict with
   replicas  replica count, or nil when the HPA owns it
   image     {repository, tag, digest} (empty fields fall back to image.*)
   fault     {profile, errorPercent, latencyMs, leakMibPerSec, leakCapMib}
+  pool      {size, waitMs} of the simulated connection pool
   message   APP_MESSAGE
   podAnnotations  extra pod annotations
 */}}
@@ -94,6 +95,10 @@ spec:
               value: {{ .fault.leakMibPerSec | quote }}
             - name: APP_FAULT_LEAK_CAP_MIB
               value: {{ .fault.leakCapMib | quote }}
+            - name: APP_POOL_SIZE
+              value: {{ .pool.size | quote }}
+            - name: APP_POOL_WAIT_MS
+              value: {{ .pool.waitMs | quote }}
             - name: CHAOS_ENABLED
               value: {{ $v.chaos.enabled | quote }}
             {{- with include "selfheal-app.chaosSecretName" $root }}

@@ -154,17 +154,25 @@ env_mapping() {
   render env --set app.message=hi --set app.logFormat=text --set app.logLevel=debug --set app.warmupSecs=4 \
     --set app.shutdownDelaySecs=6 --set app.shutdownTimeoutSecs=7 --set app.requestTimeoutMs=1234 \
     --set app.bodyLimitBytes=999 --set app.faultProfile=latency --set app.faultErrorPercent=12 \
-    --set app.faultLatencyMs=345 --set app.faultLeakMibPerSec=3 --set app.faultLeakCapMib=77 --set containerPort=9090 --set otel.endpoint=http://collector:4318 \
+    --set app.faultLatencyMs=345 --set app.faultLeakMibPerSec=3 --set app.faultLeakCapMib=77 --set app.poolSize=7 \
+    --set app.poolWaitMs=250 --set containerPort=9090 --set otel.endpoint=http://collector:4318 \
     --set otel.serviceName=svc --set chaos.enabled=true
   expect env "env(deploy('stable')).items() >= {'APP_MESSAGE': 'hi', 'LOG_FORMAT': 'text', 'RUST_LOG': 'debug',
     'APP_WARMUP_SECS': '4', 'APP_SHUTDOWN_DELAY_SECS': '6', 'APP_SHUTDOWN_TIMEOUT_SECS': '7',
     'APP_REQUEST_TIMEOUT_MS': '1234', 'APP_BODY_LIMIT_BYTES': '999', 'APP_FAULT_PROFILE': 'latency',
     'APP_FAULT_ERROR_PERCENT': '12', 'APP_FAULT_LATENCY_MS': '345', 'APP_FAULT_LEAK_MIB_PER_SEC': '3',
-    'APP_FAULT_LEAK_CAP_MIB': '77', 'LISTEN_ADDR': '0.0.0.0:9090',
+    'APP_FAULT_LEAK_CAP_MIB': '77', 'APP_POOL_SIZE': '7', 'APP_POOL_WAIT_MS': '250', 'LISTEN_ADDR': '0.0.0.0:9090',
     'OTEL_EXPORTER_OTLP_ENDPOINT': 'http://collector:4318', 'OTEL_SERVICE_NAME': 'svc', 'CHAOS_ENABLED': 'true'}.items()
     and pod_spec(deploy('stable'))['containers'][0]['ports'][0]['containerPort'] == 9090"
 }
 check::run "every app.* value reaches its environment variable" env_mapping
+canary_pool() {
+  render canary-pool -f "${CHART}/ci/canary-values.yaml" --set canary.poolSize=2 --set canary.poolWaitMs=50 \
+    --set canary.faultProfile=pool-exhaust --set app.poolSize=30
+  expect canary-pool "env(deploy('canary')).items() >= {'APP_POOL_SIZE': '2', 'APP_POOL_WAIT_MS': '50', 'APP_FAULT_PROFILE': 'pool-exhaust'}.items()
+    and env(deploy('stable')).items() >= {'APP_POOL_SIZE': '30', 'APP_POOL_WAIT_MS': '1000'}.items()"
+}
+check::run "canary track: its own pool size, pool wait and the pool-exhaust profile; stable keeps app.*" canary_pool
 
 # -- restricted Pod Security ------------------------------------------------------------------
 for r in default demo canary full; do
@@ -304,6 +312,8 @@ check::run "schema rejects a bad enum (image.pullPolicy=Sometimes)" rejects 'pul
 check::run "schema rejects a bad fault profile (app.faultProfile=explode)" rejects 'faultProfile' --set app.faultProfile=explode
 check::run "schema rejects a value below its minimum (autoscaling.maxReplicas=0)" rejects 'maxReplicas' --set autoscaling.maxReplicas=0
 check::run "schema rejects an error percent above 100" rejects 'faultErrorPercent' --set canary.faultErrorPercent=101
+pool_size_bounds() { rejects 'poolSize' --set app.poolSize=0 && rejects 'poolSize' --set canary.poolSize=1001; }
+check::run "schema rejects a pool size of 0 or above 1000" pool_size_bounds
 check::run "render fails when the grace period cannot hold preStop + drain" rejects 'gracePeriodSeconds.*must be at least' --set termination.gracePeriodSeconds=10
 check::run "render fails for HPA minReplicas > maxReplicas" rejects 'minReplicas.*above' --set autoscaling.enabled=true --set autoscaling.minReplicas=6
 check::run "render fails for an HTTPRoute without parentRefs" rejects 'needs httpRoute.parentRefs' --set httpRoute.enabled=true

@@ -1,7 +1,8 @@
 //! `POST /crash?mode=...`: deliberate failures, one per recovery layer; `GET /crash`: what is active.
 //!
 //! Parameters come from the query string and/or a JSON object body (body wins):
-//! `mode` (default `exit`), `seconds`, `percent`, `ms`, `threads`, `mib_per_sec`, `cap_mib`.
+//! `mode` (default `exit`), `seconds`, `percent`, `ms`, `threads`, `mib_per_sec`, `cap_mib`,
+//! `held`.
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ use crate::faults::{
 use crate::state::AppState;
 use crate::{Error, Result};
 
-const PARAMS: [&str; 7] = [
+const PARAMS: [&str; 8] = [
     "mode",
     "seconds",
     "percent",
@@ -30,8 +31,9 @@ const PARAMS: [&str; 7] = [
     "threads",
     "mib_per_sec",
     "cap_mib",
+    "held",
 ];
-const MODES: &str = "exit, unhealthy, unready, cpu, errors, latency, leak, reset";
+const MODES: &str = "exit, unhealthy, unready, cpu, errors, latency, leak, pool-exhaust, reset";
 
 /// Default duration of the `cpu` fault, in seconds.
 pub const DEFAULT_CPU_SECONDS: u64 = 60;
@@ -70,7 +72,7 @@ pub async fn inject(
     let Query(query) = query.map_err(|e| invalid("query", e.body_text()))?;
     let mut params: BTreeMap<String, String> = query.into_iter().collect();
     merge_json_body(&mut params, &body)?;
-    let injection = parse_injection(&params)?;
+    let injection = parse_injection(&params, state.pool().size())?;
     let kind = injection.kind();
 
     let now = Instant::now();
@@ -150,7 +152,8 @@ fn merge_json_body(params: &mut BTreeMap<String, String>, body: &[u8]) -> Result
 }
 
 /// Turns raw parameters into a validated [`Injection`]; every error names its field.
-pub fn parse_injection(params: &BTreeMap<String, String>) -> Result<Injection> {
+/// `pool_size` bounds the `held` connections of `pool-exhaust` (and is its default).
+pub fn parse_injection(params: &BTreeMap<String, String>, pool_size: u32) -> Result<Injection> {
     if let Some(unknown) = params.keys().find(|k| !PARAMS.contains(&k.as_str())) {
         return Err(invalid(
             unknown,
@@ -193,6 +196,18 @@ pub fn parse_injection(params: &BTreeMap<String, String>) -> Result<Injection> {
                 .unwrap_or(DEFAULT_LEAK_MIB_PER_SEC),
             cap_mib: number_u32(params, "cap_mib", 1, MAX_LEAK_CAP_MIB)?
                 .unwrap_or(DEFAULT_LEAK_CAP_MIB),
+            seconds,
+        },
+        FaultKind::PoolExhaust => Injection::PoolExhaust {
+            held: number_u32(params, "held", 1, pool_size)
+                .map_err(|e| match e {
+                    Error::InvalidParam { field, reason } => Error::InvalidParam {
+                        reason: format!("{reason} (the pool has {pool_size} connections)"),
+                        field,
+                    },
+                    other => other,
+                })?
+                .unwrap_or(pool_size),
             seconds,
         },
     })
@@ -240,6 +255,11 @@ mod tests {
             .collect()
     }
 
+    /// Parses against a pool of 10 connections.
+    fn parse(p: &BTreeMap<String, String>) -> Result<Injection> {
+        parse_injection(p, 10)
+    }
+
     fn field_of(err: Error) -> String {
         match err {
             Error::InvalidParam { field, .. } => field,
@@ -249,7 +269,7 @@ mod tests {
 
     #[test]
     fn no_mode_means_exit() {
-        assert_eq!(parse_injection(&params(&[])).unwrap(), Injection::Exit);
+        assert_eq!(parse(&params(&[])).unwrap(), Injection::Exit);
     }
 
     #[test]
@@ -320,11 +340,32 @@ mod tests {
                     seconds: None,
                 },
             ),
+            (
+                params(&[("mode", "pool-exhaust")]),
+                Injection::PoolExhaust {
+                    held: 10,
+                    seconds: None,
+                },
+            ),
+            (
+                params(&[("mode", "pool-exhaust"), ("held", "1"), ("seconds", "90")]),
+                Injection::PoolExhaust {
+                    held: 1,
+                    seconds: Some(90),
+                },
+            ),
+            (
+                params(&[("mode", "pool-exhaust"), ("held", " 10 ")]),
+                Injection::PoolExhaust {
+                    held: 10,
+                    seconds: None,
+                },
+            ),
             (params(&[("mode", "unhealthy")]), Injection::Unhealthy),
             (params(&[("mode", "reset")]), Injection::Reset),
         ];
         for (input, want) in cases {
-            assert_eq!(parse_injection(&input).unwrap(), want, "{input:?}");
+            assert_eq!(parse(&input).unwrap(), want, "{input:?}");
         }
     }
 
@@ -357,12 +398,56 @@ mod tests {
                 "cap_mib",
             ),
             (params(&[("mode", "leak"), ("seconds", "0")]), "seconds"),
+            (params(&[("mode", "pool-exhaust"), ("held", "0")]), "held"),
+            (params(&[("mode", "pool-exhaust"), ("held", "11")]), "held"),
+            (params(&[("mode", "pool-exhaust"), ("held", "all")]), "held"),
+            (params(&[("mode", "pool-exhaust"), ("held", "-3")]), "held"),
+            (
+                params(&[("mode", "pool-exhaust"), ("seconds", "0")]),
+                "seconds",
+            ),
+            (params(&[("mode", "pool_exhaust")]), "mode"),
         ];
         for (input, field) in cases {
-            assert_eq!(
-                field_of(parse_injection(&input).unwrap_err()),
-                field,
-                "{input:?}"
+            assert_eq!(field_of(parse(&input).unwrap_err()), field, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn held_is_bounded_by_the_actual_pool_size() {
+        let p = params(&[("mode", "pool-exhaust"), ("held", "3")]);
+        assert_eq!(
+            parse_injection(&p, 3).unwrap(),
+            Injection::PoolExhaust {
+                held: 3,
+                seconds: None
+            }
+        );
+        match parse_injection(&p, 2).unwrap_err() {
+            Error::InvalidParam { field, reason } => {
+                assert_eq!(field, "held");
+                assert!(reason.contains("1..=2"), "{reason}");
+                assert!(reason.contains("the pool has 2 connections"), "{reason}");
+            }
+            other => panic!("expected InvalidParam, got {other:?}"),
+        }
+        let all = params(&[("mode", "pool-exhaust")]);
+        assert_eq!(
+            parse_injection(&all, 1000).unwrap(),
+            Injection::PoolExhaust {
+                held: 1000,
+                seconds: None
+            }
+        );
+    }
+
+    #[test]
+    fn modes_list_names_every_mode() {
+        for k in FaultKind::ALL {
+            assert!(
+                MODES.contains(k.as_str()),
+                "{} missing from MODES",
+                k.as_str()
             );
         }
     }
@@ -382,7 +467,7 @@ mod tests {
         let mut p = params(&[("mode", "cpu")]);
         merge_json_body(&mut p, br#"{"mode":"errors","percent":10}"#).unwrap();
         assert_eq!(
-            parse_injection(&p).unwrap(),
+            parse(&p).unwrap(),
             Injection::Errors {
                 percent: 10,
                 seconds: None

@@ -20,6 +20,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse>
         state.readiness(now) == Readiness::Ready,
         state.healthy(),
         &state.faults().snapshot(now),
+        state.pool().stats(),
     );
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], m.encode()?))
 }

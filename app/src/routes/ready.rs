@@ -1,4 +1,5 @@
-//! `GET /ready`: readiness. 503 during warm-up, drain and injected unreadiness.
+//! `GET /ready`: readiness. 503 during warm-up, drain, injected unreadiness and while the
+//! `pool-exhaust` fault holds the whole connection pool.
 
 use std::time::Instant;
 

@@ -1,4 +1,5 @@
-//! `GET /`: who answered. The endpoint load tests and canary analysis hit.
+//! `GET /`: who answered. The endpoint load tests and canary analysis hit, and the only one that
+//! borrows a connection from the simulated pool.
 
 use std::time::Instant;
 
@@ -29,7 +30,17 @@ pub struct Info<'a> {
 }
 
 /// Answers with [`Info`], after the injected latency; fails when the `errors` fault says so.
+/// Borrows one pool connection for the whole request: 503 when none frees up in time.
 pub async fn root(State(state): State<AppState>) -> Result<Response> {
+    // Kept across the injected latency, as a slow query keeps its connection: latency times
+    // request rate above the pool size exhausts the pool.
+    let _conn = match state.pool().acquire().await {
+        Ok(conn) => conn,
+        Err(err) => {
+            state.metrics().pool_exhausted_total.inc();
+            return Err(err);
+        }
+    };
     let fault = state.faults().on_request(Instant::now());
     if let Some(delay) = fault.delay {
         tokio::time::sleep(delay).await;
