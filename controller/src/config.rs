@@ -24,8 +24,21 @@ pub enum LogFormat {
 /// Subcommands; without one the controller runs.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Command {
-    /// Print the HealingPolicy CRD as YAML (what `deploy/crd/` holds) and exit.
-    Crdgen,
+    /// Print a CRD as YAML (what `deploy/crd/` holds) and exit.
+    Crdgen {
+        /// Which CRD.
+        #[arg(value_enum, default_value_t = CrdKind::HealingPolicy)]
+        kind: CrdKind,
+    },
+}
+
+/// The CRDs `crdgen` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrdKind {
+    /// `healingpolicies.selfheal.io`.
+    HealingPolicy,
+    /// `circuitbreakers.selfheal.io`.
+    CircuitBreaker,
 }
 
 /// `selfheal-controller` configuration, parsed once in `main`.
@@ -40,6 +53,11 @@ pub struct Config {
     /// flags below are the only policy.
     #[arg(long, env = "CONTROLLER_HEALING_POLICIES", default_value_t = true, action = clap::ArgAction::Set)]
     pub healing_policies: bool,
+
+    /// Run CircuitBreaker objects (selfheal.io/v1alpha1); the CRD must be installed, and the
+    /// breakers need `--prometheus-url`. Off = no breaker is evaluated.
+    #[arg(long, env = "CONTROLLER_CIRCUIT_BREAKERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub circuit_breakers: bool,
 
     /// Recycle when the pod's total container restarts exceed this count.
     #[arg(long, env = "CONTROLLER_RESTART_THRESHOLD", default_value_t = 3)]
@@ -125,16 +143,18 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub memory_sample_secs: u64,
 
-    /// Prometheus base URL for HealingPolicy `errorRate` triggers (e.g.
-    /// `http://kube-prometheus-stack-prometheus.observability:9090`); unset = errorRate is not
+    /// Prometheus base URL for HealingPolicy `errorRate` and `poolExhaustion` triggers (e.g.
+    /// `http://kube-prometheus-stack-prometheus.observability:9090`); unset = they are not
     /// evaluated and such policies report Degraded/TriggerNotEvaluated.
     #[arg(long, env = "CONTROLLER_PROMETHEUS_URL")]
     pub prometheus_url: Option<String>,
 
-    /// How often each errorRate query is asked.
-    #[arg(long, env = "CONTROLLER_ERROR_RATE_INTERVAL_SECS", default_value_t = 30,
+    /// How often each PromQL trigger query (errorRate, poolExhaustion) is asked; an answer older
+    /// than three intervals never fires.
+    #[arg(long, env = "CONTROLLER_PROMETHEUS_INTERVAL_SECS", default_value_t = 30,
+          alias = "error-rate-interval-secs",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub error_rate_interval_secs: u64,
+    pub prometheus_interval_secs: u64,
 
     /// Force-delete a pod still Terminating this long after its deletion deadline when its node
     /// is gone or not ready (0 = never).
@@ -218,6 +238,7 @@ impl Config {
             // NB: HealingPolicy only: it needs per-workload thresholds and a memory limit.
             memory_trend: None,
             error_rate: None,
+            pool_exhaustion: None,
             confidence: None,
             min_pod_age: secs(self.min_pod_age_secs),
             cooldown: secs(self.cooldown_secs),
@@ -337,7 +358,20 @@ mod tests {
     #[test]
     fn crdgen_is_a_subcommand_and_policies_can_be_switched_off() {
         let cfg = Config::try_parse_from(["selfheal-controller", "crdgen"]).expect("parses");
-        assert_eq!(cfg.command, Some(Command::Crdgen));
+        assert_eq!(
+            cfg.command,
+            Some(Command::Crdgen {
+                kind: CrdKind::HealingPolicy
+            })
+        );
+        let cfg = Config::try_parse_from(["selfheal-controller", "crdgen", "circuit-breaker"])
+            .expect("parses");
+        assert_eq!(
+            cfg.command,
+            Some(Command::Crdgen {
+                kind: CrdKind::CircuitBreaker
+            })
+        );
         let cfg = Config::try_parse_from(["selfheal-controller", "--healing-policies=false"])
             .expect("parses");
         assert!(!cfg.healing_policies);

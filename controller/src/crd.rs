@@ -15,6 +15,7 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::exhaustion::PoolRule;
 use crate::policy::{Action, Policy};
 use crate::trend::LeakRule;
 
@@ -22,7 +23,7 @@ use crate::trend::LeakRule;
 pub const FIELD_MANAGER: &str = "selfheal-controller";
 
 /// Go-style duration as `metav1.Duration` writes it (`90s`, `5m`, `1h30m`, `500ms`).
-const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
 
 /// Declarative healing rules for the pods a selector picks in the policy's namespace.
 ///
@@ -98,7 +99,7 @@ const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
     validation = Rule::new("!has(self.action.replicas) || self.action.type == 'scaleTo'")
         .message("action.replicas is only allowed with action scaleTo")
         .field_path(".action.replicas"),
-    validation = Rule::new("!has(self.confidenceThreshold) || [has(self.triggers.restartCount), has(self.triggers.crashLoopBackOff) && self.triggers.crashLoopBackOff, has(self.triggers.imagePullFailure), has(self.triggers.oomKilled) && self.triggers.oomKilled, has(self.triggers.notReadyFor), has(self.triggers.memoryTrend), has(self.triggers.errorRate)].filter(t, t).size() >= 2")
+    validation = Rule::new("!has(self.confidenceThreshold) || [has(self.triggers.restartCount), has(self.triggers.crashLoopBackOff) && self.triggers.crashLoopBackOff, has(self.triggers.imagePullFailure), has(self.triggers.oomKilled) && self.triggers.oomKilled, has(self.triggers.notReadyFor), has(self.triggers.memoryTrend), has(self.triggers.errorRate), has(self.triggers.poolExhaustion)].filter(t, t).size() >= 2")
         .message("confidenceThreshold needs at least two triggers (it is the share of triggers that must fire)")
         .field_path(".confidenceThreshold")
 )]
@@ -159,7 +160,7 @@ fn default_retry_window() -> String {
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("has(self.restartCount) || (has(self.crashLoopBackOff) && self.crashLoopBackOff) || has(self.imagePullFailure) || (has(self.oomKilled) && self.oomKilled) || has(self.notReadyFor) || has(self.memoryTrend) || has(self.errorRate)")
+    validation = Rule::new("has(self.restartCount) || (has(self.crashLoopBackOff) && self.crashLoopBackOff) || has(self.imagePullFailure) || (has(self.oomKilled) && self.oomKilled) || has(self.notReadyFor) || has(self.memoryTrend) || has(self.errorRate) || has(self.poolExhaustion)")
         .message("at least one trigger is required"),
     validation = Rule::new("!has(self.notReadyFor) || duration(self.notReadyFor) >= duration('10s')")
         .message("notReadyFor must be at least 10s")
@@ -190,6 +191,10 @@ pub struct Triggers {
     /// policy reports `Degraded` with reason `TriggerNotEvaluated`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_rate: Option<ErrorRateTrigger>,
+    /// The pod's connection pool stays saturated and its readiness fails or its latency rises
+    /// (see [`PoolExhaustionTrigger`]; needs `--prometheus-url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_exhaustion: Option<PoolExhaustionTrigger>,
 }
 
 /// `restartCount: {over: N}`: fires when the pod's total restarts exceed `over`.
@@ -280,6 +285,73 @@ pub struct ErrorRateTrigger {
     /// Fires above this ratio (0 to 1).
     #[schemars(range(min = 0.0, max = 1.0))]
     pub threshold: f64,
+}
+
+/// `poolExhaustion: {}`: the pod's connection pool stays saturated **and** the pod shows it —
+/// its readiness fails, or (with `latencyQuery`) its latency is over `latencySeconds`. A full
+/// pool alone is a busy pod, not a broken one, and never fires. Both queries are asked every
+/// `--prometheus-interval-secs` and must answer one series per pod with `namespace` and `pod`
+/// labels (what a ServiceMonitor or PodMonitor scrape carries). No answer for a pod breaks its
+/// saturated streak.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("duration(self.saturatedFor) >= duration('10s')")
+        .message("poolExhaustion.saturatedFor must be at least 10s")
+        .field_path(".saturatedFor"),
+    validation = Rule::new("has(self.latencyQuery) == has(self.latencySeconds)")
+        .message("poolExhaustion.latencyQuery and latencySeconds go together")
+        .field_path(".latencyQuery")
+)]
+pub struct PoolExhaustionTrigger {
+    /// PromQL answering each pod's pool saturation (in use / max, 0 to 1).
+    #[serde(default = "default_saturation_query")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub saturation_query: String,
+    /// Saturation at or above this percent counts as saturated.
+    #[serde(default = "default_saturation_percent")]
+    #[schemars(range(min = 1, max = 100), extend("format" = "int32"))]
+    pub saturation_percent: u32,
+    /// The pool must stay saturated this long (Go duration, at least 10s).
+    #[serde(default = "default_saturated_for")]
+    #[schemars(pattern(DURATION_PATTERN), length(max = 32))]
+    pub saturated_for: String,
+    /// PromQL answering each pod's latency in seconds (e.g. a p95 by pod): rising latency then
+    /// confirms a saturated pool as well as failing readiness does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub latency_query: Option<String>,
+    /// `latencyQuery` confirms above this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0))]
+    pub latency_seconds: Option<f64>,
+}
+
+/// The app's own pool gauges, one series per pod.
+pub const DEFAULT_SATURATION_QUERY: &str = "max by (namespace, pod) (selfheal_app_pool_connections_in_use / selfheal_app_pool_connections_max)";
+
+fn default_saturation_query() -> String {
+    DEFAULT_SATURATION_QUERY.into()
+}
+fn default_saturation_percent() -> u32 {
+    100
+}
+fn default_saturated_for() -> String {
+    "30s".into()
+}
+
+impl PoolExhaustionTrigger {
+    /// The pure rule of [`crate::exhaustion`].
+    pub fn rule(&self) -> Result<PoolRule, SpecError> {
+        Ok(PoolRule {
+            saturation: f64::from(self.saturation_percent.clamp(1, 100)) / 100.0,
+            saturated_for: parse_duration(
+                "spec.triggers.poolExhaustion.saturatedFor",
+                &self.saturated_for,
+            )?,
+            latency_seconds: self.latency_query.as_ref().and(self.latency_seconds),
+        })
+    }
 }
 
 /// What the controller does to an unhealthy pod.
@@ -419,6 +491,11 @@ impl HealingPolicySpec {
                 .map(MemoryTrendTrigger::rule)
                 .transpose()?,
             error_rate: t.error_rate.as_ref().map(|e| e.threshold),
+            pool_exhaustion: t
+                .pool_exhaustion
+                .as_ref()
+                .map(PoolExhaustionTrigger::rule)
+                .transpose()?,
             confidence: self.confidence_threshold,
             min_pod_age: defaults.min_pod_age,
             cooldown: parse_duration("spec.cooldown", &self.cooldown)?,
@@ -443,12 +520,15 @@ impl HealingPolicySpec {
         })
     }
 
-    /// Triggers the spec names but this controller cannot evaluate: errorRate without
-    /// `--prometheus-url` (`prometheus` false).
+    /// Triggers the spec names but this controller cannot evaluate: errorRate and
+    /// poolExhaustion without `--prometheus-url` (`prometheus` false).
     pub fn unevaluated_triggers(&self, prometheus: bool) -> Vec<&'static str> {
         let mut out = Vec::new();
         if self.triggers.error_rate.is_some() && !prometheus {
             out.push("errorRate");
+        }
+        if self.triggers.pool_exhaustion.is_some() && !prometheus {
+            out.push("poolExhaustion");
         }
         out
     }

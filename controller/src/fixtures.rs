@@ -37,6 +37,7 @@ pub fn policy() -> Policy {
         not_ready_for: None,
         memory_trend: None,
         error_rate: None,
+        pool_exhaustion: None,
         confidence: None,
         min_pod_age: secs(60),
         cooldown: secs(300),

@@ -3,12 +3,18 @@
 //! The binary (`src/main.rs`) only wires these modules together; the cluster tests in `tests/`
 //! drive the same library API in-process.
 
+/// The circuit breaker's state machine (pure).
+pub mod breaker;
+/// The `CircuitBreaker` custom resource: types, CEL validation, CRD generation.
+pub mod breaker_crd;
+/// Runs every CircuitBreaker: asks its query, steps its machine, scales, records.
+pub mod breaker_loop;
 /// Command-line flags and environment variables.
 pub mod config;
 /// The `HealingPolicy` custom resource: types, CEL validation, CRD generation.
 pub mod crd;
-/// Asks Prometheus the HealingPolicies' errorRate queries.
-pub mod errorrate;
+/// Connection-pool exhaustion: saturation confirmed by readiness or latency (pure).
+pub mod exhaustion;
 /// Per-workload recycle history and per-pod restart-rate tracking (pure, no I/O).
 pub mod history;
 /// `/metrics`, `/healthz` and `/readyz` on their own port.
@@ -21,6 +27,8 @@ pub mod metrics;
 pub mod owner;
 /// The pure decision: recycle, skip, wait or give up.
 pub mod policy;
+/// Asks Prometheus the HealingPolicies' errorRate and poolExhaustion queries.
+pub mod promql;
 /// Force-deletes zombie pods (I/O around [`zombie`]).
 pub mod reaper;
 /// Kubernetes I/O: watch, evidence, Events, evictions.
@@ -65,6 +73,9 @@ pub enum Error {
     /// Reading the node of a Terminating pod failed.
     #[error("reading node failed: {0}")]
     NodeLookupFailed(#[source] kube::Error),
+    /// Reading a CircuitBreaker's target Deployment or the HPAs of its namespace failed.
+    #[error("reading circuit breaker target failed: {0}")]
+    TargetLookupFailed(#[source] kube::Error),
     /// The pod lacks a field the controller cannot do without (name or namespace).
     #[error("pod is missing {0}")]
     MissingField(&'static str),
@@ -82,6 +93,7 @@ impl Error {
             Error::StatusFailed(_) => "status_failed",
             Error::ForceDeleteFailed(_) => "force_delete_failed",
             Error::NodeLookupFailed(_) => "node_lookup_failed",
+            Error::TargetLookupFailed(_) => "target_lookup_failed",
             Error::MissingField(_) => "missing_field",
         }
     }
@@ -108,6 +120,7 @@ mod tests {
             Error::StatusFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::ForceDeleteFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::NodeLookupFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::TargetLookupFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
         ];
         let mut labels: Vec<_> = errs.iter().map(Error::metric_label).collect();
         labels.sort_unstable();

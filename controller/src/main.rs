@@ -3,7 +3,7 @@
 //! Run locally against the cluster in `KUBECONFIG`:
 //! `cargo run -p selfheal-controller -- --leader-election=false --dry-run`
 //! (`--help` lists every flag and its `CONTROLLER_*` environment variable).
-//! `selfheal-controller crdgen` prints the HealingPolicy CRD instead.
+//! `selfheal-controller crdgen [healing-policy|circuit-breaker]` prints a CRD instead.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -11,19 +11,23 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use selfheal_controller::config::{Command, Config, LogFormat};
-use selfheal_controller::crd;
+use selfheal_controller::config::{Command, Config, CrdKind, LogFormat};
 use selfheal_controller::http::{self, HttpState};
 use selfheal_controller::leader::{LeaderConfig, LeaderElector};
 use selfheal_controller::metrics::Metrics;
 use selfheal_controller::reconcile::{self, Context};
+use selfheal_controller::{breaker_crd, crd};
 use tokio::sync::watch;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
-    if cfg.command == Some(Command::Crdgen) {
-        print!("{}", crd::crd_yaml().context("serialising the CRD")?);
+    if let Some(Command::Crdgen { kind }) = cfg.command {
+        let yaml = match kind {
+            CrdKind::HealingPolicy => crd::crd_yaml(),
+            CrdKind::CircuitBreaker => breaker_crd::crd_yaml(),
+        };
+        print!("{}", yaml.context("serialising the CRD")?);
         return Ok(());
     }
     let mut tcfg =

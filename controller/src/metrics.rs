@@ -3,7 +3,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Prefix of every metric name.
@@ -42,8 +43,15 @@ pub struct Metrics {
     pub memory_sampled_pods: IntGauge,
     /// Zombie pods force-deleted, by the state of their node (`gone`, `not_ready`, `ready`).
     pub zombies_deleted_total: IntCounterVec,
-    /// errorRate queries asked of Prometheus, by result (`ok`, `error`).
-    pub error_rate_queries_total: IntCounterVec,
+    /// PromQL trigger queries asked of Prometheus, by query (`error_rate`, `pool_saturation`,
+    /// `pool_latency`) and result (`ok`, `error`).
+    pub prometheus_queries_total: IntCounterVec,
+    /// CircuitBreaker transitions, by state left and entered (`Closed`, `Open`, `HalfOpen`).
+    pub circuit_transitions_total: IntCounterVec,
+    /// CircuitBreakers by current state.
+    pub circuit_breakers: IntGaugeVec,
+    /// CircuitBreaker scale calls that failed (the transition is retried next round).
+    pub circuit_scale_failures_total: IntCounter,
 }
 
 impl Default for Metrics {
@@ -141,20 +149,57 @@ impl Metrics {
             &["node_state"],
         )
         .expect("valid metric");
-        let error_rate_queries_total = IntCounterVec::new(
+        let prometheus_queries_total = IntCounterVec::new(
             Opts::new(
-                "error_rate_queries_total",
-                "HealingPolicy errorRate queries asked of Prometheus, by result",
+                "prometheus_queries_total",
+                "HealingPolicy trigger queries asked of Prometheus, by query and result",
             ),
-            &["result"],
+            &["query", "result"],
         )
         .expect("valid metric");
+        let circuit_transitions_total = IntCounterVec::new(
+            Opts::new(
+                "circuit_transitions_total",
+                "CircuitBreaker transitions, by state left and entered",
+            ),
+            &["from", "to"],
+        )
+        .expect("valid metric");
+        let circuit_breakers = IntGaugeVec::new(
+            Opts::new("circuit_breakers", "CircuitBreakers by current state"),
+            &["state"],
+        )
+        .expect("valid metric");
+        let circuit_scale_failures_total = IntCounter::new(
+            "circuit_scale_failures_total",
+            "CircuitBreaker scale calls that failed",
+        )
+        .expect("valid metric");
+        for (from, to) in [
+            ("Closed", "Open"),
+            ("Open", "HalfOpen"),
+            ("HalfOpen", "Open"),
+            ("HalfOpen", "Closed"),
+            ("Open", "Closed"),
+        ] {
+            circuit_transitions_total.with_label_values(&[from, to]);
+        }
+        for state in ["Closed", "Open", "HalfOpen"] {
+            circuit_breakers.with_label_values(&[state]);
+        }
         for state in ["gone", "not_ready", "ready"] {
             zombies_deleted_total.with_label_values(&[state]);
         }
         for result in ["ok", "error"] {
             memory_metrics_reads_total.with_label_values(&[result]);
-            error_rate_queries_total.with_label_values(&[result]);
+            for query in [
+                "error_rate",
+                "pool_saturation",
+                "pool_latency",
+                "circuit_breaker",
+            ] {
+                prometheus_queries_total.with_label_values(&[query, result]);
+            }
         }
         for c in [
             Box::new(recycles_total.clone()) as Box<dyn prometheus::core::Collector>,
@@ -171,7 +216,10 @@ impl Metrics {
             Box::new(memory_metrics_reads_total.clone()),
             Box::new(memory_sampled_pods.clone()),
             Box::new(zombies_deleted_total.clone()),
-            Box::new(error_rate_queries_total.clone()),
+            Box::new(prometheus_queries_total.clone()),
+            Box::new(circuit_transitions_total.clone()),
+            Box::new(circuit_breakers.clone()),
+            Box::new(circuit_scale_failures_total.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -191,7 +239,10 @@ impl Metrics {
             memory_metrics_reads_total,
             memory_sampled_pods,
             zombies_deleted_total,
-            error_rate_queries_total,
+            prometheus_queries_total,
+            circuit_transitions_total,
+            circuit_breakers,
+            circuit_scale_failures_total,
         }
     }
 
@@ -284,7 +335,10 @@ mod tests {
             "memory_metrics_reads_total{result=\"error\"} 0",
             "memory_sampled_pods 0",
             "zombies_deleted_total{node_state=\"gone\"} 0",
-            "error_rate_queries_total{result=\"error\"} 0",
+            "prometheus_queries_total{query=\"pool_saturation\",result=\"error\"} 0",
+            "circuit_transitions_total{from=\"HalfOpen\",to=\"Closed\"} 0",
+            "circuit_breakers{state=\"Open\"} 0",
+            "circuit_scale_failures_total 0",
         ] {
             assert!(
                 text.contains(&format!("{PREFIX}_{name}")),

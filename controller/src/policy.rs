@@ -14,6 +14,7 @@
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::exhaustion::{Exhaustion, PoolRule};
 use crate::history::WorkloadHistory;
 use crate::trend::{Leak, LeakRule};
 
@@ -116,6 +117,9 @@ pub struct Policy {
     /// The policy's errorRate query answering above this ratio triggers (`None` = off;
     /// HealingPolicy only).
     pub error_rate: Option<f64>,
+    /// The pod's connection pool saturated and its readiness or latency confirming it
+    /// (`None` = off; HealingPolicy only).
+    pub pool_exhaustion: Option<PoolRule>,
     /// Share of the enabled triggers that must fire together (`None` = any one).
     pub confidence: Option<f64>,
     /// Pods younger than this wait.
@@ -161,6 +165,8 @@ pub enum Reason {
     MemoryLeak,
     /// The policy's Prometheus error-rate query answered over its threshold.
     ErrorRate,
+    /// The pod's connection pool stayed saturated and readiness or latency confirmed it.
+    PoolExhausted,
 }
 
 /// What the controller measured about a pod beyond its own status.
@@ -172,6 +178,8 @@ pub struct Observed {
     pub leak: Option<Leak>,
     /// The latest answer of the governing policy's errorRate query (`None` = no fresh answer).
     pub error_ratio: Option<f64>,
+    /// The pod found out of connections ([`crate::exhaustion::assess`]).
+    pub pool: Option<Exhaustion>,
 }
 
 impl Observed {
@@ -196,6 +204,7 @@ impl Reason {
             Reason::NotReady => "not_ready",
             Reason::MemoryLeak => "memory_leak",
             Reason::ErrorRate => "error_rate",
+            Reason::PoolExhausted => "pool_exhausted",
         }
     }
 }
@@ -358,7 +367,8 @@ fn image_pull_failing(pod: &Pod) -> bool {
 ///
 /// Each enabled trigger is one signal. Without `confidence` one firing signal is enough; with it,
 /// the firing share of the enabled signals must reach it. The reason is the first firing signal
-/// in the order image pull, OOM kill, crash loop, not ready, memory leak, error rate, restart count,
+/// in the order image pull, OOM kill, crash loop, not ready, memory leak, error rate, pool
+/// exhaustion, restart count,
 /// restart rate — except
 /// that a restart trigger names OOMKilled/CrashLoopBackOff when the pod shows them, as the
 /// default policy always did.
@@ -417,6 +427,11 @@ pub fn trigger(pod: &Pod, policy: &Policy, observed: &Observed, now: Timestamp) 
                 .zip(observed.error_ratio)
                 .filter(|(threshold, ratio)| ratio > threshold)
                 .map(|_| Reason::ErrorRate),
+        ),
+        (
+            policy.pool_exhaustion.is_some(),
+            (policy.pool_exhaustion.is_some() && observed.pool.is_some())
+                .then_some(Reason::PoolExhausted),
         ),
         (restart_enabled, restart_reason),
     ];
@@ -801,7 +816,35 @@ mod tests {
                 time_to_limit: Some(secs(26)),
             }),
             error_ratio: None,
+            pool: None,
         }
+    }
+
+    #[test]
+    fn pool_exhaustion_trigger_fires_on_a_confirmed_exhaustion_only_when_enabled() {
+        let exhausted = Observed {
+            pool: Some(Exhaustion {
+                saturation: 1.0,
+                saturated_for: secs(40),
+                readiness_failing: true,
+                latency: None,
+            }),
+            ..Observed::default()
+        };
+        let p = hp_policy();
+        let healthy = pod().build();
+        assert_eq!(trigger(&healthy, &p, &exhausted, NOW), None, "trigger off");
+        let mut p = hp_policy();
+        p.pool_exhaustion = Some(PoolRule {
+            saturation: 1.0,
+            saturated_for: secs(30),
+            latency_seconds: None,
+        });
+        assert_eq!(
+            trigger(&healthy, &p, &exhausted, NOW),
+            Some(Reason::PoolExhausted)
+        );
+        assert_eq!(trigger(&healthy, &p, &Observed::default(), NOW), None);
     }
 
     #[test]

@@ -23,13 +23,17 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tracing::{debug, info, instrument, warn};
 
+use crate::breaker_loop;
 use crate::config::Config;
-use crate::crd::{self, HealingPolicy, HealingPolicyStatus, LastAction, SpecError};
-use crate::errorrate;
+use crate::crd::{
+    self, HealingPolicy, HealingPolicyStatus, LastAction, PoolExhaustionTrigger, SpecError,
+};
+use crate::exhaustion::{self, Exhaustion, PoolTracker};
 use crate::history::{History, RestartTracker};
 use crate::metrics::Metrics;
 use crate::owner::{OwnerResolver, Workload, controller_ref};
 use crate::policy::{self, Decision, IGNORE_ANNOTATION, Observed, Policy, Reason, SkipReason};
+use crate::promql;
 use crate::reaper;
 use crate::sampler::{self, Reading};
 use crate::status::{self as pstatus, PolicyRecord};
@@ -105,8 +109,10 @@ struct State {
     /// Working-set samples for the memory trend (fed by [`crate::sampler`]).
     memory: MemorySamples,
     /// Latest errorRate answer per HealingPolicy (`namespace/name`) and when it came (fed by
-    /// [`crate::errorrate`]).
+    /// [`crate::promql`]).
     error_rates: HashMap<String, (f64, Timestamp)>,
+    /// Pool saturation and latency answers per pod UID (fed by [`crate::promql`]).
+    pools: PoolTracker,
 }
 
 impl Context {
@@ -159,6 +165,16 @@ impl Context {
             }),
             Err(e) => Err((hp.clone(), e)),
         }
+    }
+
+    /// Whether this replica leads (and may act).
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// Whether `ns` is in the controller's scope (`--namespaces`, `--exclude-namespaces`).
+    pub fn in_scope(&self, ns: &str) -> bool {
+        policy::in_scope(&self.policy, ns)
     }
 
     /// The flags this controller runs with.
@@ -252,32 +268,111 @@ impl Context {
         if ratio.is_none_or(|r| r <= threshold) {
             return Vec::new();
         }
+        self.governed_by(key)
+            .iter()
+            .map(|p| ObjectRef::from_obj(&**p))
+            .collect()
+    }
+
+    /// How old a PromQL answer may be and still count: three query intervals.
+    fn answer_max_age(&self) -> SignedDuration {
+        SignedDuration::from_secs(
+            i64::try_from(self.cfg.prometheus_interval_secs.saturating_mul(3)).unwrap_or(i64::MAX),
+        )
+    }
+
+    /// The governing policy's errorRate answer, if it is fresh (within three query intervals).
+    fn error_ratio(&self, gov: &Governed<'_>, now: Timestamp) -> Option<f64> {
+        let key = pstatus::key(gov.source.as_ref()?);
+        let max_age = self.answer_max_age();
+        self.state()
+            .error_rates
+            .get(&key)
+            .filter(|(_, at)| now.duration_since(*at) <= max_age)
+            .map(|(r, _)| *r)
+    }
+
+    /// HealingPolicies with a poolExhaustion trigger (in scope): key and trigger.
+    pub fn pool_policies(&self) -> Vec<(String, PoolExhaustionTrigger)> {
+        let Some(store) = self.policies.get() else {
+            return Vec::new();
+        };
+        store
+            .state()
+            .iter()
+            .filter(|hp| {
+                hp.namespace()
+                    .is_some_and(|ns| policy::in_scope(&self.policy, &ns))
+            })
+            .filter_map(|hp| Some((pstatus::key(hp), hp.spec.triggers.pool_exhaustion.clone()?)))
+            .collect()
+    }
+
+    /// The cached pods the HealingPolicy `key` governs now.
+    fn governed_by(&self, key: &str) -> Vec<Arc<Pod>> {
         let Some(pods) = self.pods.get() else {
             return Vec::new();
         };
         pods.state()
-            .iter()
+            .into_iter()
             .filter(|p| {
                 self.governing(p)
                     .ok()
                     .and_then(|g| g.source)
                     .is_some_and(|hp| pstatus::key(&hp) == key)
             })
-            .map(|p| ObjectRef::from_obj(&**p))
             .collect()
     }
 
-    /// The governing policy's errorRate answer, if it is fresh (within three query intervals).
-    fn error_ratio(&self, gov: &Governed<'_>, now: Timestamp) -> Option<f64> {
-        let key = pstatus::key(gov.source.as_ref()?);
-        let max_age = SignedDuration::from_secs(
-            i64::try_from(self.cfg.error_rate_interval_secs.saturating_mul(3)).unwrap_or(i64::MAX),
-        );
-        self.state()
-            .error_rates
-            .get(&key)
-            .filter(|(_, at)| now.duration_since(*at) <= max_age)
-            .map(|(r, _)| *r)
+    /// Keep one round of a pool policy's answers (`None`: the query failed, which counts as no
+    /// answer for every pod). Returns the governed pods that now read as exhausted.
+    pub fn observe_pool(
+        &self,
+        key: &str,
+        saturation: Option<&BTreeMap<(String, String), f64>>,
+        latency: Option<&BTreeMap<(String, String), f64>>,
+        now: Timestamp,
+    ) -> Vec<ObjectRef<Pod>> {
+        let governed = self.governed_by(key);
+        let max_age = self.answer_max_age();
+        let mut st = self.state();
+        let mut wake = Vec::new();
+        for pod in governed {
+            let (Ok(gov), Some(uid)) = (self.governing(&pod), pod.uid()) else {
+                continue;
+            };
+            let Some(rule) = gov.policy.pool_exhaustion else {
+                continue;
+            };
+            let id = (pod.namespace().unwrap_or_default(), pod.name_any());
+            st.pools.observe_saturation(
+                &uid,
+                saturation.and_then(|m| m.get(&id).copied()),
+                &rule,
+                now,
+            );
+            st.pools
+                .observe_latency(&uid, latency.and_then(|m| m.get(&id).copied()), now);
+            let signals = st.pools.get(&uid).copied().unwrap_or_default();
+            if exhaustion::assess(&signals, &rule, policy::is_ready(&pod), now, max_age).is_some() {
+                wake.push(ObjectRef::from_obj(&*pod));
+            }
+        }
+        wake
+    }
+
+    /// Whether `pod` reads as out of connections under its governing policy.
+    fn pool_exhaustion(&self, gov: &Governed<'_>, pod: &Pod, now: Timestamp) -> Option<Exhaustion> {
+        let rule = gov.policy.pool_exhaustion?;
+        let uid = pod.uid()?;
+        let signals = self.state().pools.get(&uid).copied()?;
+        exhaustion::assess(
+            &signals,
+            &rule,
+            policy::is_ready(pod),
+            now,
+            self.answer_max_age(),
+        )
     }
 
     /// Drop the samples of pods no longer in the cache; returns how many pods have samples.
@@ -289,6 +384,7 @@ impl Context {
             store.state().iter().filter_map(|p| p.uid()).collect();
         let mut st = self.state();
         st.memory.retain(|uid| live.contains(uid));
+        st.pools.retain(|uid| live.contains(uid));
         st.memory.pods()
     }
 
@@ -350,7 +446,7 @@ impl Context {
         base.saturating_mul(factor).min(max)
     }
 
-    async fn publish(
+    pub(crate) async fn publish(
         &self,
         target: &ObjectReference,
         type_: EventType,
@@ -597,7 +693,8 @@ pub async fn run(
     })
     .chain(stream::pending());
 
-    // The memory sampler names the pods that now read as leaking: a leak changes no pod object.
+    // The memory sampler and the PromQL triggers name the pods that now read as unhealthy: a
+    // leak or an answer from Prometheus changes no pod object.
     let (leak_tx, mut leak_rx) = tokio::sync::mpsc::channel::<ObjectRef<Pod>>(256);
     let leaks = stream::poll_fn(move |cx| leak_rx.poll_recv(cx));
 
@@ -666,7 +763,8 @@ pub async fn run(
         () = gauges => {}
         () = status_writer(ctx.clone()) => {}
         () = sampler::run(ctx.clone(), leak_tx.clone()) => {}
-        () = errorrate::run(ctx.clone(), leak_tx) => {}
+        () = promql::run(ctx.clone(), leak_tx) => {}
+        () = breaker_loop::run(ctx.clone()) => {}
     }
 }
 
@@ -896,6 +994,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
             .as_ref()
             .and_then(|rule| trend::leak(&ctx.state().memory, &pod, rule, now)),
         error_ratio: pol.error_rate.and_then(|_| ctx.error_ratio(&gov, now)),
+        pool: ctx.pool_exhaustion(&gov, &pod, now),
     };
     if pod.metadata.deletion_timestamp.is_some()
         || policy::trigger(&pod, pol, &observed, now).is_none()
@@ -1102,9 +1201,10 @@ async fn act(
     let uid = pod.uid().unwrap_or_default();
     let restarts = policy::total_restarts(pod);
     // The trigger, and for a leak what was measured and when the limit is due.
-    let why = match (reason, &observed.leak, observed.error_ratio) {
-        (Reason::MemoryLeak, Some(l), _) => format!("{}: {}", reason.label(), l.describe()),
-        (Reason::ErrorRate, _, Some(r)) => format!(
+    let why = match (reason, &observed.leak, observed.error_ratio, &observed.pool) {
+        (Reason::MemoryLeak, Some(l), _, _) => format!("{}: {}", reason.label(), l.describe()),
+        (Reason::PoolExhausted, _, _, Some(p)) => format!("{}: {}", reason.label(), p.describe()),
+        (Reason::ErrorRate, _, Some(r), _) => format!(
             "{}: the policy's query answered {r:.3}, over {}",
             reason.label(),
             gov.policy.error_rate.unwrap_or_default()

@@ -99,8 +99,9 @@ impl PolicyRecord {
     }
 }
 
-fn condition(
-    previous: Option<&HealingPolicyStatus>,
+/// A status condition; `previous` are the conditions the object has now.
+pub fn condition(
+    previous: &[Condition],
     type_: &str,
     status: bool,
     reason: &str,
@@ -111,8 +112,7 @@ fn condition(
     let status = if status { "True" } else { "False" };
     // NB: the transition time moves only when the status flips, as the API conventions say.
     let since = previous
-        .into_iter()
-        .flat_map(|s| s.conditions.iter())
+        .iter()
         .find(|c| c.type_ == type_ && c.status == status)
         .map_or(Time(now), |c| c.last_transition_time.clone());
     Condition {
@@ -135,7 +135,7 @@ pub fn compute(
     prometheus: bool,
     now: Timestamp,
 ) -> HealingPolicyStatus {
-    let previous = hp.status.as_ref();
+    let previous = hp.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
     let generation = hp.metadata.generation;
     let selector_text = selector(hp).map(|s| s.to_string());
     let (ready, degraded, window) = match policy {

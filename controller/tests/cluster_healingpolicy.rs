@@ -635,98 +635,6 @@ async fn memory_trend_policy_recycles_a_leaking_pod_before_the_oom_kill() {
     .await;
 }
 
-/// A real Prometheus (`hack/tools.sh install prometheus`) on a free local port, with no scrape
-/// targets: constant PromQL answers are enough to prove the errorRate wiring. Killed on drop.
-struct Prometheus {
-    child: std::process::Child,
-    url: String,
-    _dir: TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn prometheus() -> Prometheus {
-    let bin = std::env::var_os("PROMETHEUS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("PATH").and_then(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join("prometheus"))
-                    .find(|f| f.is_file())
-            })
-        })
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/selfheal/bin/prometheus"))
-                .filter(|f| f.is_file())
-        })
-        .expect("no prometheus binary: run hack/tools.sh install prometheus (make test does)");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let dir = std::env::temp_dir().join(format!("selfheal-prom-{port}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("prometheus.yml"), "scrape_configs: []\n").unwrap();
-    let child = std::process::Command::new(&bin)
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-    let url = format!("http://127.0.0.1:{port}");
-    let prom = Prometheus {
-        child,
-        url: url.clone(),
-        _dir: TempDir(dir),
-    };
-    wait_for(
-        "Prometheus to answer a query",
-        Duration::from_secs(60),
-        || {
-            let url = url.clone();
-            async move {
-                tokio::task::spawn_blocking(move || {
-                    selfheal_canary::prometheus::instant_vector(
-                        &url,
-                        "vector(1)",
-                        Duration::from_secs(2),
-                    )
-                    .is_ok()
-                })
-                .await
-                .unwrap_or(false)
-            }
-        },
-    )
-    .await;
-    prom
-}
-
 /// `name` running `sleep 3600`: healthy, never restarting.
 fn sleeping_deployment(name: &str) -> Deployment {
     let mut d = crashing_deployment(name, 1, &[]);
@@ -740,7 +648,7 @@ async fn error_rate_policy_acts_on_the_answer_of_a_real_prometheus() {
     let prom = prometheus().await;
     in_namespace("sh-hp-errors", |client, ns| async move {
         let url = format!("--prometheus-url={}", prom.url);
-        let ctl = start(policy_only_config(&ns, &[&url, "--error-rate-interval-secs=2"])).await;
+        let ctl = start(policy_only_config(&ns, &[&url, "--prometheus-interval-secs=2"])).await;
         // Observe only: the point is the trigger, not the action.
         create_policy(
             &client,
@@ -767,9 +675,9 @@ async fn error_rate_policy_acts_on_the_answer_of_a_real_prometheus() {
         })
         .await;
         // Several more answers for `good` (every 2 s): 0.01 is under its threshold.
-        let asked = ctl.metrics.error_rate_queries_total.with_label_values(&["ok"]).get();
+        let asked = ctl.metrics.prometheus_queries_total.with_label_values(&["error_rate", "ok"]).get();
         wait_for("four more queries", Duration::from_secs(30), || async {
-            ctl.metrics.error_rate_queries_total.with_label_values(&["ok"]).get() >= asked + 4
+            ctl.metrics.prometheus_queries_total.with_label_values(&["error_rate", "ok"]).get() >= asked + 4
         })
         .await;
         // Make the controller look at `good` again now that it has answers (any pod change does).
@@ -782,14 +690,14 @@ async fn error_rate_policy_acts_on_the_answer_of_a_real_prometheus() {
         )
         .await
         .unwrap();
-        let asked = ctl.metrics.error_rate_queries_total.with_label_values(&["ok"]).get();
+        let asked = ctl.metrics.prometheus_queries_total.with_label_values(&["error_rate", "ok"]).get();
         wait_for("two more queries", Duration::from_secs(30), || async {
-            ctl.metrics.error_rate_queries_total.with_label_values(&["ok"]).get() >= asked + 2
+            ctl.metrics.prometheus_queries_total.with_label_values(&["error_rate", "ok"]).get() >= asked + 2
         })
         .await;
         let good = get_policy(&client, &ns, "good").await.status.unwrap_or_default();
         assert!(good.last_action.is_none(), "acted under an error rate of 0.01: {good:?}");
-        assert_eq!(ctl.metrics.error_rate_queries_total.with_label_values(&["error"]).get(), 0);
+        assert_eq!(ctl.metrics.prometheus_queries_total.with_label_values(&["error_rate", "error"]).get(), 0);
         wait_for("bad's lastAction error_rate", Duration::from_secs(30), || async {
             get_policy(&client, &ns, "bad")
                 .await
@@ -800,6 +708,95 @@ async fn error_rate_policy_acts_on_the_answer_of_a_real_prometheus() {
                 })
         })
         .await;
+    })
+    .await;
+}
+
+/// poolExhaustion with the real app and a real Prometheus scraping it. `stuck` holds its whole
+/// pool (profile `pool-exhaust`, so its readiness fails): both signals, evicted. `busy` has a
+/// pool of one connection that slow requests keep full (profile `latency`, four workers of
+/// traffic) but answers readiness: one signal only, left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_exhaustion_policy_recycles_a_stuck_pod_and_spares_a_busy_one() {
+    in_namespace("sh-hp-pool", |client, ns| async move {
+        let prom = prometheus_scraping(&ns).await;
+        let url = format!("--prometheus-url={}", prom.url);
+        let ctl = start(policy_only_config(&ns, &[&url, "--prometheus-interval-secs=2"])).await;
+        for app in ["stuck", "busy"] {
+            let yaml = format!(
+                "selector: {{matchLabels: {{app: {app}}}}}\ntriggers: {{poolExhaustion: {{saturatedFor: 10s}}}}\naction: {{type: evict}}\ncooldown: 10m\n"
+            );
+            create_policy(&client, &ns, app, &yaml).await;
+        }
+        let stuck = app_deployment("stuck", 1, &[("APP_FAULT_PROFILE", "pool-exhaust")]);
+        let busy = app_deployment(
+            "busy",
+            1,
+            &[
+                ("APP_FAULT_PROFILE", "latency"),
+                ("APP_FAULT_LATENCY_MS", "3000"),
+                ("APP_POOL_SIZE", "1"),
+                ("APP_POOL_WAIT_MS", "0"),
+            ],
+        );
+        create_deployment(&client, &ns, &stuck).await;
+        create_deployment(&client, &ns, &busy).await;
+        wait_for("both pods", SLOW, || async {
+            live_pods(&client, &ns, "stuck").await.len() == 1
+                && live_pods(&client, &ns, "busy").await.len() == 1
+        })
+        .await;
+        let first_stuck = live_pods(&client, &ns, "stuck").await[0].name_any();
+        let first_busy = live_pods(&client, &ns, "busy").await[0].name_any();
+        let _load = traffic(&client, &ns, "busy", 4);
+
+        wait_for("a Recycled Event for the stuck pool", SLOW, || async {
+            our_events(&client, &ns, "Recycled").await.iter().any(|e| {
+                regarding_kind(e) == "Pod"
+                    && e.note.as_deref().is_some_and(|n| n.contains("pool_exhausted"))
+            })
+        })
+        .await;
+        let events = our_events(&client, &ns, "Recycled").await;
+        let event = events
+            .iter()
+            .find(|e| e.note.as_deref().is_some_and(|n| n.contains("pool_exhausted")))
+            .unwrap();
+        let note = event.note.clone().unwrap();
+        assert_eq!(
+            event.regarding.as_ref().and_then(|r| r.name.as_deref()),
+            Some(first_stuck.as_str()),
+            "{note}"
+        );
+        assert!(note.contains("pool 100 % in use for"), "{note}");
+        assert!(note.contains("readiness failing"), "{note}");
+        assert!(healing_actions(&ctl.metrics, "evict", "done") >= 1);
+        let last = get_policy(&client, &ns, "stuck").await.status.unwrap().last_action.unwrap();
+        assert_eq!((last.reason.as_str(), last.pod.as_str()), ("pool_exhausted", first_stuck.as_str()));
+
+        // busy has been saturated all along, for longer than saturatedFor: one signal, no action.
+        let full = format!(
+            "min_over_time((selfheal_app_pool_connections_in_use{{namespace=\"{ns}\",pod=\"{first_busy}\"}} / selfheal_app_pool_connections_max{{namespace=\"{ns}\",pod=\"{first_busy}\"}})[20s:1s])"
+        );
+        wait_for("busy's pool to read full for 20 s", SLOW, || async {
+            query(&prom.url, &full).await.is_some_and(|v| v.iter().any(|x| *x >= 1.0))
+        })
+        .await;
+        let asked = ctl.metrics.prometheus_queries_total.with_label_values(&["pool_saturation", "ok"]).get();
+        wait_for("three more saturation queries", Duration::from_secs(30), || async {
+            ctl.metrics.prometheus_queries_total.with_label_values(&["pool_saturation", "ok"]).get() >= asked + 6
+        })
+        .await;
+        assert!(
+            query(&prom.url, &full).await.is_some_and(|v| v.iter().any(|x| *x >= 1.0)),
+            "busy's pool must still be full, or sparing it proves nothing"
+        );
+        let busy_pods = live_pods(&client, &ns, "busy").await;
+        assert_eq!(busy_pods.len(), 1);
+        assert_eq!(busy_pods[0].name_any(), first_busy, "the busy pod was replaced");
+        let busy_status = get_policy(&client, &ns, "busy").await.status.unwrap_or_default();
+        assert!(busy_status.last_action.is_none(), "acted on a busy, ready pod: {busy_status:?}");
+        assert_eq!(ctl.metrics.prometheus_queries_total.with_label_values(&["pool_saturation", "error"]).get(), 0);
     })
     .await;
 }

@@ -156,6 +156,24 @@ async fn service_account_may_do_what_the_code_does_and_nothing_dangerous() {
             // The zombie reaper: force delete of a Terminating pod, and its node's state.
             ("delete", "", "pods", None, other),
             ("get", "", "nodes", None, ""),
+            // The circuit breakers: their objects, their target's replicas, HPAs that would fight.
+            ("list", "selfheal.io", "circuitbreakers", None, ""),
+            ("watch", "selfheal.io", "circuitbreakers", None, ""),
+            (
+                "patch",
+                "selfheal.io",
+                "circuitbreakers",
+                Some("status"),
+                other,
+            ),
+            ("get", "apps", "deployments", None, other),
+            (
+                "list",
+                "autoscaling",
+                "horizontalpodautoscalers",
+                None,
+                other,
+            ),
         ];
         let denied = [
             ("deletecollection", "", "pods", None, other),
@@ -188,8 +206,16 @@ async fn service_account_may_do_what_the_code_does_and_nothing_dangerous() {
             ),
             ("delete", "apps", "deployments", None, other),
             ("create", "apps", "deployments", None, other),
-            ("get", "apps", "deployments", None, other),
             ("update", "apps", "deployments", Some("scale"), other),
+            ("patch", "selfheal.io", "circuitbreakers", None, other),
+            ("create", "selfheal.io", "circuitbreakers", None, other),
+            (
+                "patch",
+                "autoscaling",
+                "horizontalpodautoscalers",
+                None,
+                other,
+            ),
             ("patch", "apps", "statefulsets", None, other),
             ("get", "metrics.k8s.io", "nodes", None, ""),
         ];

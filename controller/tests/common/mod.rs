@@ -26,6 +26,13 @@ use selfheal_controller::metrics::Metrics;
 use selfheal_controller::reconcile::{self, Context, REPORTING_CONTROLLER};
 use tokio::sync::{oneshot, watch};
 
+mod app;
+mod prometheus_server;
+#[allow(unused_imports)] // NB: each test binary uses a different part
+pub use app::{Traffic, app_deployment, traffic};
+#[allow(unused_imports)]
+pub use prometheus_server::{Prometheus, prometheus, prometheus_scraping, query};
+
 /// Image with a static busybox, present in the local cluster's containerd.
 pub const TOOLBOX: &str = "localhost/selfheal-toolbox:dev";
 /// The app image (`hack/image.sh --import app`): its `leak` fault profile grows real memory.
@@ -48,49 +55,56 @@ pub async fn client() -> Client {
 
 /// The committed, generated CRD (`deploy/crd/`), parsed.
 pub fn committed_crd() -> CustomResourceDefinition {
-    let path = format!(
-        "{}/deploy/crd/selfheal.io_healingpolicies.yaml",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    committed_crd_file("selfheal.io_healingpolicies.yaml")
+}
+
+/// A CRD from `deploy/crd/`.
+pub fn committed_crd_file(file: &str) -> CustomResourceDefinition {
+    let path = format!("{}/deploy/crd/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("parsing {path}: {e}"))
 }
 
-/// Install (server-side apply) the committed HealingPolicy CRD and wait until it is Established.
-/// The controller needs it (it watches HealingPolicies); it is cluster-scoped and stays installed,
-/// like the CRD `kubectl apply -k controller/deploy` installs.
+/// Install (server-side apply) the committed HealingPolicy and CircuitBreaker CRDs and wait
+/// until they are Established. The controller needs them (it watches both); they are
+/// cluster-scoped and stay installed, like the CRDs `kubectl apply -k controller/deploy` installs.
 pub async fn ensure_crd(client: &Client) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = committed_crd();
-    let name = crd.metadata.name.clone().expect("CRD name");
-    crds.patch(
-        &name,
-        &PatchParams::apply("selfheal-controller-tests").force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("installing the HealingPolicy CRD");
-    wait_for(
-        "the HealingPolicy CRD to be Established",
-        Duration::from_secs(30),
-        || {
-            let crds = crds.clone();
-            let name = name.clone();
-            async move {
-                crds.get_opt(&name)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|c| c.status)
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|cs| {
-                        cs.iter()
-                            .any(|c| c.type_ == "Established" && c.status == "True")
-                    })
-            }
-        },
-    )
-    .await;
+    for file in [
+        "selfheal.io_healingpolicies.yaml",
+        "selfheal.io_circuitbreakers.yaml",
+    ] {
+        let crd = committed_crd_file(file);
+        let name = crd.metadata.name.clone().expect("CRD name");
+        crds.patch(
+            &name,
+            &PatchParams::apply("selfheal-controller-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("installing {file}: {e}"));
+        wait_for(
+            &format!("{name} to be Established"),
+            Duration::from_secs(30),
+            || {
+                let crds = crds.clone();
+                let name = name.clone();
+                async move {
+                    crds.get_opt(&name)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|c| c.status)
+                        .and_then(|s| s.conditions)
+                        .is_some_and(|cs| {
+                            cs.iter()
+                                .any(|c| c.type_ == "Established" && c.status == "True")
+                        })
+                }
+            },
+        )
+        .await;
+    }
 }
 
 /// Parse a HealingPolicy spec written as YAML.

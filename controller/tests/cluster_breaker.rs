@@ -1,0 +1,201 @@
+//! CircuitBreaker on the real API server of the local cluster, with the real app and a real
+//! Prometheus scraping it: the full cycle closed → open → half-open → open (the probe still
+//! fails) → half-open → closed (fixed), each transition in status, as Events and in the metric;
+//! and a breaker refusing a Deployment an HPA scales.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use selfheal_controller::breaker_crd::{CircuitBreaker, CircuitBreakerStatus};
+
+const SLOW: Duration = Duration::from_secs(180);
+
+async fn create_breaker(client: &Client, ns: &str, name: &str, yaml: &str) {
+    let cb = CircuitBreaker::new(
+        name,
+        serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("spec parses: {e}\n{yaml}")),
+    );
+    Api::<CircuitBreaker>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &cb)
+        .await
+        .expect("creating the CircuitBreaker");
+}
+
+async fn status(client: &Client, ns: &str, name: &str) -> CircuitBreakerStatus {
+    Api::<CircuitBreaker>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("reading the CircuitBreaker")
+        .status
+        .unwrap_or_default()
+}
+
+async fn replicas(client: &Client, ns: &str, name: &str) -> i32 {
+    Api::<Deployment>::namespaced(client.clone(), ns)
+        .get(name)
+        .await
+        .expect("reading the Deployment")
+        .spec
+        .replicas
+        .unwrap_or(1)
+}
+
+fn reasons(s: &CircuitBreakerStatus) -> Vec<&str> {
+    s.transitions.iter().map(|t| t.reason.as_str()).collect()
+}
+
+fn transitions(ctl: &Running, from: &str, to: &str) -> u64 {
+    ctl.metrics
+        .circuit_transitions_total
+        .with_label_values(&[from, to])
+        .get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_probes_reopens_and_closes_on_a_real_error_ratio() {
+    in_namespace("sh-cb-cycle", |client, ns| async move {
+        let prom = prometheus_scraping(&ns).await;
+        let url = format!("--prometheus-url={}", prom.url);
+        let ctl = start(config(
+            &ns,
+            &["--restart-threshold=100000", &url, "--prometheus-interval-secs=2"],
+        ))
+        .await;
+        let failing = [("APP_FAULT_PROFILE", "errors"), ("APP_FAULT_ERROR_PERCENT", "100")];
+        create_deployment(&client, &ns, &app_deployment("web", 2, &failing)).await;
+        let _load = traffic(&client, &ns, "web", 2);
+        let query = format!(
+            // NB: `or vector(0)`: a pod that never failed has no 5xx series, and without it the
+            // healthy probe would answer nothing instead of 0.
+            "(sum(rate(http_requests_total{{namespace=\"{ns}\",route=\"/\",status=~\"5..\"}}[5s])) or vector(0)) / sum(rate(http_requests_total{{namespace=\"{ns}\",route=\"/\"}}[5s]))"
+        );
+        let spec = format!(
+            "targetRef: {{kind: Deployment, name: web}}\nquery: '{query}'\nthreshold: 0.5\ntripAfter: 2\nopenFor: 10s\nmaxOpenFor: 1m\nprobeReplicas: 1\nprobeFor: 10s\n"
+        );
+        create_breaker(&client, &ns, "web", &spec).await;
+
+        // Closed → Open: 100 % errors.
+        wait_for("the circuit to open", SLOW, || async {
+            status(&client, &ns, "web").await.state.as_deref() == Some("Open")
+        })
+        .await;
+        let s = status(&client, &ns, "web").await;
+        assert_eq!(s.previous_replicas, Some(2), "{s:?}");
+        assert_eq!(replicas(&client, &ns, "web").await, 0, "open scales to zero");
+        assert_eq!(reasons(&s), ["Tripped"]);
+        assert!(s.transitions[0].message.contains("scaled from 2 to 0"), "{s:?}");
+
+        // Open → HalfOpen → Open: the probe replica still answers errors; the open time doubles.
+        wait_for("the probe to fail and the circuit to reopen", SLOW, || async {
+            reasons(&status(&client, &ns, "web").await).contains(&"ProbeFailed")
+        })
+        .await;
+        let s = status(&client, &ns, "web").await;
+        assert_eq!(reasons(&s), ["Tripped", "OpenTimeElapsed", "ProbeFailed"]);
+        assert_eq!((s.state.as_deref(), s.opens), (Some("Open"), 2));
+        assert!(s.transitions[2].message.contains("half-open in 20s"), "{s:?}");
+
+        // The dependency is fixed while open: the next probe answers well and the circuit closes.
+        Api::<Deployment>::namespaced(client.clone(), &ns)
+            .patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Strategic(serde_json::json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "app", "env": [{"name": "APP_FAULT_PROFILE", "value": "none"}]}
+                ]}}}})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(replicas(&client, &ns, "web").await, 0, "the template change scaled nothing");
+        wait_for("the circuit to close", SLOW, || async {
+            status(&client, &ns, "web").await.state.as_deref() == Some("Closed")
+        })
+        .await;
+        let s = status(&client, &ns, "web").await;
+        assert_eq!(
+            reasons(&s),
+            ["Tripped", "OpenTimeElapsed", "ProbeFailed", "OpenTimeElapsed", "ProbeSucceeded"]
+        );
+        assert_eq!(replicas(&client, &ns, "web").await, 2, "the remembered replicas come back");
+        assert_eq!(s.previous_replicas, None);
+        assert!(s.last_closed.is_some());
+        for (from, to, n) in [
+            ("Closed", "Open", 1),
+            ("Open", "HalfOpen", 2),
+            ("HalfOpen", "Open", 1),
+            ("HalfOpen", "Closed", 1),
+        ] {
+            assert_eq!(transitions(&ctl, from, to), n, "{from} → {to}");
+        }
+        for reason in ["CircuitOpened", "CircuitHalfOpened", "CircuitClosed"] {
+            let events = our_events(&client, &ns, reason).await;
+            for kind in ["CircuitBreaker", "Deployment"] {
+                assert!(
+                    events.iter().any(|e| regarding_kind(e) == kind),
+                    "no {reason} Event on the {kind}"
+                );
+            }
+        }
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Evaluated"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_refuses_a_deployment_an_hpa_scales() {
+    in_namespace("sh-cb-hpa", |client, ns| async move {
+        let prom = prometheus().await;
+        let url = format!("--prometheus-url={}", prom.url);
+        let ctl = start(config(
+            &ns,
+            &["--restart-threshold=100000", &url, "--prometheus-interval-secs=1"],
+        ))
+        .await;
+        let mut d = crashing_deployment("web", 2, &[]);
+        d.spec.template.spec.as_mut().unwrap().containers[0].command =
+            Some(vec!["sleep".into(), "3600".into()]);
+        create_deployment(&client, &ns, &d).await;
+        let hpa: HorizontalPodAutoscaler = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 2, "maxReplicas": 4,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]
+            }
+        }))
+        .unwrap();
+        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &hpa)
+            .await
+            .unwrap();
+        // The query always answers 1.0: without the HPA this breaker would open at once.
+        create_breaker(
+            &client,
+            &ns,
+            "web",
+            "targetRef: {kind: Deployment, name: web}\nquery: 'vector(1)'\nthreshold: 0.5\ntripAfter: 1\nopenFor: 10s\n",
+        )
+        .await;
+        wait_for("Ready=False TargetAutoscaled", Duration::from_secs(60), || async {
+            status(&client, &ns, "web").await.conditions.iter().any(|c| {
+                c.type_ == "Ready" && c.status == "False" && c.reason == "TargetAutoscaled"
+            })
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let s = status(&client, &ns, "web").await;
+        assert_eq!(s.state.as_deref(), Some("Closed"), "{s:?}");
+        assert!(s.transitions.is_empty(), "{s:?}");
+        assert_eq!(replicas(&client, &ns, "web").await, 2);
+        assert_eq!(transitions(&ctl, "Closed", "Open"), 0);
+    })
+    .await;
+}
