@@ -199,3 +199,41 @@ async fn a_breaker_refuses_a_deployment_an_hpa_scales() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_example_applies_and_the_api_server_refuses_bad_specs() {
+    in_namespace("sh-cb-cel", |client, ns| async move {
+        let api = Api::<CircuitBreaker>::namespaced(client.clone(), &ns);
+        let path = format!(
+            "{}/examples/circuit-breakers/web.yaml",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let example: CircuitBreaker = serde_saphyr::from_str(&text).unwrap();
+        api.create(&PostParams::default(), &example)
+            .await
+            .unwrap_or_else(|e| panic!("{path} refused: {e}"));
+        for (patch, message) in [
+            ("openFor: 5s", "openFor must be at least 10s"),
+            ("openFor: 2m\nmaxOpenFor: 1m", "maxOpenFor must not be shorter than openFor"),
+            ("probeFor: 1s", "probeFor must be at least 10s"),
+        ] {
+            let yaml = format!(
+                "targetRef: {{kind: Deployment, name: web}}\nquery: 'vector(0)'\nthreshold: 0.5\n{patch}\n"
+            );
+            let cb = CircuitBreaker::new("bad", serde_saphyr::from_str(&yaml).unwrap());
+            let err = api
+                .create(&PostParams::default(), &cb)
+                .await
+                .expect_err("a bad spec must be refused");
+            assert!(err.to_string().contains(message), "{patch}: {err}");
+        }
+        let bad_kind = CircuitBreaker::new(
+            "bad",
+            serde_saphyr::from_str("targetRef: {kind: StatefulSet, name: db}\nquery: q\nthreshold: 0.5\n").unwrap(),
+        );
+        let err = api.create(&PostParams::default(), &bad_kind).await.expect_err("refused");
+        assert!(err.to_string().contains("targetRef.kind must be Deployment"), "{err}");
+    })
+    .await;
+}
