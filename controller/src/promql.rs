@@ -113,7 +113,7 @@ pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<Pod>>) {
             debug!(policy = %key, ?ratio, threshold, "errorRate answer");
             send(ctx.observe_error_rate(&key, ratio, threshold, Timestamp::now()));
         }
-        for (key, trigger) in ctx.pool_policies() {
+        for (key, trigger, rule) in ctx.pool_policies() {
             let saturation = ask(
                 &ctx,
                 &url,
@@ -132,6 +132,7 @@ pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<Pod>>) {
             debug!(policy = %key, ?saturation, ?latency, "poolExhaustion answers");
             send(ctx.observe_pool(
                 &key,
+                &rule,
                 saturation.as_ref(),
                 latency.as_ref(),
                 Timestamp::now(),

@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::crd::{
     self, HealingPolicy, HealingPolicyStatus, LastAction, PoolExhaustionTrigger, SpecError,
 };
-use crate::exhaustion::{self, Exhaustion, PoolTracker};
+use crate::exhaustion::{self, Exhaustion, PoolRule, PoolTracker};
 use crate::history::{History, RestartTracker};
 use crate::metrics::Metrics;
 use crate::owner::{OwnerResolver, Workload, controller_ref};
@@ -230,18 +230,25 @@ impl Context {
         trend::leak(&st.memory, &pod, &rule, now).map(|_| ObjectRef::from_obj(&*pod))
     }
 
-    /// HealingPolicies with an errorRate trigger (in scope): key, query, threshold.
-    pub fn error_rate_policies(&self) -> Vec<(String, String, f64)> {
+    /// The cached HealingPolicies whose namespace is in scope.
+    fn policies_in_scope(&self) -> Vec<Arc<HealingPolicy>> {
         let Some(store) = self.policies.get() else {
             return Vec::new();
         };
         store
             .state()
-            .iter()
+            .into_iter()
             .filter(|hp| {
                 hp.namespace()
                     .is_some_and(|ns| policy::in_scope(&self.policy, &ns))
             })
+            .collect()
+    }
+
+    /// HealingPolicies with an errorRate trigger (in scope): key, query, threshold.
+    pub fn error_rate_policies(&self) -> Vec<(String, String, f64)> {
+        self.policies_in_scope()
+            .iter()
             .filter_map(|hp| {
                 let e = hp.spec.triggers.error_rate.as_ref()?;
                 Some((pstatus::key(hp), e.query.clone(), e.threshold))
@@ -292,19 +299,16 @@ impl Context {
             .map(|(r, _)| *r)
     }
 
-    /// HealingPolicies with a poolExhaustion trigger (in scope): key and trigger.
-    pub fn pool_policies(&self) -> Vec<(String, PoolExhaustionTrigger)> {
-        let Some(store) = self.policies.get() else {
-            return Vec::new();
-        };
-        store
-            .state()
+    /// HealingPolicies with a usable poolExhaustion trigger (in scope): key, trigger, its rule.
+    pub fn pool_policies(&self) -> Vec<(String, PoolExhaustionTrigger, PoolRule)> {
+        self.policies_in_scope()
             .iter()
-            .filter(|hp| {
-                hp.namespace()
-                    .is_some_and(|ns| policy::in_scope(&self.policy, &ns))
+            .filter_map(|hp| {
+                let t = hp.spec.triggers.pool_exhaustion.clone()?;
+                // NB: an unusable spec is reported in the policy's status; nothing to ask then.
+                let rule = t.rule().ok()?;
+                Some((pstatus::key(hp), t, rule))
             })
-            .filter_map(|hp| Some((pstatus::key(hp), hp.spec.triggers.pool_exhaustion.clone()?)))
             .collect()
     }
 
@@ -324,11 +328,13 @@ impl Context {
             .collect()
     }
 
-    /// Keep one round of a pool policy's answers (`None`: the query failed, which counts as no
-    /// answer for every pod). Returns the governed pods that now read as exhausted.
+    /// Keep one round of the answers for pool policy `key`, whose trigger reads as `rule`
+    /// (`None`: the query failed, which counts as no answer for every pod). Returns the governed
+    /// pods that now read as exhausted.
     pub fn observe_pool(
         &self,
         key: &str,
+        rule: &PoolRule,
         saturation: Option<&BTreeMap<(String, String), f64>>,
         latency: Option<&BTreeMap<(String, String), f64>>,
         now: Timestamp,
@@ -338,23 +344,20 @@ impl Context {
         let mut st = self.state();
         let mut wake = Vec::new();
         for pod in governed {
-            let (Ok(gov), Some(uid)) = (self.governing(&pod), pod.uid()) else {
-                continue;
-            };
-            let Some(rule) = gov.policy.pool_exhaustion else {
+            let Some(uid) = pod.uid() else {
                 continue;
             };
             let id = (pod.namespace().unwrap_or_default(), pod.name_any());
             st.pools.observe_saturation(
                 &uid,
                 saturation.and_then(|m| m.get(&id).copied()),
-                &rule,
+                rule,
                 now,
             );
             st.pools
                 .observe_latency(&uid, latency.and_then(|m| m.get(&id).copied()), now);
             let signals = st.pools.get(&uid).copied().unwrap_or_default();
-            if exhaustion::assess(&signals, &rule, policy::is_ready(&pod), now, max_age).is_some() {
+            if exhaustion::assess(&signals, rule, policy::is_ready(&pod), now, max_age).is_some() {
                 wake.push(ObjectRef::from_obj(&*pod));
             }
         }
