@@ -8,7 +8,7 @@ SHELL := /usr/bin/env bash
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-demo: ## set up (local cluster, or the current minikube) and run the seven-layer demo; LAYER=3 for one
+demo: ## set up (local cluster, or the current minikube) and run the seven-layer demo; LAYER=3 for one, LAYER=leak|pool|breaker|zombie|ops for the ops healers
 	hack/demo.sh
 
 test: ## set up and run every test: lint, unit, cluster tests and e2e on the local cluster

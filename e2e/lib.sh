@@ -73,7 +73,8 @@ spec:
 YAML
 }
 
-# e2e::install_controller own|reuse: kubectl apply -k controller/deploy (namespace selfheal-system,
+# e2e::install_controller own|reuse [DIR]: kubectl apply -k DIR (default controller/deploy; the
+# demo uses controller/deploy-demo, the same objects on demo timings) (namespace selfheal-system,
 # the HealingPolicy CRD, RBAC). An earlier test's cleanup still deleting the namespace or the CRD
 # is waited for. An installed controller is an error with `own` (the test needs its own), or is
 # used and left alone with `reuse`. At exit it deletes exactly what it created: the namespace, and
@@ -81,7 +82,7 @@ YAML
 # every HealingPolicy in the cluster).
 E2E_CONTROLLER_NS=selfheal-system
 e2e::install_controller() {
-  local reuse=0 manifest obj created=() existing
+  local reuse=0 manifest obj created=() existing dir="${2:-controller/deploy}"
   case "${1:-}" in
     own) ;;
     reuse) reuse=1 ;;
@@ -97,7 +98,7 @@ e2e::install_controller() {
   fi
   manifest="$(mktemp)"
   util::trap_add "rm -f '${manifest}'"
-  kubectl kustomize "${REPO_ROOT}/controller/deploy" >"${manifest}"
+  kubectl kustomize "${REPO_ROOT}/${dir}" >"${manifest}"
   existing="$(kubectl get -f "${manifest}" -o name --ignore-not-found 2>/dev/null || true)"
   while read -r obj; do
     case "${obj}" in
@@ -106,7 +107,7 @@ e2e::install_controller() {
     esac
   done < <(kubectl apply --dry-run=client -o name -f "${manifest}")
   util::trap_add "kubectl delete ${created[*]} --ignore-not-found --wait=false >/dev/null 2>&1 || true"
-  log::step "installing selfheal-controller (kubectl apply -k controller/deploy); removed at exit: ${created[*]}"
+  log::step "installing selfheal-controller (kubectl apply -k ${dir}); removed at exit: ${created[*]}"
   kubectl apply -f "${manifest}" >/dev/null
 }
 

@@ -3,7 +3,9 @@
 # app and controller images, installs the Helm chart with the workshop values and the
 # selfheal-controller, then runs `selfheal-demo run`: every layer breaks the app on purpose and
 # the runner watches Kubernetes heal it, printing a recovery table (JSON report + SVG timeline
-# are written under the --out directory).
+# are written under the --out directory). LAYER=leak|pool|breaker|zombie (or ops, all four) runs
+# the ops healers (layers 8-11) instead; pool and breaker get a Prometheus (hack/demo-prometheus.sh
+# on the local cluster, the observability stack's on minikube).
 # Prerequisites: root for the local cluster (Linux), or a running minikube; cargo.
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -16,7 +18,9 @@ Options:
   --target T      local | minikube | auto (default auto: minikube when it is the current
                   kube context and running, else the local cluster)
   --namespace NS  namespace for the demo (default selfheal-demo)
-  --layer N       run only layer N (repeatable, or comma-separated: --layer 1,2); default all
+  --layer N       run only layer N (repeatable, or comma-separated: --layer 1,2); default the
+                  seven recovery layers; 8-11 or leak, pool, breaker, zombie (ops = all four)
+                  are the ops healers
   --keep          leave the faulted state in place for inspection (passed to the runner)
   --out DIR       where the JSON report and the SVG timeline go
                   (default ${SELFHEAL_HOME}/demo/<date-time>)
@@ -24,12 +28,12 @@ Options:
   -h, --help      this help
 
 Environment:
-  LAYER           same as --layer (make demo LAYER=3, or LAYER=1,2)
+  LAYER           same as --layer (make demo LAYER=3, LAYER=1,2, LAYER=leak, LAYER=ops)
   DEMO_ARGS       extra arguments for 'selfheal-demo run' (e.g. DEMO_ARGS='--unready-secs 20')
   IMAGE_TAG       tag of the app and controller images (default dev)
 
 Clean up:  helm -n selfheal-demo uninstall selfheal-app; kubectl delete namespace selfheal-demo;
-           kubectl delete -k controller/deploy   (and 'make cluster-down' for the local cluster)
+           kubectl delete -k controller/deploy-demo   (and 'make cluster-down' for the local cluster)
 EOF
 }
 
@@ -52,7 +56,12 @@ while (($#)); do
   shift
 done
 [[ "${TARGET}" =~ ^(auto|local|minikube)$ ]] || util::usage_error "--target must be local, minikube or auto"
-[[ -z "${LAYERS}" || "${LAYERS}" =~ ^[1-7](,[1-7])*$ ]] || util::usage_error "--layer/LAYER must be numbers 1-7, e.g. 3 or 1,2"
+LAYER_RE='([1-9]|1[01]|leak|pool|breaker|zombie|ops)'
+[[ -z "${LAYERS}" || "${LAYERS}" =~ ^${LAYER_RE}(,${LAYER_RE})*$ ]] ||
+  util::usage_error "--layer/LAYER must be 1-11 or leak, pool, breaker, zombie, ops; e.g. 3, 1,2 or leak"
+# Layers 9 and 10 ask Prometheus.
+NEEDS_PROMETHEUS=0
+[[ ",${LAYERS}," =~ ,(9|10|pool|breaker|ops), ]] && NEEDS_PROMETHEUS=1
 OUT="${OUT:-${SELFHEAL_HOME}/demo/$(date -u +%Y%m%d-%H%M%S)}"
 
 if [[ "${TARGET}" == auto ]]; then
@@ -92,15 +101,28 @@ util::run helm upgrade --install selfheal-app "${REPO_ROOT}/helm-chart" --namesp
   --wait --timeout 3m
 util::run kubectl -n "${NS}" rollout status deployment/selfheal-app --timeout=120s
 
-log::step "installing selfheal-controller (kubectl apply -k controller/deploy, image localhost/selfheal-controller:${IMAGE_TAG:-dev})"
-if [[ "${IMAGE_TAG:-dev}" == dev ]]; then
-  util::run kubectl apply -k "${REPO_ROOT}/controller/deploy" >/dev/null
-else
+log::step "installing selfheal-controller (kubectl apply -k controller/deploy-demo: demo timings, image localhost/selfheal-controller:${IMAGE_TAG:-dev})"
+util::run kubectl apply -k "${REPO_ROOT}/controller/deploy-demo" >/dev/null
+if [[ "${IMAGE_TAG:-dev}" != dev ]]; then
   # The manifests name the :dev image; another tag is set on the Deployment after applying.
-  util::run kubectl apply -k "${REPO_ROOT}/controller/deploy" >/dev/null
   util::run kubectl -n selfheal-system set image deployment/selfheal-controller "controller=localhost/selfheal-controller:${IMAGE_TAG}"
 fi
 util::run kubectl -n selfheal-system rollout status deployment/selfheal-controller --timeout=180s
+
+if ((NEEDS_PROMETHEUS)); then
+  if [[ "${TARGET}" == local ]]; then
+    log::step "layers 9/10 ask Prometheus: starting one for namespace ${NS} (stopped at the end)"
+    [[ "${DRY_RUN:-0}" == 1 ]] || util::trap_add "'${REPO_ROOT}/hack/demo-prometheus.sh' stop || true"
+    util::run "${REPO_ROOT}/hack/demo-prometheus.sh" start --namespace "${NS}"
+  elif kubectl -n observability get service kube-prometheus-stack-prometheus >/dev/null 2>&1; then
+    log::step "layers 9/10 ask Prometheus: the observability stack's (the runner adds a PodMonitor per scenario)"
+    util::run kubectl -n selfheal-system set env deployment/selfheal-controller \
+      CONTROLLER_PROMETHEUS_URL=http://kube-prometheus-stack-prometheus.observability:9090 >/dev/null
+    util::run kubectl -n selfheal-system rollout status deployment/selfheal-controller --timeout=180s
+  else
+    log::warn "layers 9/10 need Prometheus: run observability/install.sh first (they report 'not available' without it)"
+  fi
+fi
 
 log::step "building the runner: cargo build -p selfheal-demo (debug; shared cache ${CARGO_TARGET_DIR:-${SELFHEAL_HOME}/cargo-target})"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${SELFHEAL_HOME}/cargo-target}"
@@ -130,6 +152,6 @@ The app keeps running in namespace ${NS}. Try it yourself:
   kubectl -n ${NS} port-forward svc/selfheal-app 8080:80 &
   curl -X POST 'localhost:8080/crash?mode=unhealthy'      # liveness fails -> restart
   kubectl -n ${NS} get pods -w
-Clean up: helm -n ${NS} uninstall selfheal-app; kubectl delete namespace ${NS}; kubectl delete -k controller/deploy$([[ "${TARGET}" == local ]] && echo "; make cluster-down")
+Clean up: helm -n ${NS} uninstall selfheal-app; kubectl delete namespace ${NS}; kubectl delete -k controller/deploy-demo$([[ "${TARGET}" == local ]] && echo "; make cluster-down")
 EOF
 exit "${rc}"

@@ -14,6 +14,8 @@ pub mod load;
 pub mod report;
 /// Kubernetes I/O: setup, watches, fault injection, teardown.
 pub mod runner;
+/// The ops scenarios (layers 8–11) as pure plans: workloads, policies, lower bounds.
+pub mod scenario;
 /// Availability, failures by kind, latency percentiles, per-second series.
 pub mod stats;
 /// The SVG timeline.

@@ -34,11 +34,20 @@ enum Command {
     Run(RunArgs),
 }
 
+/// One `--layer` value: a layer, or the four ops scenarios for `ops`.
+#[derive(Debug, Clone, PartialEq)]
+struct Layers(Vec<u8>);
+
+fn layer_arg(text: &str) -> Result<Layers, String> {
+    report::parse_layers(text).map(Layers)
+}
+
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Run only this layer (repeatable; default: all seven in order).
-    #[arg(long = "layer", env = "DEMO_LAYERS", value_delimiter = ',', value_parser = clap::value_parser!(u8).range(1..=7))]
-    layers: Vec<u8>,
+    /// Run only this layer: 1-11, or leak, pool, breaker, zombie, ops (all four) (repeatable or
+    /// comma-separated; default: the seven recovery layers in order).
+    #[arg(long = "layer", env = "DEMO_LAYERS", value_delimiter = ',', value_parser = layer_arg)]
+    layers: Vec<Layers>,
 
     /// Print the layers and exit.
     #[arg(long)]
@@ -175,17 +184,27 @@ async fn main() -> anyhow::Result<()> {
 async fn run_command(args: RunArgs) -> anyhow::Result<()> {
     if args.list {
         for (n, name, fault, detected, healed) in LAYERS {
-            println!("{n}  {name:<20} fault: {fault}; detected by {detected}; healed by {healed}");
+            let alias = report::SCENARIOS
+                .iter()
+                .find(|s| s.1 == n)
+                .map_or(String::new(), |s| format!(" ({})", s.0));
+            println!(
+                "{n:>2}  {:<32} fault: {fault}; detected by {detected}; healed by {healed}",
+                format!("{name}{alias}")
+            );
         }
         return Ok(());
     }
     if !(args.load_rate.is_finite() && args.load_rate > 0.0) {
         anyhow::bail!("--load-rate must be a positive number");
     }
-    let mut layers = if args.layers.is_empty() {
-        LAYERS.iter().map(|l| l.0).collect()
+    let mut layers: Vec<u8> = if args.layers.is_empty() {
+        report::DEFAULT_LAYERS.collect()
     } else {
-        args.layers.clone()
+        args.layers
+            .iter()
+            .flat_map(|l| l.0.iter().copied())
+            .collect()
     };
     layers.dedup();
     let client = runner::client().await?;
@@ -308,11 +327,22 @@ mod tests {
         else {
             panic!("parses")
         };
-        assert_eq!(a.layers, vec![3, 1, 2]);
+        assert_eq!(a.layers, [vec![3], vec![1], vec![2]].map(Layers));
         assert_eq!(a.namespace, "selfheal-demo");
         assert_eq!(a.helm_timeout, Duration::from_secs(60));
-        assert!(parse(&["--layer", "8"]).is_err());
+        let Ok(Cli {
+            command: Command::Run(ops),
+        }) = parse(&["--layer", "leak,11", "--layer", "ops"])
+        else {
+            panic!("scenario names parse")
+        };
+        assert_eq!(
+            ops.layers,
+            [vec![8], vec![11], vec![8, 9, 10, 11]].map(Layers)
+        );
+        assert!(parse(&["--layer", "12"]).is_err());
         assert!(parse(&["--layer", "0"]).is_err());
+        assert!(parse(&["--layer", "leek"]).is_err());
         assert!(parse(&["--list"]).is_ok());
     }
 

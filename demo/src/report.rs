@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::extract::secs_between;
 use crate::stats::{SecondBucket, Summary};
 
-/// The seven layers: number, name, the fault injected, what detects it, what heals it.
-pub const LAYERS: [(u8, &str, &str, &str, &str); 7] = [
+/// The seven recovery layers, then the four ops scenarios (8–11, also named `leak`, `pool`,
+/// `breaker`, `zombie`): number, name, the fault injected, what detects it, what heals it.
+pub const LAYERS: [(u8, &str, &str, &str, &str); 11] = [
     (
         1,
         "liveness restart",
@@ -60,7 +61,61 @@ pub const LAYERS: [(u8, &str, &str, &str, &str); 7] = [
         "canary analysis",
         "canary removed, stable serves",
     ),
+    (
+        8,
+        "memory-leak recycle",
+        "memory grows 1 MiB/s towards the limit (mode=leak)",
+        "selfheal-controller (memoryTrend policy)",
+        "eviction before the OOM kill + fresh pod",
+    ),
+    (
+        9,
+        "pool-exhaustion recycle",
+        "every pool connection held (mode=pool-exhaust)",
+        "selfheal-controller (pool saturation + failing readiness)",
+        "eviction + fresh pod; the healthy pod is spared",
+    ),
+    (
+        10,
+        "circuit breaker",
+        "a dependency answers only 500s",
+        "CircuitBreaker (error ratio from Prometheus)",
+        "open (scaled to 0), half-open probe, closed with replicas restored",
+    ),
+    (
+        11,
+        "zombie reap",
+        "a pod Terminating on a node that is gone",
+        "selfheal-controller zombie reaper",
+        "force-deleted after its delay",
+    ),
 ];
+
+/// The layers a run does without `--layer`: the seven recovery layers. The ops scenarios need
+/// their own settings (the controller's Prometheus, a short zombie delay), so they are asked
+/// for by name.
+pub const DEFAULT_LAYERS: std::ops::RangeInclusive<u8> = 1..=7;
+
+/// Names of the ops scenarios, as `--layer` accepts them.
+pub const SCENARIOS: [(&str, u8); 4] = [("leak", 8), ("pool", 9), ("breaker", 10), ("zombie", 11)];
+
+/// `--layer` values: a number 1–11, a scenario name, or `ops` for all four scenarios.
+pub fn parse_layers(text: &str) -> Result<Vec<u8>, String> {
+    let text = text.trim();
+    if text == "ops" {
+        return Ok(SCENARIOS.iter().map(|s| s.1).collect());
+    }
+    if let Some((_, n)) = SCENARIOS.iter().find(|(name, _)| *name == text) {
+        return Ok(vec![*n]);
+    }
+    match text.parse::<u8>() {
+        Ok(n) if LAYERS.iter().any(|l| l.0 == n) => Ok(vec![n]),
+        _ => Err(format!(
+            "`{text}` is not a layer: use 1-{}, or leak, pool, breaker, zombie, ops",
+            LAYERS.len()
+        )),
+    }
+}
 
 /// Outcome of one layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,7 +159,7 @@ pub struct Mark {
 /// One layer's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LayerReport {
-    /// 1–7.
+    /// 1–11.
     pub layer: u8,
     /// Short name.
     pub name: String,
@@ -357,6 +412,22 @@ pub fn table(layers: &[LayerReport]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn layers_parse_as_numbers_names_or_ops() {
+        assert_eq!(parse_layers("3"), Ok(vec![3]));
+        assert_eq!(parse_layers(" zombie "), Ok(vec![11]));
+        assert_eq!(parse_layers("ops"), Ok(vec![8, 9, 10, 11]));
+        for bad in ["0", "12", "seven", ""] {
+            let e = parse_layers(bad).expect_err(bad);
+            assert!(e.contains("leak, pool, breaker, zombie"), "{e}");
+        }
+        // Every scenario name is a catalogued layer; the default run is the seven.
+        for (name, n) in SCENARIOS {
+            assert!(LAYERS.iter().any(|l| l.0 == n), "{name}");
+        }
+        assert_eq!(DEFAULT_LAYERS.count(), 7);
+    }
     use crate::stats::summarize;
 
     fn t(s: &str) -> Timestamp {

@@ -31,6 +31,8 @@ use crate::theory::Settings;
 use crate::verdict::{self, CrashStep};
 use crate::{Error, Result};
 
+mod ops;
+
 /// What the runner needs to know.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -409,9 +411,15 @@ impl Runner {
         if let Some(url) = &self.cfg.load_url {
             return Target::url(url);
         }
+        self.load_target_for(&self.service).await
+    }
+
+    /// The ClusterIP of `service` when this machine reaches it, else the API server's service
+    /// proxy.
+    async fn load_target_for(&self, service: &str) -> Result<Target> {
         let svc: Api<Service> = Api::namespaced(self.client.clone(), &self.cfg.namespace);
         let s = svc
-            .get(&self.service)
+            .get(service)
             .await
             .map_err(|e| kube_err("reading the Service", e))?;
         let spec = s.spec.unwrap_or_default();
@@ -448,7 +456,7 @@ impl Runner {
         }
         Target::service_proxy(
             self.client.clone(),
-            &format!("{}/{}:{port}", self.cfg.namespace, self.service),
+            &format!("{}/{service}:{port}", self.cfg.namespace),
         )
     }
 
@@ -558,6 +566,10 @@ impl Runner {
             5 => self.layer_hpa(report).await,
             6 => self.layer_drain(report, schedulable).await,
             7 => self.layer_canary(report).await,
+            8 => self.layer_leak(report).await,
+            9 => self.layer_pool(report).await,
+            10 => self.layer_breaker(report).await,
+            11 => self.layer_zombie(report).await,
             _ => Err(format!("there is no layer {n}")),
         }
     }
