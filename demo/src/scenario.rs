@@ -195,14 +195,21 @@ pub fn pool_policy_spec(release: &str) -> serde_json::Value {
     })
 }
 
-/// Pool scenario, fastest heal: saturated for `saturatedFor`, seen by the next query round,
-/// plus the replacement's start.
-pub fn pool_theory(prometheus_interval_secs: f64, startup_period: f64) -> Theory {
-    let saturated = POOL_SATURATED_FOR_SECS as f64;
+/// Pool scenario, fastest heal: saturated for `saturatedFor`, seen by the next query round —
+/// or, for a pod younger than the controller's `--min-pod-age-secs`, that age — plus the
+/// replacement's start.
+pub fn pool_theory(
+    prometheus_interval_secs: f64,
+    min_pod_age_secs: f64,
+    pod_age_secs: f64,
+    startup_period: f64,
+) -> Theory {
+    let saturated = POOL_SATURATED_FOR_SECS as f64 + prometheus_interval_secs;
+    let age_wait = (min_pod_age_secs - pod_age_secs).max(0.0);
     Theory {
-        heal_secs: saturated + prometheus_interval_secs + startup_period,
+        heal_secs: saturated.max(age_wait) + startup_period,
         basis: format!(
-            "saturatedFor {saturated} s + one query round {prometheus_interval_secs} s + startup period {startup_period} s"
+            "max(saturatedFor {POOL_SATURATED_FOR_SECS} s + one query round {prometheus_interval_secs} s, min pod age {min_pod_age_secs} s - age {pod_age_secs:.0} s) + startup period {startup_period} s"
         ),
     }
 }
@@ -430,7 +437,9 @@ mod tests {
                 .get("saturationQuery")
                 .is_none()
         );
-        assert_eq!(pool_theory(5.0, 1.0).heal_secs, 21.0);
+        assert_eq!(pool_theory(5.0, 60.0, 120.0, 1.0).heal_secs, 21.0);
+        // A fresh pod waits for the controller's minimum age first.
+        assert_eq!(pool_theory(5.0, 60.0, 10.0, 1.0).heal_secs, 51.0);
     }
 
     #[test]

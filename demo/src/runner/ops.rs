@@ -435,16 +435,13 @@ impl Runner {
     pub(super) async fn layer_pool(&self, r: &mut LayerReport) -> LayerResult {
         let s = self.controller_settings(r).await?;
         let interval = Self::require_prometheus(&s, r)?;
-        r.theoretical_min = Some(scenario::pool_theory(
-            interval,
-            self.settings.startup_period,
-        ));
-        let result = self.pool(r).await;
+        let min_age = s.number("CONTROLLER_MIN_POD_AGE_SECS", 60.0);
+        let result = self.pool(r, interval, min_age).await;
         self.finish_scenario("pool").await;
         result
     }
 
-    async fn pool(&self, r: &mut LayerReport) -> LayerResult {
+    async fn pool(&self, r: &mut LayerReport, interval: f64, min_age: f64) -> LayerResult {
         let tweaks = Tweaks {
             replicas: 2,
             ..Tweaks::default()
@@ -463,6 +460,17 @@ impl Runner {
             _ => return Err("the pool scenario has fewer than 2 Ready pods".into()),
         };
         let name = pod.name_any();
+        let age = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0.0, |c| extract::secs_between(c.0, Timestamp::now()));
+        r.theoretical_min = Some(scenario::pool_theory(
+            interval,
+            min_age,
+            age,
+            self.settings.startup_period,
+        ));
         r.evidence("pod", &name);
         r.evidence("spared_pod", spared.name_any());
         let since = floor_second(Timestamp::now());
