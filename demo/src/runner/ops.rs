@@ -129,6 +129,46 @@ impl Runner {
         }
     }
 
+    /// A switch of the controller that must not be off for this scenario.
+    fn require_enabled(
+        s: &ControllerSettings,
+        r: &mut LayerReport,
+        var: &str,
+    ) -> std::result::Result<(), String> {
+        if s.enabled(var) {
+            return Ok(());
+        }
+        r.status = Status::NotAvailable;
+        Err(format!("the controller runs with {var}=false"))
+    }
+
+    /// Wait for the controller's Event `reason` about `object`, mark it as the detection and
+    /// keep its message as the evidence `key`.
+    #[allow(clippy::too_many_arguments)]
+    async fn detected_by(
+        &self,
+        r: &mut LayerReport,
+        reason: &str,
+        object: &str,
+        needle: &str,
+        since: Timestamp,
+        deadline: Instant,
+        key: &str,
+    ) -> Result<extract::Found, String> {
+        let found = self
+            .wait_event(reason, Some(object), needle, since, deadline)
+            .await?;
+        r.mark(
+            found.at,
+            MarkKind::Detected,
+            format!("selfheal-controller: {}", found.message),
+            &format!("Event {reason} (selfheal-controller)"),
+        );
+        r.evidence(key, &found.message);
+        progress(format!("    detected: {reason} — {}", found.message));
+        Ok(found)
+    }
+
     /// Create the scenario's Deployment (replacing one a kept run left) and wait for it.
     async fn start_scenario(&self, name: &str, tweaks: &Tweaks) -> Result<Deployment, String> {
         let deployments: Api<Deployment> =
@@ -286,17 +326,16 @@ impl Runner {
         since: Timestamp,
         deadline: Instant,
     ) -> LayerResult {
-        let found = self
-            .wait_event("Recycled", Some(pod), reason, since, deadline)
-            .await?;
-        r.mark(
-            found.at,
-            MarkKind::Detected,
-            format!("selfheal-controller: {}", found.message),
-            "Event Recycled (selfheal-controller)",
-        );
-        r.evidence("recycled_event", &found.message);
-        progress(format!("    detected: Recycled — {}", found.message));
+        self.detected_by(
+            r,
+            "Recycled",
+            pod,
+            reason,
+            since,
+            deadline,
+            "recycled_event",
+        )
+        .await?;
         let (healed_at, fresh) = wait_for(
             self.pods(),
             watcher::Config::default().labels(&scenario::selector(&self.cfg.release, name)),
@@ -321,10 +360,7 @@ impl Runner {
     /// A container leaks 1 MiB/s towards an OOM kill; the memoryTrend policy recycles it first.
     pub(super) async fn layer_leak(&self, r: &mut LayerReport) -> LayerResult {
         let s = self.controller_settings(r).await?;
-        if !s.enabled("CONTROLLER_HEALING_POLICIES") {
-            r.status = Status::NotAvailable;
-            return Err("the controller runs with CONTROLLER_HEALING_POLICIES=false".into());
-        }
+        Self::require_enabled(&s, r, "CONTROLLER_HEALING_POLICIES")?;
         let resolution = self.metric_resolution().await?;
         let plan = LeakPlan::new(s.number("CONTROLLER_MEMORY_SAMPLE_SECS", 15.0), resolution);
         r.theoretical_min = Some(plan.theory(self.settings.startup_period));
@@ -434,6 +470,7 @@ impl Runner {
     /// other pod, healthy, is left alone.
     pub(super) async fn layer_pool(&self, r: &mut LayerReport) -> LayerResult {
         let s = self.controller_settings(r).await?;
+        Self::require_enabled(&s, r, "CONTROLLER_HEALING_POLICIES")?;
         let interval = Self::require_prometheus(&s, r)?;
         let min_age = s.number("CONTROLLER_MIN_POD_AGE_SECS", 60.0);
         let result = self.pool(r, interval, min_age).await;
@@ -506,10 +543,7 @@ impl Runner {
     /// while it is open, the half-open probe succeeds and the replicas come back.
     pub(super) async fn layer_breaker(&self, r: &mut LayerReport) -> LayerResult {
         let s = self.controller_settings(r).await?;
-        if !s.enabled("CONTROLLER_CIRCUIT_BREAKERS") {
-            r.status = Status::NotAvailable;
-            return Err("the controller runs with CONTROLLER_CIRCUIT_BREAKERS=false".into());
-        }
+        Self::require_enabled(&s, r, "CONTROLLER_CIRCUIT_BREAKERS")?;
         let interval = Self::require_prometheus(&s, r)?;
         let plan = BreakerPlan::new(SCRAPE_SECS);
         r.theoretical_min = Some(plan.theory(interval, self.settings.startup_period));
@@ -595,16 +629,16 @@ impl Runner {
             "    fault injected: {name} answers 500; the breaker should open and scale it to 0"
         ));
         let opened = self
-            .wait_event("CircuitOpened", Some(name), "", since, deadline)
+            .detected_by(
+                r,
+                "CircuitOpened",
+                name,
+                "",
+                since,
+                deadline,
+                "opened_event",
+            )
             .await?;
-        r.mark(
-            opened.at,
-            MarkKind::Detected,
-            format!("selfheal-controller: {}", opened.message),
-            "Event CircuitOpened (selfheal-controller)",
-        );
-        r.evidence("opened_event", &opened.message);
-        progress(format!("    detected: CircuitOpened — {}", opened.message));
         // The dependency is fixed while the breaker keeps callers off it.
         let fix = serde_json::json!({"spec": {"template": {"spec": {"containers": [{
             "name": self.app_container().await?,
@@ -770,16 +804,16 @@ impl Runner {
         ));
         let deadline = Instant::now() + Duration::from_secs_f64(grace + after + 120.0);
         let found = self
-            .wait_event("ForceDeleted", Some(&name), "", since, deadline)
+            .detected_by(
+                r,
+                "ForceDeleted",
+                &name,
+                "",
+                since,
+                deadline,
+                "force_deleted_event",
+            )
             .await?;
-        r.mark(
-            found.at,
-            MarkKind::Detected,
-            format!("selfheal-controller: {}", found.message),
-            "Event ForceDeleted (selfheal-controller)",
-        );
-        r.evidence("force_deleted_event", &found.message);
-        progress(format!("    detected: ForceDeleted — {}", found.message));
         let gone_at = wait_for(
             pods,
             watcher::Config::default().fields(&format!("metadata.name={name}")),
