@@ -611,16 +611,17 @@ impl Runner {
             Api::namespaced(self.client.clone(), &self.cfg.namespace);
         let since = floor_second(Timestamp::now());
         // Every pod, and every pod the breaker brings back, fails until the template is fixed.
-        let fault = serde_json::json!({"spec": {"template": {"spec": {"containers": [{
-            "name": self.app_container().await?,
-            "env": [{"name": "APP_FAULT_PROFILE", "value": "errors"}, {"name": "APP_FAULT_ERROR_PERCENT", "value": "100"}],
-        }]}}}});
-        deployments
-            .patch(name, &PatchParams::default(), &Patch::Strategic(&fault))
-            .await
-            .map_err(|e| format!("patching {name} to fail: {e}"))?;
+        let at = self
+            .set_app_env(
+                name,
+                &[
+                    ("APP_FAULT_PROFILE", "errors"),
+                    ("APP_FAULT_ERROR_PERCENT", "100"),
+                ],
+            )
+            .await?;
         r.mark(
-            Timestamp::now(),
+            at,
             MarkKind::Fault,
             format!("{name}: a bad rollout, every answer a 500 (faultProfile errors)"),
             "runner clock (Deployment patched)",
@@ -640,16 +641,11 @@ impl Runner {
             )
             .await?;
         // The dependency is fixed while the breaker keeps callers off it.
-        let fix = serde_json::json!({"spec": {"template": {"spec": {"containers": [{
-            "name": self.app_container().await?,
-            "env": [{"name": "APP_FAULT_PROFILE", "value": "none"}],
-        }]}}}});
-        deployments
-            .patch(name, &PatchParams::default(), &Patch::Strategic(&fix))
-            .await
-            .map_err(|e| format!("patching {name} back: {e}"))?;
+        let at = self
+            .set_app_env(name, &[("APP_FAULT_PROFILE", "none")])
+            .await?;
         r.mark(
-            Timestamp::now(),
+            at,
             MarkKind::Info,
             format!("{name} fixed (faultProfile none) while the circuit is open"),
             "runner clock (Deployment patched)",
@@ -694,6 +690,24 @@ impl Runner {
         );
         r.evidence("replicas_restored", ready);
         Ok(())
+    }
+
+    /// Set environment variables of the app container in Deployment `name`'s template (a
+    /// rollout); when the API accepted it.
+    async fn set_app_env(&self, name: &str, env: &[(&str, &str)]) -> Result<Timestamp, String> {
+        let env: Vec<_> = env
+            .iter()
+            .map(|(k, v)| serde_json::json!({"name": k, "value": v}))
+            .collect();
+        let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{
+            "name": self.app_container().await?,
+            "env": env,
+        }]}}}});
+        Api::<Deployment>::namespaced(self.client.clone(), &self.cfg.namespace)
+            .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+            .map_err(|e| format!("patching the environment of {name}: {e}"))?;
+        Ok(Timestamp::now())
     }
 
     /// Name of the app container of the release's pod template (the first one).
