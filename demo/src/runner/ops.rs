@@ -432,7 +432,7 @@ impl Runner {
             "    fault injected: {name} leaks; the memoryTrend policy should recycle it before the OOM kill (a sample every {} s)",
             plan.sample_every_secs
         ));
-        // The climb alone is (limit × 85 % - baseline) seconds; three times that is plenty.
+        // The climb alone is (limit × limitPercent - baseline) seconds; three times that is plenty.
         let deadline = Instant::now()
             + Duration::from_secs_f64(
                 r.theoretical_min
