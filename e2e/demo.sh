@@ -74,6 +74,14 @@ mkdir -p "${SELFHEAL_HOME}/demo/e2e-latest"
 cp "${TMP}/report.json" "${TMP}/timeline.svg" "${SELFHEAL_HOME}/demo/e2e-latest/" 2>/dev/null || true
 log::info "report and timeline copied to ${SELFHEAL_HOME}/demo/e2e-latest/"
 
+if [[ ",${LAYERS}," =~ ,(9|10|pool|breaker|ops), ]]; then
+  prometheus_gone() {
+    "${REPO_ROOT}/hack/demo-prometheus.sh" stop >/dev/null 2>&1 || return 1
+    ! "${REPO_ROOT}/hack/demo-prometheus.sh" status >/dev/null 2>&1 && ! util::port_in_use 19090
+  }
+  check::run "hack/demo-prometheus.sh stop leaves no Prometheus running" prometheus_gone
+fi
+
 runner_exit_zero() { ((rc == 0)); }
 check::run "the runner exits 0 (no layer failed its deadline)" runner_exit_zero
 

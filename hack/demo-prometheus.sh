@@ -123,10 +123,13 @@ stop_prometheus() {
 
 stop() {
   log::step "stopping the demo Prometheus; the controller no longer asks it"
-  if kubectl -n selfheal-system get deployment selfheal-controller >/dev/null 2>&1; then
-    set_controller_url "CONTROLLER_PROMETHEUS_URL-"
-  fi
+  # Prometheus first: a controller that is being removed (a test's cleanup) must not keep it
+  # running. Then the controller's setting, best effort: an unanswered URL only costs it errors.
   stop_prometheus
+  if kubectl -n selfheal-system get deployment selfheal-controller >/dev/null 2>&1; then
+    set_controller_url "CONTROLLER_PROMETHEUS_URL-" ||
+      log::warn "could not remove CONTROLLER_PROMETHEUS_URL from selfheal-controller (is it being deleted?)"
+  fi
 }
 
 case "${CMD}" in
