@@ -173,10 +173,7 @@ impl Runner {
     async fn start_scenario(&self, name: &str, tweaks: &Tweaks) -> Result<Deployment, String> {
         let deployments: Api<Deployment> =
             Api::namespaced(self.client.clone(), &self.cfg.namespace);
-        let release = deployments
-            .get(&self.deployment)
-            .await
-            .map_err(|e| format!("reading the release Deployment: {e}"))?;
+        let release = self.release_deployment().await?;
         let dep = scenario::deployment(&release, &self.cfg.release, name, tweaks)
             .ok_or("the release Deployment has no pod template")?;
         let obj = scenario::object_name(&self.cfg.release, name);
@@ -558,7 +555,14 @@ impl Runner {
             replicas: 2,
             ..Tweaks::default()
         };
-        self.start_scenario("breaker", &tweaks).await?;
+        let dep = self.start_scenario("breaker", &tweaks).await?;
+        let container = dep
+            .spec
+            .template
+            .spec
+            .and_then(|s| s.containers.into_iter().next())
+            .map(|c| c.name)
+            .ok_or("the scenario's pod template has no container")?;
         self.scrape_scenario("breaker").await?;
         let services: Api<Service> = Api::namespaced(self.client.clone(), &self.cfg.namespace);
         let svc: Service = serde_json::from_value(serde_json::json!({
@@ -597,7 +601,7 @@ impl Runner {
             plan.breaker_spec(&self.cfg.namespace, &self.cfg.release),
         )
         .await?;
-        let result = self.breaker_cycle(r, &name).await;
+        let result = self.breaker_cycle(r, &name, &container).await;
         let _ = stop_tx.send(true);
         if let Ok(run) = callers.await {
             r.evidence("caller_requests", run.samples.len());
@@ -605,7 +609,7 @@ impl Runner {
         result
     }
 
-    async fn breaker_cycle(&self, r: &mut LayerReport, name: &str) -> LayerResult {
+    async fn breaker_cycle(&self, r: &mut LayerReport, name: &str, container: &str) -> LayerResult {
         let deadline = Instant::now() + Duration::from_secs(420);
         let deployments: Api<Deployment> =
             Api::namespaced(self.client.clone(), &self.cfg.namespace);
@@ -614,6 +618,7 @@ impl Runner {
         let at = self
             .set_app_env(
                 name,
+                container,
                 &[
                     ("APP_FAULT_PROFILE", "errors"),
                     ("APP_FAULT_ERROR_PERCENT", "100"),
@@ -642,7 +647,7 @@ impl Runner {
             .await?;
         // The dependency is fixed while the breaker keeps callers off it.
         let at = self
-            .set_app_env(name, &[("APP_FAULT_PROFILE", "none")])
+            .set_app_env(name, container, &[("APP_FAULT_PROFILE", "none")])
             .await?;
         r.mark(
             at,
@@ -694,13 +699,18 @@ impl Runner {
 
     /// Set environment variables of the app container in Deployment `name`'s template (a
     /// rollout); when the API accepted it.
-    async fn set_app_env(&self, name: &str, env: &[(&str, &str)]) -> Result<Timestamp, String> {
+    async fn set_app_env(
+        &self,
+        name: &str,
+        container: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Timestamp, String> {
         let env: Vec<_> = env
             .iter()
             .map(|(k, v)| serde_json::json!({"name": k, "value": v}))
             .collect();
         let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{
-            "name": self.app_container().await?,
+            "name": container,
             "env": env,
         }]}}}});
         Api::<Deployment>::namespaced(self.client.clone(), &self.cfg.namespace)
@@ -710,20 +720,12 @@ impl Runner {
         Ok(Timestamp::now())
     }
 
-    /// Name of the app container of the release's pod template (the first one).
-    async fn app_container(&self) -> Result<String, String> {
-        let deployments: Api<Deployment> =
-            Api::namespaced(self.client.clone(), &self.cfg.namespace);
-        deployments
+    /// The release's Deployment, read afresh (layers before may have changed it).
+    async fn release_deployment(&self) -> Result<Deployment, String> {
+        Api::<Deployment>::namespaced(self.client.clone(), &self.cfg.namespace)
             .get(&self.deployment)
             .await
-            .map_err(|e| format!("reading the release Deployment: {e}"))?
-            .spec
-            .template
-            .spec
-            .and_then(|s| s.containers.into_iter().next())
-            .map(|c| c.name)
-            .ok_or_else(|| "the release's pod template has no container".to_owned())
+            .map_err(|e| format!("reading the release Deployment: {e}"))
     }
 
     // -- layer 11 -------------------------------------------------------------------------------
@@ -771,12 +773,7 @@ impl Runner {
         progress(format!(
             "    Node {node} created: no kubelet, never Ready (a machine that died)"
         ));
-        let deployments: Api<Deployment> =
-            Api::namespaced(self.client.clone(), &self.cfg.namespace);
-        let release = deployments
-            .get(&self.deployment)
-            .await
-            .map_err(|e| format!("reading the release Deployment: {e}"))?;
+        let release = self.release_deployment().await?;
         let mut spec = release
             .spec
             .template
