@@ -37,12 +37,30 @@ e2e::namespace controller
 NS="${E2E_NS}"
 log::step "a Deployment whose container exits 1 after 2 s, in ${NS}"
 e2e::crasher crasher "${NS}" 2 | kubectl apply -f - >/dev/null
+# The same crash loop on 2 replicas under a PodDisruptionBudget that allows no disruption: every
+# eviction is a 429. The shipped binary must see it (RecycleBlocked), not retry it inside its
+# HTTP client for minutes (kube's default retry layer did, before the binary used the tests'
+# client), and must try again later with a growing delay, never force it.
+log::step "the same crash loop on 2 replicas under a PodDisruptionBudget minAvailable: 2"
+e2e::crasher guarded "${NS}" 2 2 | kubectl apply -f - >/dev/null
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: guarded, namespace: ${NS}}
+spec:
+  minAvailable: 2
+  selector: {matchLabels: {app: guarded}}
+YAML
 first_uid=""
 remember_first_pod() {
   first_uid="$(kubectl -n "${NS}" get pods -l app=crasher -o jsonpath='{.items[0].metadata.uid}' 2>/dev/null)"
   [[ -n "${first_uid}" ]]
 }
 e2e::eventually 60 remember_first_pod || log::warn "the crasher pod did not appear within 60 s"
+guarded_uids() { kubectl -n "${NS}" get pods -l app=guarded -o jsonpath='{.items[*].metadata.uid}' | tr ' ' '\n' | sort; }
+guarded_before=""
+two_guarded() { guarded_before="$(guarded_uids)"; [[ "$(wc -w <<<"${guarded_before}")" -eq 2 ]]; }
+e2e::eventually 60 two_guarded || log::warn "the 2 guarded pods did not appear within 60 s"
 
 # Defaults: more than 3 restarts and at least 60 s old -> recycled (about 80 s in all).
 recycled_event() {
@@ -55,17 +73,39 @@ fresh_pod() {
   [[ -n "${first_uid}" && -n "${uids}" && "${uids}" != *"${first_uid}"* ]]
 }
 check::run "the crash-looping pod was replaced by a fresh one" e2e::eventually 60 fresh_pod
-# The previous container's log tail is added when the kubelet still has it; on the local cluster
-# the dead container is often gone already, so the check asks for the termination evidence.
-evidence_in_event() {
-  kubectl -n "${NS}" get events --field-selector reason=Recycled -o jsonpath='{.items[*].message}' | grep -q 'last terminated Error (exit 1)'
-}
+recycled_messages() { kubectl -n "${NS}" get events --field-selector reason=Recycled -o jsonpath='{.items[*].message}'; }
+evidence_in_event() { recycled_messages | grep -q 'last terminated Error (exit 1)'; }
 check::run "the Event carries the crashed container's exit as evidence" evidence_in_event
+# Log evidence is opt-in (CONTROLLER_LOG_EVIDENCE, on in controller/deploy-demo only): Events are
+# readable by more people than pod logs. The crasher logs "failing on purpose" before each exit.
+no_log_in_event() { ! recycled_messages | grep -q 'failing on purpose'; }
+check::run "the shipped defaults copy no log line into the Event" no_log_in_event
 metric_counted() {
   kubectl get --raw "/api/v1/namespaces/${SYS}/pods/$(leader):8081/proxy/metrics" |
     grep -E "^selfheal_controller_recycles_total\{[^}]*namespace=\"${NS}\"" | grep -Eq ' [1-9][0-9]*$'
 }
 check::run "the leader's selfheal_controller_recycles_total counts it" e2e::eventually 30 metric_counted
+
+# The PDB case: the refusal is reported on the pod and on its owner, counted, and retried with
+# a doubling delay (the Event says "retry N in Ds"; the base delay is 1 s).
+blocked_event_on() {
+  kubectl -n "${NS}" get events --field-selector "reason=RecycleBlocked,involvedObject.kind=$1" \
+    -o jsonpath='{.items[*].message}' | grep -q "$2"
+}
+check::run "a refused eviction is a RecycleBlocked Event on the pod" \
+  e2e::eventually 240 blocked_event_on Pod 'eviction refused'
+check::run "... and on the owning Deployment" e2e::eventually 30 blocked_event_on Deployment 'eviction refused'
+check::run "... retried with a doubling delay, never forced (retry 2 in 2s)" \
+  e2e::eventually 60 blocked_event_on Pod 'retry 2 in 2s, never forced'
+leader_metric() {
+  kubectl get --raw "/api/v1/namespaces/${SYS}/pods/$(leader):8081/proxy/metrics" | grep -E "$1" | grep -Eq ' [1-9][0-9]*$'
+}
+check::run "the leader's selfheal_controller_evictions_blocked_total counts it" \
+  e2e::eventually 30 leader_metric '^selfheal_controller_evictions_blocked_total '
+check::run "the leader exports selfheal_controller_api_requests_total (the tests' client)" \
+  e2e::eventually 30 leader_metric '^selfheal_controller_api_requests_total\{verb="watch"\}'
+guarded_pods_kept() { [[ -n "${guarded_before}" && "$(guarded_uids)" == "${guarded_before}" ]]; }
+check::run "no guarded pod was evicted: the same 2 pods as at the start" guarded_pods_kept
 
 ((CHECK_FAILED == 0)) || {
   e2e::dump "${NS}"

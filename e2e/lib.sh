@@ -45,17 +45,17 @@ e2e::dump() {
 }
 
 
-# e2e::crasher NAME NAMESPACE [SECONDS]: prints a restricted-PSS Deployment (1 replica, toolbox
-# image) whose container exits 1 after SECONDS (default 2): the crash loop that layer 3 and its
-# tests need. Pipe it to kubectl apply -f -.
+# e2e::crasher NAME NAMESPACE [SECONDS] [REPLICAS]: prints a restricted-PSS Deployment (REPLICAS,
+# default 1, of the toolbox image) whose container exits 1 after SECONDS (default 2): the crash
+# loop that layer 3 and its tests need. Pipe it to kubectl apply -f -.
 e2e::crasher() {
-  local name="$1" ns="$2" secs="${3:-2}"
+  local name="$1" ns="$2" secs="${3:-2}" replicas="${4:-1}"
   cat <<YAML
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: ${name}, namespace: ${ns}}
 spec:
-  replicas: 1
+  replicas: ${replicas}
   selector: {matchLabels: {app: ${name}}}
   template:
     metadata: {labels: {app: ${name}}}
@@ -102,7 +102,7 @@ e2e::install_controller() {
   existing="$(kubectl get -f "${manifest}" -o name --ignore-not-found 2>/dev/null || true)"
   while read -r obj; do
     case "${obj}" in
-      namespace/* | clusterrole.* | clusterrolebinding.* | customresourcedefinition.*)
+      namespace/* | clusterrole.* | clusterrolebinding.* | customresourcedefinition.* | validatingadmissionpolicy*)
         grep -qxF "${obj}" <<<"${existing}" || created+=("${obj}") ;;
     esac
   done < <(kubectl apply --dry-run=client -o name -f "${manifest}")

@@ -48,10 +48,13 @@ async fn main() -> anyhow::Result<()> {
         "starting selfheal-controller"
     );
 
-    let client = kube::Client::try_default()
+    let metrics = Arc::new(Metrics::new());
+    // NB: the same client the cluster tests use (`reconcile::client_from`): kube's retry layer
+    // off, so a PodDisruptionBudget's 429 reaches the reconciler as `RecycleBlocked` instead of
+    // being retried inside the client for minutes, and every request counted by verb.
+    let client = reconcile::client(&metrics)
         .await
         .context("loading kubeconfig")?;
-    let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     // Two stop signals: the controller stops first, the Lease is released only after it has.
     let (stop_tx, stop_rx) = watch::channel(false);
