@@ -15,10 +15,9 @@ use std::time::Duration;
 
 use futures::{StreamExt, future};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -30,7 +29,7 @@ use crate::breaker_crd::{CircuitBreaker, CircuitBreakerStatus, TransitionRecord}
 use crate::crd::FIELD_MANAGER;
 use crate::reconcile::Context;
 use crate::status::condition;
-use crate::{Error, Result, promql};
+use crate::{Error, Result, owner, promql};
 
 /// Why a breaker is not evaluated (`Ready=False`), or `Evaluated`.
 struct Readiness {
@@ -155,7 +154,10 @@ async fn evaluate(
         );
         return write(ctx, cb, status, &r, now).await;
     };
-    if let Some(hpa) = autoscaler_of(ctx, &ns, target).await? {
+    if let Some(hpa) = owner::autoscaler_of(ctx.client(), &ns, target)
+        .await
+        .map_err(Error::TargetLookupFailed)?
+    {
         let r = Readiness::not(
             "TargetAutoscaled",
             format!(
@@ -256,23 +258,6 @@ async fn evaluate(
         message: format!("guarding Deployment {target}"),
     };
     write(ctx, cb, status, &r, now).await
-}
-
-/// The HPA (name) scaling Deployment `target`, if any.
-async fn autoscaler_of(ctx: &Context, ns: &str, target: &str) -> Result<Option<String>> {
-    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client().clone(), ns);
-    let list = hpas
-        .list(&ListParams::default())
-        .await
-        .map_err(Error::TargetLookupFailed)?;
-    Ok(list
-        .items
-        .into_iter()
-        .find(|h| {
-            let t = &h.spec.scale_target_ref;
-            t.kind == "Deployment" && t.name == target
-        })
-        .map(|h| h.name_any()))
 }
 
 async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(), kube::Error> {

@@ -9,8 +9,9 @@ use clap::Parser;
 use crate::policy::{Action, Policy};
 use crate::zombie::ZombieRule;
 
-/// Namespaces the controller never acts in unless told otherwise (its own is added at runtime).
-pub const DEFAULT_EXCLUDED_NAMESPACES: &str = "kube-system,kube-public,kube-node-lease";
+/// Namespaces the controller never acts in, whatever its flags say: the cluster's own (its own
+/// namespace is added at runtime). `--exclude-namespaces` adds to these; it cannot remove them.
+pub const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -103,8 +104,9 @@ pub struct Config {
     #[arg(long, env = "CONTROLLER_NAMESPACES", value_delimiter = ',')]
     pub namespaces: Vec<String>,
 
-    /// Never act in these namespaces (comma-separated); the controller's own namespace is always added.
-    #[arg(long, env = "CONTROLLER_EXCLUDE_NAMESPACES", value_delimiter = ',', default_value = DEFAULT_EXCLUDED_NAMESPACES)]
+    /// Never act in these namespaces either (comma-separated): they are added to kube-system,
+    /// kube-public, kube-node-lease and the controller's own namespace, which are always excluded.
+    #[arg(long, env = "CONTROLLER_EXCLUDE_NAMESPACES", value_delimiter = ',')]
     pub exclude_namespaces: Vec<String>,
 
     /// Only watch pods matching this label selector (e.g. `app.kubernetes.io/part-of=shop`).
@@ -119,6 +121,12 @@ pub struct Config {
     /// Decide, log and record Events, but evict nothing.
     #[arg(long, env = "CONTROLLER_DRY_RUN", default_value_t = false)]
     pub dry_run: bool,
+
+    /// Quote the tail of the crashed container's previous log in the evidence Event. Off by
+    /// default: Events are readable by everyone who may read Events in the namespace, often more
+    /// people than may read the pod's logs (which can hold tokens, URLs, personal data).
+    #[arg(long, env = "CONTROLLER_LOG_EVIDENCE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub log_evidence: bool,
 
     /// Upper bound of the previous container's log tail quoted in the evidence Event.
     #[arg(long, env = "CONTROLLER_LOG_TAIL_BYTES", default_value_t = 512)]
@@ -267,16 +275,16 @@ impl Config {
         }
     }
 
-    /// Excluded namespaces, always including the controller's own.
+    /// Excluded namespaces: [`SYSTEM_NAMESPACES`], the controller's own and `--exclude-namespaces`.
+    /// NB: additive on purpose. With cluster-wide RBAC, a flag that could drop kube-system would
+    /// let one typo point the controller at the control plane's own pods.
     pub fn excluded_namespaces(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .exclude_namespaces
-            .iter()
-            .filter(|n| !n.is_empty())
-            .cloned()
-            .collect();
-        if !out.contains(&self.pod_namespace) {
-            out.push(self.pod_namespace.clone());
+        let mut out: Vec<String> = SYSTEM_NAMESPACES.iter().map(|n| (*n).to_owned()).collect();
+        let extra = self.exclude_namespaces.iter().chain([&self.pod_namespace]);
+        for n in extra {
+            if !n.is_empty() && !out.contains(n) {
+                out.push(n.clone());
+            }
         }
         out
     }
@@ -338,6 +346,25 @@ mod tests {
     }
 
     #[test]
+    fn exclude_namespaces_adds_to_the_system_namespaces_and_cannot_remove_them() {
+        for flag in ["--exclude-namespaces=", "--exclude-namespaces=default"] {
+            let cfg = Config::try_parse_from(["selfheal-controller", flag, "--pod-namespace=ops"])
+                .expect("flags parse");
+            let excluded = cfg.excluded_namespaces();
+            for ns in SYSTEM_NAMESPACES.iter().chain(&["ops"]) {
+                assert!(
+                    excluded.iter().any(|e| e == ns),
+                    "{flag}: {ns} not excluded"
+                );
+            }
+            assert!(
+                !crate::policy::in_scope(&cfg.policy(), "kube-system"),
+                "{flag}"
+            );
+        }
+    }
+
+    #[test]
     fn namespace_lists_are_comma_separated_and_own_namespace_is_always_excluded() {
         let cfg = Config::try_parse_from([
             "selfheal-controller",
@@ -349,7 +376,10 @@ mod tests {
         ])
         .expect("flags parse");
         assert_eq!(cfg.namespaces, ["a", "b"]);
-        assert_eq!(cfg.excluded_namespaces(), ["x", "ops"]);
+        assert_eq!(
+            cfg.excluded_namespaces(),
+            ["kube-system", "kube-public", "kube-node-lease", "x", "ops"]
+        );
         assert!(!cfg.leader_election);
         assert!(cfg.dry_run);
         assert_eq!(cfg.policy().namespaces, ["a", "b"]);

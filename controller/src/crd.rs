@@ -99,6 +99,9 @@ pub(crate) const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
     validation = Rule::new("!has(self.action.replicas) || self.action.type == 'scaleTo'")
         .message("action.replicas is only allowed with action scaleTo")
         .field_path(".action.replicas"),
+    validation = Rule::new("self.action.type != 'scaleTo' || !has(self.action.replicas) || self.action.replicas > 0 || (has(self.action.allowScaleToZero) && self.action.allowScaleToZero)")
+        .message("scaleTo 0 stops the workload: set action.allowScaleToZero: true if that is what you mean")
+        .field_path(".action.replicas"),
     validation = Rule::new("!has(self.confidenceThreshold) || [has(self.triggers.restartCount), has(self.triggers.crashLoopBackOff) && self.triggers.crashLoopBackOff, has(self.triggers.imagePullFailure), has(self.triggers.oomKilled) && self.triggers.oomKilled, has(self.triggers.notReadyFor), has(self.triggers.memoryTrend), has(self.triggers.errorRate), has(self.triggers.poolExhaustion)].filter(t, t).size() >= 2")
         .message("confidenceThreshold needs at least two triggers (it is the share of triggers that must fire)")
         .field_path(".confidenceThreshold")
@@ -356,6 +359,7 @@ impl PoolExhaustionTrigger {
 
 /// What the controller does to an unhealthy pod.
 #[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct HealingAction {
     /// `evict` the pod (Eviction API, PDBs honoured), `rolloutRestart` its Deployment, `scaleTo`
     /// set its Deployment's replicas, or `none` to observe only.
@@ -365,6 +369,28 @@ pub struct HealingAction {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub replicas: Option<i32>,
+    /// `scaleTo` with `replicas: 0` stops the workload; it is refused unless this says so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_scale_to_zero: bool,
+}
+
+impl HealingAction {
+    /// The replicas of a `scaleTo`, checked again here: a spec that skipped the CRD's CEL rules
+    /// (an older CRD) must not stop a workload by accident either.
+    fn scale_to(&self) -> Result<i32, SpecError> {
+        let field = "spec.action.replicas";
+        match self.replicas {
+            None => Err(SpecError {
+                field,
+                message: "required with scaleTo".into(),
+            }),
+            Some(0) if !self.allow_scale_to_zero => Err(SpecError {
+                field,
+                message: "scaleTo 0 needs action.allowScaleToZero: true".into(),
+            }),
+            Some(n) => Ok(n),
+        }
+    }
 }
 
 /// The action kinds.
@@ -509,10 +535,7 @@ impl HealingPolicySpec {
             action: match self.action.type_ {
                 ActionType::Evict => Action::Evict,
                 ActionType::RolloutRestart => Action::RolloutRestart,
-                ActionType::ScaleTo => Action::ScaleTo(self.action.replicas.ok_or(SpecError {
-                    field: "spec.action.replicas",
-                    message: "required with scaleTo".into(),
-                })?),
+                ActionType::ScaleTo => Action::ScaleTo(self.action.scale_to()?),
                 ActionType::None => Action::Observe,
             },
             dry_run: self.dry_run,
@@ -612,6 +635,7 @@ mod tests {
             "maxRetries must be between 1 and 10",
             "action scaleTo requires action.replicas",
             "action.replicas is only allowed with action scaleTo",
+            "scaleTo 0 stops the workload",
             "at least one trigger is required",
             "confidenceThreshold needs at least two triggers",
             "notReadyFor must be at least 10s",
@@ -644,7 +668,7 @@ mod tests {
         let s = spec(
             "selector: {matchLabels: {app: web}}\n\
              triggers: {restartCount: {over: 4}, oomKilled: true, imagePullFailure: {after: 90s}, notReadyFor: 2m30s}\n\
-             action: {type: scaleTo, replicas: 0}\n\
+             action: {type: scaleTo, replicas: 0, allowScaleToZero: true}\n\
              cooldown: 30s\nmaxRetries: 7\nretryWindow: 2h\nminHealthyReplicas: 2\ndryRun: true\nconfidenceThreshold: 0.5\n",
         );
         let p = s.to_policy(&policy()).expect("valid");

@@ -146,6 +146,20 @@ impl PodBuilder {
         self
     }
 
+    /// First container's previous instance finished `secs` before [`NOW`] (exit 1).
+    pub fn last_finished(mut self, secs: i64) -> Self {
+        self.first().last_state = Some(ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                reason: Some("Error".into()),
+                exit_code: 1,
+                finished_at: Some(Time(at(-secs))),
+                ..ContainerStateTerminated::default()
+            }),
+            ..ContainerState::default()
+        });
+        self
+    }
+
     /// Created `secs` before [`NOW`].
     pub fn aged(mut self, secs: i64) -> Self {
         self.pod.metadata.creation_timestamp = Some(Time(at(-secs)));

@@ -73,6 +73,9 @@ pub enum Error {
     /// Reading the node of a Terminating pod failed.
     #[error("reading node failed: {0}")]
     NodeLookupFailed(#[source] kube::Error),
+    /// Reading a PersistentVolumeClaim of a Terminating pod failed.
+    #[error("reading volume claim failed: {0}")]
+    ClaimLookupFailed(#[source] kube::Error),
     /// Reading a CircuitBreaker's target Deployment or the HPAs of its namespace failed.
     #[error("reading circuit breaker target failed: {0}")]
     TargetLookupFailed(#[source] kube::Error),
@@ -93,6 +96,7 @@ impl Error {
             Error::StatusFailed(_) => "status_failed",
             Error::ForceDeleteFailed(_) => "force_delete_failed",
             Error::NodeLookupFailed(_) => "node_lookup_failed",
+            Error::ClaimLookupFailed(_) => "claim_lookup_failed",
             Error::TargetLookupFailed(_) => "target_lookup_failed",
             Error::MissingField(_) => "missing_field",
         }
@@ -120,6 +124,7 @@ mod tests {
             Error::StatusFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::ForceDeleteFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::NodeLookupFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::ClaimLookupFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::TargetLookupFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
         ];
         let mut labels: Vec<_> = errs.iter().map(Error::metric_label).collect();

@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::{Api, Client};
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
 
 use crate::history::WorkloadKey;
 use crate::{Error, Result};
@@ -22,6 +24,25 @@ pub struct Workload {
     pub key: WorkloadKey,
     /// Reference used for Events on the owner.
     pub reference: ObjectReference,
+}
+
+/// The HorizontalPodAutoscaler (its name) that scales Deployment `deployment`, if any. Whatever
+/// scales a Deployment an HPA owns fights the HPA: the breaker and `scaleTo` ask this first.
+pub async fn autoscaler_of(
+    client: &Client,
+    ns: &str,
+    deployment: &str,
+) -> Result<Option<String>, kube::Error> {
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), ns);
+    let list = hpas.list(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .find(|h| {
+            let t = &h.spec.scale_target_ref;
+            t.kind == "Deployment" && t.name == deployment
+        })
+        .map(|h| h.name_any()))
 }
 
 /// The owner reference with `controller: true`, if any.

@@ -222,12 +222,18 @@ pub enum SkipReason {
     OptedOut,
     /// Unhealthy, but no controller owner would replace it: evicting a bare pod loses it.
     NoController,
+    /// Over the lifetime restart threshold, but the restarts are history: Ready now, nothing
+    /// waiting, no restart within the rate window.
+    RestartsInThePast,
 }
 
 impl SkipReason {
     /// Whether the skip concerns an unhealthy pod, i.e. deserves a `NotRecycled` Event.
     pub fn is_reported(self) -> bool {
-        matches!(self, SkipReason::OptedOut | SkipReason::NoController)
+        matches!(
+            self,
+            SkipReason::OptedOut | SkipReason::NoController | SkipReason::RestartsInThePast
+        )
     }
 
     /// Human-readable explanation for Events and logs.
@@ -239,6 +245,9 @@ impl SkipReason {
             SkipReason::OptedOut => "pod is opted out with selfheal.io/ignore=true",
             SkipReason::NoController => {
                 "pod has no controller owner; evicting a bare pod would lose it"
+            }
+            SkipReason::RestartsInThePast => {
+                "restart count is over the threshold, but the pod is Ready and has not restarted within the rate window"
             }
         }
     }
@@ -375,9 +384,8 @@ fn image_pull_failing(pod: &Pod) -> bool {
 pub fn trigger(pod: &Pod, policy: &Policy, observed: &Observed, now: Timestamp) -> Option<Reason> {
     let recent_restarts = observed.recent_restarts;
     let restart_enabled = policy.restart_threshold.is_some() || policy.rate_restarts > 0;
-    let over_threshold = policy
-        .restart_threshold
-        .is_some_and(|t| total_restarts(pod) > t);
+    let over_threshold = lifetime_over_threshold(pod, policy)
+        && restarts_are_current(pod, policy, recent_restarts, now);
     let over_rate = policy.rate_restarts > 0 && recent_restarts >= policy.rate_restarts;
     let oom = container_statuses(pod).any(|c| last_terminated_reason(c) == Some("OOMKilled"));
     let crash_loop = container_statuses(pod).any(|c| waiting_reason(c) == Some("CrashLoopBackOff"));
@@ -446,6 +454,34 @@ pub fn trigger(pod: &Pod, policy: &Policy, observed: &Observed, now: Timestamp) 
             (share + f64::EPSILON >= c).then_some(first)
         }
     }
+}
+
+fn lifetime_over_threshold(pod: &Pod, policy: &Policy) -> bool {
+    policy
+        .restart_threshold
+        .is_some_and(|t| total_restarts(pod) > t)
+}
+
+/// Whether restarts still describe the pod: it is not Ready, a container is waiting (crash-loop
+/// back-off, image pull, ...), or a container restarted within the rate window. A pod that
+/// restarted 4 times last week and has been Ready since is not a crash loop; recycling it would
+/// be the controller's own disruption.
+pub fn restarts_are_current(
+    pod: &Pod,
+    policy: &Policy,
+    recent_restarts: u32,
+    now: Timestamp,
+) -> bool {
+    let recently_finished = |c: &ContainerStatus| {
+        c.last_state
+            .as_ref()
+            .and_then(|s| s.terminated.as_ref())
+            .and_then(|t| t.finished_at.as_ref())
+            .is_some_and(|f| f.0 + policy.rate_window >= now)
+    };
+    recent_restarts > 0
+        || !is_ready(pod)
+        || container_statuses(pod).any(|c| waiting_reason(c).is_some() || recently_finished(c))
 }
 
 /// When a trigger that is pending on time alone (not Ready for `notReadyFor`, image pull within
@@ -519,6 +555,10 @@ pub fn decide(
         return Decision::Skip(SkipReason::OutOfScope);
     }
     let Some(reason) = trigger(pod, policy, observed, now) else {
+        // NB: said once (a NotRecycled Event), so "why was it left alone?" has an answer.
+        if lifetime_over_threshold(pod, policy) {
+            return Decision::Skip(SkipReason::RestartsInThePast);
+        }
         return Decision::Skip(SkipReason::Healthy);
     };
     if opted_out(pod) {
@@ -598,6 +638,14 @@ mod tests {
                 pod().with_restarts(3).owned_by_rs("web").build(), none.clone(), 0, Decision::Skip(SkipReason::Healthy)),
             ("one restart over the threshold is recycled",
                 pod().with_restarts(4).owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::RestartThreshold }),
+            ("restarts over the threshold a week ago, Ready since: left alone, and said so",
+                pod().with_restarts(4).last_finished(7 * 86_400).ready(true, 7 * 86_400).owned_by_rs("web").build(), none.clone(), 0, Decision::Skip(SkipReason::RestartsInThePast)),
+            ("over the threshold and Ready, but restarted within the rate window: recycled",
+                pod().with_restarts(4).last_finished(100).ready(true, 90).owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::RestartThreshold }),
+            ("over the threshold, restarts long ago, but not Ready now: recycled",
+                pod().with_restarts(4).last_finished(7 * 86_400).ready(false, 60).owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::RestartThreshold }),
+            ("over the threshold, restarts long ago, Ready, but a container waits: recycled",
+                pod().with_restarts(4).last_finished(7 * 86_400).ready(true, 60).waiting("CrashLoopBackOff").owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::CrashLoopBackOff }),
             ("restarts are summed across containers",
                 pod().with_restarts(2).with_container_restarts("sidecar", 2).owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::RestartThreshold }),
             ("crash loop over the threshold has its own reason",

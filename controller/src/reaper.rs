@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -16,7 +16,7 @@ use kube::{Api, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::reconcile::Context;
-use crate::zombie::{self, NodeState, Verdict};
+use crate::zombie::{self, Holds, NodeState, Verdict};
 use crate::{Error, Result};
 
 /// Handle a Terminating pod: reap it, wait for it to become overdue, or leave it.
@@ -40,7 +40,13 @@ pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> 
     let name = pod.name_any();
     let ns = pod.namespace().unwrap_or_default();
     let uid = pod.uid().unwrap_or_default();
-    match zombie::judge(pod, state, &rule, now) {
+    let holds = Holds::of(pod);
+    // NB: what the pod holds matters only while its node may still come back.
+    let exclusive = match state {
+        NodeState::Ready | NodeState::NotReady => exclusive(ctx, &ns, &holds).await?,
+        NodeState::Gone | NodeState::OutOfService => None,
+    };
+    match zombie::judge(pod, state, exclusive.is_some(), &rule, now) {
         Verdict::NotApplicable => Ok(Action::await_change()),
         Verdict::NotYet { until } => Ok(Action::requeue(
             until.duration_since(now).unsigned_abs() + Duration::from_millis(250),
@@ -75,6 +81,34 @@ pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> 
                     .map_or(Duration::from_secs(300), |d| d.unsigned_abs()),
             ))
         }
+        Verdict::Exclusive { overdue } => {
+            if ctx.first_zombie_report(&uid) {
+                ctx.metrics
+                    .not_recycled_total
+                    .with_label_values(&["zombie_holds_exclusive"])
+                    .inc();
+                let what = exclusive.unwrap_or_default();
+                info!(node = node_name, holds = %what, "terminating pod holds something exclusive, node not known dead: left alone");
+                let note = format!(
+                    "Terminating {}s past its deletion deadline on node {node_name}, but it holds {what} and the node still exists: a force delete could run two copies if the node returns. Delete the Node, or taint it {}=nodeshutdown:NoExecute once it is off",
+                    overdue.as_secs(),
+                    zombie::OUT_OF_SERVICE_TAINT
+                );
+                let workload = ctx.owner_of(pod).await?;
+                ctx.publish_both(
+                    &pod.object_ref(&()),
+                    workload.as_ref(),
+                    (EventType::Warning, "NotRecycled", "Skip"),
+                    note.clone(),
+                    format!("pod {name}: {note}"),
+                )
+                .await;
+            }
+            Ok(Action::requeue(
+                rule.after
+                    .map_or(Duration::from_secs(300), |d| d.unsigned_abs()),
+            ))
+        }
         Verdict::Reap { overdue } => {
             let workload = ctx.owner_of(pod).await?;
             let why = format!(
@@ -82,6 +116,7 @@ pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> 
                 overdue.as_secs(),
                 match state {
                     NodeState::Gone => "gone",
+                    NodeState::OutOfService => "tainted out-of-service",
                     NodeState::NotReady => "not ready",
                     NodeState::Ready => "Ready, opted in by --zombie-on-healthy-nodes",
                 }
@@ -152,4 +187,27 @@ pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> 
             Ok(Action::await_change())
         }
     }
+}
+
+/// What of `holds` only one copy may hold, in words (`None`: nothing). A claim that cannot be
+/// found counts as exclusive: its volume may still be attached to the node (fail safe).
+async fn exclusive(ctx: &Context, ns: &str, holds: &Holds) -> Result<Option<String>> {
+    if holds.stateful_set {
+        return Ok(Some("a StatefulSet identity".into()));
+    }
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client().clone(), ns);
+    for claim in &holds.claims {
+        let pvc = api.get_opt(claim).await.map_err(Error::ClaimLookupFailed)?;
+        let modes = pvc
+            .and_then(|p| p.spec)
+            .and_then(|s| s.access_modes)
+            .unwrap_or_else(|| vec!["unknown (claim not found)".into()]);
+        if let Some(m) = modes
+            .iter()
+            .find(|m| *m != "ReadWriteMany" && *m != "ReadOnlyMany")
+        {
+            return Ok(Some(format!("volume claim {claim} ({m})")));
+        }
+    }
+    Ok(None)
 }

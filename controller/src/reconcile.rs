@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures::{FutureExt, StreamExt, TryStreamExt, future, stream};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
-    Container, ObjectReference, Pod, PodCondition, PodSpec, PodStatus, ResourceRequirements,
+    Container, EphemeralVolumeSource, ObjectReference, Pod, PodCondition, PodSpec, PodStatus,
+    ResourceRequirements, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -568,9 +569,21 @@ pub fn trim(pod: &mut Pod) {
     }
     // NB: of the spec only the containers' memory limits stay: the memory trend predicts
     // against them.
-    // The node name stays for the zombie reaper.
+    // The node name and the claim volumes (their names only) stay for the zombie reaper, which
+    // leaves a pod holding a ReadWriteOnce volume alone until its node is known dead.
     pod.spec = pod.spec.take().map(|spec| PodSpec {
         node_name: spec.node_name,
+        volumes: spec.volumes.map(|vols| {
+            vols.into_iter()
+                .filter(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some())
+                .map(|v| Volume {
+                    persistent_volume_claim: v.persistent_volume_claim,
+                    ephemeral: v.ephemeral.map(|_| EphemeralVolumeSource::default()),
+                    name: v.name,
+                    ..Volume::default()
+                })
+                .collect()
+        }),
         containers: spec
             .containers
             .into_iter()
@@ -1157,6 +1170,7 @@ fn skip_label(s: SkipReason) -> &'static str {
         SkipReason::OutOfScope => "out_of_scope",
         SkipReason::OptedOut => "opted_out",
         SkipReason::NoController => "no_controller",
+        SkipReason::RestartsInThePast => "restarts_in_the_past",
     }
 }
 
@@ -1316,6 +1330,42 @@ async fn act(
         return Ok(Action::await_change());
     }
 
+    if let (policy::Action::ScaleTo(n), Some(w)) = (action, workload) {
+        // NB: an HPA owns spec.replicas: a scale would be undone at its next sync and the two
+        // would fight. Refused like the breaker refuses it; the HPA's own bounds are the fix.
+        match crate::owner::autoscaler_of(&ctx.client, &ns, &w.key.name).await {
+            Ok(None) => {}
+            Ok(Some(hpa)) => {
+                unreserve();
+                count("refused");
+                let note = format!(
+                    "{why} ({restarts} restarts) but scaleTo {n} refused: HorizontalPodAutoscaler {hpa} scales {owner_name}, a scale would fight it ({by})"
+                );
+                if first_report(ctx, gov, &uid, "autoscaled") {
+                    ctx.metrics
+                        .not_recycled_total
+                        .with_label_values(&["autoscaled"])
+                        .inc();
+                    warn!(workload = %owner_name, hpa = %hpa, "scaleTo refused: the Deployment has an HPA");
+                    ctx.publish_both(
+                        pod_ref,
+                        workload,
+                        (EventType::Warning, "NotRecycled", "Skip"),
+                        note.clone(),
+                        format!("pod {name}: {note}"),
+                    )
+                    .await;
+                }
+                ctx.record(gov.source.as_ref(), |r| r.failed(note));
+                return Ok(Action::await_change());
+            }
+            Err(e) => {
+                unreserve();
+                count("failed");
+                return Err(Error::ActionFailed(e));
+            }
+        }
+    }
     if let (policy::Action::RolloutRestart | policy::Action::ScaleTo(_), Some(w)) =
         (action, workload)
     {
@@ -1469,7 +1519,9 @@ async fn evidence(ctx: &Context, pod: &Pod, ns: &str, name: &str) -> String {
         .iter()
         .filter(|c| c.restart_count > 0)
         .max_by_key(|c| c.restart_count);
-    if let Some(c) = worst {
+    // NB: opt-in. A log tail copied into an Event is readable by everyone who can read Events in
+    // that namespace, often more people than can read the pod's logs.
+    if let Some(c) = worst.filter(|_| ctx.cfg.log_evidence) {
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
         let lp = LogParams {
             container: Some(c.name.clone()),
@@ -1590,7 +1642,8 @@ mod tests {
         .expect("parse");
         assert_eq!(
             field_selector(&cfg),
-            "metadata.namespace!=kube-system,metadata.namespace!=ops,metadata.namespace=shop"
+            "metadata.namespace!=kube-system,metadata.namespace!=kube-public,\
+             metadata.namespace!=kube-node-lease,metadata.namespace!=ops,metadata.namespace=shop"
         );
     }
 }

@@ -471,7 +471,7 @@ async fn scale_to_policy_scales_the_deployment() {
             &client,
             &ns,
             "web",
-            "selector: {matchLabels: {app: web}}\ntriggers: {crashLoopBackOff: true}\naction: {type: scaleTo, replicas: 0}\ncooldown: 10m\n",
+            "selector: {matchLabels: {app: web}}\ntriggers: {crashLoopBackOff: true}\naction: {type: scaleTo, replicas: 0, allowScaleToZero: true}\ncooldown: 10m\n",
         )
         .await;
         create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
@@ -487,6 +487,49 @@ async fn scale_to_policy_scales_the_deployment() {
         })
         .await;
         assert_eq!(healing_actions(&ctl.metrics, "scale_to", "done"), 1);
+    })
+    .await;
+}
+
+/// `scaleTo` never fights an HPA: the Deployment an autoscaler owns is left at its size, with a
+/// `NotRecycled` Event that names the HPA, and the action counted as refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_to_policy_refuses_a_deployment_an_hpa_scales() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    in_namespace("sh-hp-hpa", |client, ns| async move {
+        let ctl = start(policy_only_config(&ns, &[])).await;
+        let hpa: HorizontalPodAutoscaler = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 1, "maxReplicas": 3,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": 70}}}]
+            }
+        }))
+        .unwrap();
+        Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &hpa)
+            .await
+            .expect("creating the HPA");
+        create_policy(
+            &client,
+            &ns,
+            "web",
+            "selector: {matchLabels: {app: web}}\ntriggers: {crashLoopBackOff: true}\naction: {type: scaleTo, replicas: 2}\ncooldown: 10m\n",
+        )
+        .await;
+        create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
+        wait_for("a NotRecycled Event naming the HPA", SLOW, || async {
+            our_events(&client, &ns, "NotRecycled").await.iter().any(|e| {
+                e.note.as_deref().unwrap_or_default().contains("HorizontalPodAutoscaler web scales")
+            })
+        })
+        .await;
+        let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+        assert_eq!(deployments.get("web").await.unwrap().spec.replicas, Some(1));
+        assert!(healing_actions(&ctl.metrics, "scale_to", "refused") >= 1);
+        assert_eq!(healing_actions(&ctl.metrics, "scale_to", "done"), 0);
     })
     .await;
 }

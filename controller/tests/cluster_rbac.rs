@@ -156,6 +156,7 @@ async fn service_account_may_do_what_the_code_does_and_nothing_dangerous() {
             // The zombie reaper: force delete of a Terminating pod, and its node's state.
             ("delete", "", "pods", None, other),
             ("get", "", "nodes", None, ""),
+            ("get", "", "persistentvolumeclaims", None, other),
             // The circuit breakers: their objects, their target's replicas, HPAs that would fight.
             ("list", "selfheal.io", "circuitbreakers", None, ""),
             ("watch", "selfheal.io", "circuitbreakers", None, ""),
@@ -178,6 +179,8 @@ async fn service_account_may_do_what_the_code_does_and_nothing_dangerous() {
         let denied = [
             ("deletecollection", "", "pods", None, other),
             ("list", "", "nodes", None, ""),
+            ("list", "", "persistentvolumeclaims", None, ""),
+            ("update", "", "persistentvolumeclaims", None, other),
             ("update", "", "nodes", None, ""),
             ("delete", "", "nodes", None, ""),
             ("update", "", "pods", None, other),

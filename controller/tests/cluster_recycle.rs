@@ -21,7 +21,8 @@ const SLOW: Duration = Duration::from_secs(180);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashing_deployment_is_evicted_replaced_and_reported_with_evidence() {
     in_namespace("sh-recycle", |client, ns| async move {
-        let ctl = start(config(&ns, &[])).await;
+        // The log tail is opt-in (Events are widely readable); this test opts in.
+        let ctl = start(config(&ns, &["--log-evidence=true"])).await;
         create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
 
         wait_for("the first pod", SLOW, || async {
@@ -320,6 +321,141 @@ async fn dry_run_records_the_decision_but_evicts_nothing() {
         assert_eq!(pods.len(), 1);
         assert!(pods[0].metadata.deletion_timestamp.is_none());
         assert_eq!(recycles(&ctl.metrics, &ns), 0);
+    })
+    .await;
+}
+
+/// `--exclude-namespaces` adds to the system namespaces; it cannot take them out. A crash-looping
+/// Deployment in kube-public, a controller told to watch kube-public and to exclude nothing: the
+/// pod is never watched, never recycled, never reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_namespaces_stay_excluded_whatever_the_flag_says() {
+    let client = client().await;
+    let ns = "kube-public";
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let name = format!("sh-system-{:x}", nanos ^ std::process::id());
+    let ctl = start(config(
+        ns,
+        &["--exclude-namespaces=", "--restart-threshold=0"],
+    ))
+    .await;
+    create_deployment(&client, ns, &crashing_deployment(&name, 1, &[])).await;
+    // The body runs in its own task so the Deployment is deleted even when an assertion fails.
+    let body = {
+        let client = client.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            wait_for("the kube-public pod to restart twice", SLOW, || async {
+                live_pods(&client, ns, &name)
+                    .await
+                    .first()
+                    .is_some_and(|p| restarts(p) >= 2)
+            })
+            .await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            assert_eq!(ctl.metrics.watched_pods.get(), 0, "kube-public was watched");
+            assert_eq!(
+                recycles(&ctl.metrics, ns),
+                0,
+                "a kube-public pod was recycled"
+            );
+            assert_eq!(live_pods(&client, ns, &name).await.len(), 1);
+        })
+    };
+    let outcome = body.await;
+    let _ = Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client, ns)
+        .delete(&name, &Default::default())
+        .await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// The lifetime restart threshold counts only restarts that still describe the pod. A container
+/// that crashed twice and has run Ready since, past the rate window, is left alone: a
+/// `NotRecycled` Event says why, and nothing is evicted. Without the rule it is recycled at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_in_the_past_are_left_alone_and_said_so() {
+    use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Volume, VolumeMount};
+    in_namespace("sh-past", |client, ns| async move {
+        // Crash twice (a counter in an emptyDir survives the container), then run for good.
+        let mut d = crashing_deployment("web", 1, &[]);
+        let spec = d.spec.template.spec.as_mut().unwrap();
+        spec.volumes = Some(vec![Volume {
+            name: "state".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        }]);
+        let c = &mut spec.containers[0];
+        c.volume_mounts = Some(vec![VolumeMount {
+            name: "state".into(),
+            mount_path: "/state".into(),
+            ..VolumeMount::default()
+        }]);
+        c.command = Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "n=$(cat /state/n 2>/dev/null || echo 0); echo $((n + 1)) > /state/n; \
+             [ \"$n\" -ge 2 ] && exec sleep 3600; echo boom; exit 3"
+                .into(),
+        ]);
+        create_deployment(&client, &ns, &d).await;
+        let rate_window = 5;
+        wait_for(
+            "the pod Ready after 2 restarts, the last one past the rate window",
+            SLOW,
+            || async {
+                live_pods(&client, &ns, "web")
+                    .await
+                    .first()
+                    .is_some_and(|p| {
+                        let finished = p
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.container_statuses.as_ref())
+                            .and_then(|c| c.first())
+                            .and_then(|c| c.last_state.as_ref())
+                            .and_then(|s| s.terminated.as_ref())
+                            .and_then(|t| t.finished_at.as_ref())
+                            .map(|t| t.0);
+                        restarts(p) == 2
+                            && selfheal_controller::policy::is_ready(p)
+                            && finished.is_some_and(|f| {
+                                k8s_openapi::jiff::Timestamp::now()
+                                    .duration_since(f)
+                                    .as_secs()
+                                    > rate_window + 1
+                            })
+                    })
+            },
+        )
+        .await;
+        // Threshold 1: 2 restarts are over it. The controller starts only now, so the history it
+        // could have seen in memory is empty, as after a restart of the controller.
+        let window = format!("--rate-window-secs={rate_window}");
+        let ctl = start(config(&ns, &["--restart-threshold=1", window.as_str()])).await;
+        wait_for("a NotRecycled event", SLOW, || async {
+            !our_events(&client, &ns, "NotRecycled").await.is_empty()
+        })
+        .await;
+        let note = our_events(&client, &ns, "NotRecycled").await[0]
+            .note
+            .clone()
+            .unwrap_or_default();
+        assert!(
+            note.contains("has not restarted within the rate window"),
+            "NotRecycled does not say why: {note}"
+        );
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            recycles(&ctl.metrics, &ns),
+            0,
+            "a recovered pod was recycled"
+        );
+        assert!(our_events(&client, &ns, "Recycled").await.is_empty());
     })
     .await;
 }

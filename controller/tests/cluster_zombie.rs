@@ -251,3 +251,94 @@ async fn a_zombie_on_a_healthy_node_is_left_to_its_kubelet_without_the_opt_in() 
     })
     .await;
 }
+
+/// A zombie that holds a ReadWriteOnce volume is not force-deleted while its node still exists
+/// and is only NotReady: the node could return with the old container still writing. A
+/// `NotRecycled` Event says what would release it; the `out-of-service` taint (Kubernetes'
+/// non-graceful node shutdown) does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zombie_holding_a_read_write_once_volume_waits_for_the_out_of_service_taint() {
+    use k8s_openapi::api::core::v1::{
+        PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Volume, VolumeMount,
+    };
+    in_namespace("sh-zombie-rwo", |client, ns| async move {
+        let node = format!("{ns}-ghost");
+        with_ghost_node(&client, &node, async {
+            // Pending for ever (no storage class here): what matters is its access mode.
+            let pvc: PersistentVolumeClaim = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "selfheal-test-none",
+                         "resources": {"requests": {"storage": "1Mi"}}}
+            }))
+            .unwrap();
+            Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+                .create(&PostParams::default(), &pvc)
+                .await
+                .expect("creating the claim");
+            let ctl = start(config(&ns, &[AFTER])).await;
+            let mut spec = crashing_spec("zombie");
+            spec.containers[0].command = Some(vec!["sleep".into(), "3600".into()]);
+            spec.containers[0].volume_mounts = Some(vec![VolumeMount {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                ..VolumeMount::default()
+            }]);
+            spec.volumes = Some(vec![Volume {
+                name: "data".into(),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: "data".into(),
+                    ..Default::default()
+                }),
+                ..Volume::default()
+            }]);
+            spec.node_name = Some(node.clone());
+            let pod = Pod {
+                metadata: ObjectMeta {
+                    name: Some("writer".into()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(spec),
+                ..Pod::default()
+            };
+            Api::<Pod>::namespaced(client.clone(), &ns)
+                .create(&PostParams::default(), &pod)
+                .await
+                .expect("creating pod");
+            delete(&client, &ns, "writer").await;
+            wait_for("a NotRecycled Event naming the claim", SLOW, || async {
+                our_events(&client, &ns, "NotRecycled").await.iter().any(|e| {
+                    e.note.as_deref().is_some_and(|n| {
+                        n.contains("volume claim data (ReadWriteOnce)")
+                            && n.contains("node.kubernetes.io/out-of-service")
+                    })
+                })
+            })
+            .await;
+            // Two more reaper rounds (3 s apart): still there.
+            tokio::time::sleep(Duration::from_secs(7)).await;
+            assert!(exists(&client, &ns, "writer").await, "an RWO zombie was force-deleted on a node that may return");
+            assert_eq!(deleted(&ctl.metrics, "not_ready"), 0);
+
+            // The operator says the node is off for good.
+            Api::<Node>::all(client.clone())
+                .patch(
+                    &node,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"spec": {"taints": [{
+                        "key": "node.kubernetes.io/out-of-service",
+                        "value": "nodeshutdown", "effect": "NoExecute"}]}})),
+                )
+                .await
+                .expect("tainting the node");
+            // NB: the controller-manager's pod GC force-deletes terminating pods on an
+            // out-of-service node too (every 20 s); whichever is first, the pod goes.
+            wait_for("the zombie to go once the node is out of service", SLOW, || async {
+                !exists(&client, &ns, "writer").await
+            })
+            .await;
+            clean_up(&client, &ns, "writer").await;
+        })
+        .await;
+    })
+    .await;
+}
