@@ -104,6 +104,31 @@ check::run "the leader's selfheal_controller_evictions_blocked_total counts it" 
   e2e::eventually 30 leader_metric '^selfheal_controller_evictions_blocked_total '
 check::run "the leader exports selfheal_controller_api_requests_total (the tests' client)" \
   e2e::eventually 30 leader_metric '^selfheal_controller_api_requests_total\{verb="watch"\}'
+# The ValidatingAdmissionPolicy shipped with the manifests, tried as the controller's
+# ServiceAccount (impersonation, server-side dry run: admission runs, nothing is stored).
+AS="--as=system:serviceaccount:${SYS}:selfheal-controller"
+as_controller() { kubectl "${AS}" --dry-run=server "$@"; }
+# refused ARGS...: the request fails, and it is the admission policy that refused it (not RBAC).
+refused() {
+  local out
+  if out="$(as_controller "$@" 2>&1)"; then return 1; fi
+  grep -q "ValidatingAdmissionPolicy 'selfheal-controller-writes'" <<<"${out}"
+}
+restart_patch='{"spec":{"template":{"metadata":{"annotations":{"selfheal.io/restarted-at":"e2e"}}}}}'
+check::run "as the controller: the restart annotation patch is allowed" \
+  as_controller -n "${NS}" patch deployment crasher --type=merge -p "${restart_patch}"
+check::run "as the controller: scaling through the scale subresource is allowed" \
+  as_controller -n "${NS}" scale deployment crasher --replicas=1
+check::run "as the controller: an image change is refused by the admission policy" \
+  refused -n "${NS}" patch deployment crasher --type=merge \
+  -p '{"spec":{"template":{"spec":{"containers":[{"name":"main","image":"localhost/other:1"}]}}}}'
+check::run "as the controller: another pod-template annotation is refused" \
+  refused -n "${NS}" patch deployment crasher --type=merge -p '{"spec":{"template":{"metadata":{"annotations":{"x":"y"}}}}}'
+check::run "as the controller: a scale in kube-system is refused" \
+  refused -n kube-system scale deployment coredns --replicas=1
+check::run "as the controller: the restart annotation in kube-system is refused" \
+  refused -n kube-system patch deployment coredns --type=merge -p "${restart_patch}"
+
 guarded_pods_kept() { [[ -n "${guarded_before}" && "$(guarded_uids)" == "${guarded_before}" ]]; }
 check::run "no guarded pod was evicted: the same 2 pods as at the start" guarded_pods_kept
 

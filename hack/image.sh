@@ -65,6 +65,17 @@ image::pack() {
     --out "$(image::tarball "${name}")" "$@" >/dev/null
 }
 
+# image::rust_build NAME...: the static release binaries of these images in one cargo call, so
+# the serial tail of one (codegen, LTO, link) overlaps the other's instead of following it.
+image::rust_build() {
+  local args=() name
+  for name in "$@"; do args+=(-p "selfheal-${name}"); done
+  util::require_tools cargo
+  log::step "building ${args[*]} (static, release)"
+  RUSTFLAGS='-C target-feature=+crt-static' util::run cargo build --release --locked \
+    --manifest-path "${REPO_ROOT}/Cargo.toml" "${args[@]}" --target "${TARGET}"
+}
+
 # A Rust binary of the workspace, static so the image needs no libc: FROM scratch.
 image::rust() {
   local name="$1" bin="selfheal-$1"
@@ -182,7 +193,9 @@ main() {
   ((${#names[@]})) || util::usage_error "no image named"
   ((do_import && USE_DOCKER)) && util::usage_error "--import takes the tarball build; with --docker the image is already in docker"
   mkdir -p "${IMAGES_DIR}"
-  local n
+  local n rust=()
+  for n in "${names[@]}"; do [[ "${n}" == app || "${n}" == controller ]] && rust+=("${n}"); done
+  ((USE_DOCKER || ${#rust[@]} < 2)) || image::rust_build "${rust[@]}"
   for n in "${names[@]}"; do
     image::build "${n}"
     ((do_import)) && image::import "${n}"

@@ -456,7 +456,8 @@ pub fn trigger(pod: &Pod, policy: &Policy, observed: &Observed, now: Timestamp) 
     }
 }
 
-fn lifetime_over_threshold(pod: &Pod, policy: &Policy) -> bool {
+/// Total restarts over the lifetime threshold, whether or not they are current.
+pub fn lifetime_over_threshold(pod: &Pod, policy: &Policy) -> bool {
     policy
         .restart_threshold
         .is_some_and(|t| total_restarts(pod) > t)

@@ -99,8 +99,8 @@ struct State {
     restarts: RestartTracker,
     /// Consecutive reconcile errors per pod UID, for exponential backoff.
     failures: HashMap<String, u32>,
-    /// Consecutive PDB refusals per pod UID.
-    blocked: HashMap<String, u32>,
+    /// Consecutive PDB refusals per pod UID, and when the next eviction may be tried.
+    blocked: HashMap<String, (u32, Timestamp)>,
     /// Last `NotRecycled` cause (and the policy deciding) reported per pod UID, so a cause is
     /// reported once per policy.
     reported: HashMap<String, (&'static str, String)>,
@@ -1012,13 +1012,17 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
         error_ratio: pol.error_rate.and_then(|_| ctx.error_ratio(&gov, now)),
         pool: ctx.pool_exhaustion(&gov, &pod, now),
     };
+    // NB: a pod over the lifetime threshold whose restarts are history goes on to `decide`,
+    // which says once why it is left alone (`restarts_in_the_past`).
     if pod.metadata.deletion_timestamp.is_some()
-        || policy::trigger(&pod, pol, &observed, now).is_none()
+        || (policy::trigger(&pod, pol, &observed, now).is_none()
+            && !policy::lifetime_over_threshold(&pod, pol))
     {
         {
             let mut st = ctx.state();
             st.failures.remove(&uid);
-            st.blocked.remove(&uid);
+            // NB: `blocked` stays: a crash-looping pod's trigger flickers between crashes, and
+            // clearing the PDB backoff then would retry the eviction every second for ever.
             st.reported.remove(&uid);
         }
         // A trigger pending on time alone (notReadyFor, image-pull grace) sends no pod change.
@@ -1047,6 +1051,20 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
             .map(|w| st.history.get(&w.key))
             .unwrap_or_default();
         let decision = policy::decide(&pod, pol, &history, &observed, siblings, now);
+        // A PodDisruptionBudget refused this pod's eviction: no new try before the backoff
+        // delay, however often the pod changes meanwhile.
+        let retry_at = st
+            .blocked
+            .get(&uid)
+            .map(|(_, at)| *at)
+            .filter(|at| *at > now);
+        if let (Decision::Recycle { .. }, Some(at)) = (&decision, retry_at) {
+            drop(st);
+            debug!(%at, "eviction refused earlier; waiting out the backoff");
+            return Ok(Action::requeue(
+                to_std(at.duration_since(now)) + Duration::from_millis(250),
+            ));
+        }
         if let (Decision::Recycle { .. }, Some(w)) = (&decision, &workload) {
             // Reserve the slot now so a sibling pod reconciled concurrently sees the cooldown.
             st.history.record(&w.key, now);
@@ -1455,13 +1473,17 @@ async fn act(
             unreserve();
             count("blocked");
             ctx.metrics.evictions_blocked_total.inc();
-            let attempt = {
+            let (attempt, delay) = {
                 let mut st = ctx.state();
-                let n = st.blocked.entry(uid).or_insert(0);
-                *n = n.saturating_add(1);
-                *n
+                let entry = st.blocked.entry(uid).or_insert((0, now));
+                let attempt = entry.0.saturating_add(1);
+                let delay = ctx.backoff(attempt);
+                *entry = (
+                    attempt,
+                    now + SignedDuration::try_from(delay).unwrap_or_default(),
+                );
+                (attempt, delay)
             };
-            let delay = ctx.backoff(attempt);
             warn!(workload = %owner_name, attempt, ?delay, message = %status.message, "eviction blocked by disruption budget");
             let note = format!(
                 "eviction refused ({}): {}; retry {attempt} in {}s, never forced",

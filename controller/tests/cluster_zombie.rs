@@ -306,17 +306,23 @@ async fn a_zombie_holding_a_read_write_once_volume_waits_for_the_out_of_service_
                 .expect("creating pod");
             delete(&client, &ns, "writer").await;
             wait_for("a NotRecycled Event naming the claim", SLOW, || async {
-                our_events(&client, &ns, "NotRecycled").await.iter().any(|e| {
-                    e.note.as_deref().is_some_and(|n| {
-                        n.contains("volume claim data (ReadWriteOnce)")
-                            && n.contains("node.kubernetes.io/out-of-service")
+                our_events(&client, &ns, "NotRecycled")
+                    .await
+                    .iter()
+                    .any(|e| {
+                        e.note.as_deref().is_some_and(|n| {
+                            n.contains("volume claim data (ReadWriteOnce)")
+                                && n.contains("node.kubernetes.io/out-of-service")
+                        })
                     })
-                })
             })
             .await;
             // Two more reaper rounds (3 s apart): still there.
             tokio::time::sleep(Duration::from_secs(7)).await;
-            assert!(exists(&client, &ns, "writer").await, "an RWO zombie was force-deleted on a node that may return");
+            assert!(
+                exists(&client, &ns, "writer").await,
+                "an RWO zombie was force-deleted on a node that may return"
+            );
             assert_eq!(deleted(&ctl.metrics, "not_ready"), 0);
 
             // The operator says the node is off for good.
@@ -332,9 +338,11 @@ async fn a_zombie_holding_a_read_write_once_volume_waits_for_the_out_of_service_
                 .expect("tainting the node");
             // NB: the controller-manager's pod GC force-deletes terminating pods on an
             // out-of-service node too (every 20 s); whichever is first, the pod goes.
-            wait_for("the zombie to go once the node is out of service", SLOW, || async {
-                !exists(&client, &ns, "writer").await
-            })
+            wait_for(
+                "the zombie to go once the node is out of service",
+                SLOW,
+                || async { !exists(&client, &ns, "writer").await },
+            )
             .await;
             clean_up(&client, &ns, "writer").await;
         })
