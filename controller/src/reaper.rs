@@ -46,68 +46,32 @@ pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> 
         NodeState::Ready | NodeState::NotReady => exclusive(ctx, &ns, &holds).await?,
         NodeState::Gone | NodeState::OutOfService => None,
     };
+    // A pod left alone is looked at again after another delay, not at every change.
+    let look_again = rule
+        .after
+        .map_or(Duration::from_secs(300), |d| d.unsigned_abs());
     match zombie::judge(pod, state, exclusive.is_some(), &rule, now) {
         Verdict::NotApplicable => Ok(Action::await_change()),
         Verdict::NotYet { until } => Ok(Action::requeue(
             until.duration_since(now).unsigned_abs() + Duration::from_millis(250),
         )),
         Verdict::NodeHealthy { overdue } => {
-            if ctx.first_zombie_report(&uid) {
-                ctx.metrics
-                    .not_recycled_total
-                    .with_label_values(&["zombie_on_healthy_node"])
-                    .inc();
-                info!(
-                    node = node_name,
-                    overdue_secs = overdue.as_secs(),
-                    "terminating pod overdue on a Ready node, left to its kubelet"
-                );
-                let note = format!(
-                    "Terminating {}s past its deletion deadline on node {node_name}, which is Ready: left to its kubelet (force-deleting on healthy nodes needs --zombie-on-healthy-nodes)",
-                    overdue.as_secs()
-                );
-                let workload = ctx.owner_of(pod).await?;
-                ctx.publish_both(
-                    &pod.object_ref(&()),
-                    workload.as_ref(),
-                    (EventType::Normal, "NotRecycled", "Skip"),
-                    note.clone(),
-                    format!("pod {name}: {note}"),
-                )
-                .await;
-            }
-            Ok(Action::requeue(
-                rule.after
-                    .map_or(Duration::from_secs(300), |d| d.unsigned_abs()),
-            ))
+            let note = format!(
+                "Terminating {}s past its deletion deadline on node {node_name}, which is Ready: left to its kubelet (force-deleting on healthy nodes needs --zombie-on-healthy-nodes)",
+                overdue.as_secs()
+            );
+            leave_alone(ctx, pod, "zombie_on_healthy_node", EventType::Normal, note).await?;
+            Ok(Action::requeue(look_again))
         }
         Verdict::Exclusive { overdue } => {
-            if ctx.first_zombie_report(&uid) {
-                ctx.metrics
-                    .not_recycled_total
-                    .with_label_values(&["zombie_holds_exclusive"])
-                    .inc();
-                let what = exclusive.unwrap_or_default();
-                info!(node = node_name, holds = %what, "terminating pod holds something exclusive, node not known dead: left alone");
-                let note = format!(
-                    "Terminating {}s past its deletion deadline on node {node_name}, but it holds {what} and the node still exists: a force delete could run two copies if the node returns. Delete the Node, or taint it {}=nodeshutdown:NoExecute once it is off",
-                    overdue.as_secs(),
-                    zombie::OUT_OF_SERVICE_TAINT
-                );
-                let workload = ctx.owner_of(pod).await?;
-                ctx.publish_both(
-                    &pod.object_ref(&()),
-                    workload.as_ref(),
-                    (EventType::Warning, "NotRecycled", "Skip"),
-                    note.clone(),
-                    format!("pod {name}: {note}"),
-                )
-                .await;
-            }
-            Ok(Action::requeue(
-                rule.after
-                    .map_or(Duration::from_secs(300), |d| d.unsigned_abs()),
-            ))
+            let note = format!(
+                "Terminating {}s past its deletion deadline on node {node_name}, but it holds {} and the node still exists: a force delete could run two copies if the node returns. Delete the Node, or taint it {}=nodeshutdown:NoExecute once it is off",
+                overdue.as_secs(),
+                exclusive.unwrap_or_default(),
+                zombie::OUT_OF_SERVICE_TAINT
+            );
+            leave_alone(ctx, pod, "zombie_holds_exclusive", EventType::Warning, note).await?;
+            Ok(Action::requeue(look_again))
         }
         Verdict::Reap { overdue } => {
             let workload = ctx.owner_of(pod).await?;
@@ -187,6 +151,37 @@ pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> 
             Ok(Action::await_change())
         }
     }
+}
+
+/// Say once per pod why an overdue Terminating pod is left alone: `not_recycled_total{reason}`
+/// and a `NotRecycled` Event on the pod and its owner.
+async fn leave_alone(
+    ctx: &Context,
+    pod: &Pod,
+    label: &'static str,
+    type_: EventType,
+    note: String,
+) -> Result<()> {
+    if !ctx.first_zombie_report(&pod.uid().unwrap_or_default()) {
+        return Ok(());
+    }
+    ctx.metrics
+        .not_recycled_total
+        .with_label_values(&[label])
+        .inc();
+    info!(reason = label, "{note}");
+    let workload = ctx.owner_of(pod).await?;
+    // The owner's Event names the pod; the pod's own does not need to.
+    let owner_note = format!("pod {}: {note}", pod.name_any());
+    ctx.publish_both(
+        &pod.object_ref(&()),
+        workload.as_ref(),
+        (type_, "NotRecycled", "Skip"),
+        note,
+        owner_note,
+    )
+    .await;
+    Ok(())
 }
 
 /// What of `holds` only one copy may hold, in words (`None`: nothing). A claim that cannot be

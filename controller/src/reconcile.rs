@@ -1181,6 +1181,38 @@ fn first_report(ctx: &Context, gov: &Governed<'_>, uid: &str, label: &'static st
     ctx.state().reported.insert(uid.to_owned(), cause.clone()) != Some(cause)
 }
 
+/// Report a refused action once per pod and cause: `not_recycled_total{reason=label}`, a
+/// `NotRecycled` Warning on the pod and its owner; the policy's status says it failed every time.
+async fn refused(
+    ctx: &Context,
+    gov: &Governed<'_>,
+    uid: &str,
+    label: &'static str,
+    (pod_ref, workload): (&ObjectReference, Option<&Workload>),
+    note: String,
+) {
+    if first_report(ctx, gov, uid, label) {
+        ctx.metrics
+            .not_recycled_total
+            .with_label_values(&[label])
+            .inc();
+        warn!(reason = label, "{note}");
+        let owner_note = format!(
+            "pod {}: {note}",
+            pod_ref.name.as_deref().unwrap_or_default()
+        );
+        ctx.publish_both(
+            pod_ref,
+            workload,
+            (EventType::Warning, "NotRecycled", "Skip"),
+            note.clone(),
+            owner_note,
+        )
+        .await;
+    }
+    ctx.record(gov.source.as_ref(), |r| r.failed(note));
+}
+
 fn skip_label(s: SkipReason) -> &'static str {
     match s {
         SkipReason::Healthy => "healthy",
@@ -1286,30 +1318,19 @@ async fn act(
         ctx.cfg.dry_run,
         workload.map(|w| w.key.kind.as_str()),
     );
-    if matches!(execution, policy::Execution::Unsupported(_)) {
+    // An action this pod's case refuses: said once, the slot given back, the policy Degraded.
+    let refuse = |label: &'static str, outcome: &'static str, note: String| {
         unreserve();
-        count("unsupported");
+        count(outcome);
+        refused(ctx, gov, &uid, label, (pod_ref, workload), note)
+    };
+    if matches!(execution, policy::Execution::Unsupported(_)) {
         let note = format!(
             "{} ({restarts} restarts) but action {} supports Deployments only and the owner is {owner_name} ({by})",
             why,
             action.spec_name()
         );
-        if first_report(ctx, gov, &uid, "unsupported_owner") {
-            ctx.metrics
-                .not_recycled_total
-                .with_label_values(&["unsupported_owner"])
-                .inc();
-            warn!(workload = %owner_name, action = action.label(), "action does not support this owner");
-            ctx.publish_both(
-                pod_ref,
-                workload,
-                (EventType::Warning, "NotRecycled", "Skip"),
-                note.clone(),
-                format!("pod {name}: {note}"),
-            )
-            .await;
-        }
-        ctx.record(gov.source.as_ref(), |r| r.failed(note));
+        refuse("unsupported_owner", "unsupported", note).await;
         return Ok(Action::await_change());
     }
     // Evidence first: the evicted pod takes its logs with it.
@@ -1354,27 +1375,10 @@ async fn act(
         match crate::owner::autoscaler_of(&ctx.client, &ns, &w.key.name).await {
             Ok(None) => {}
             Ok(Some(hpa)) => {
-                unreserve();
-                count("refused");
                 let note = format!(
                     "{why} ({restarts} restarts) but scaleTo {n} refused: HorizontalPodAutoscaler {hpa} scales {owner_name}, a scale would fight it ({by})"
                 );
-                if first_report(ctx, gov, &uid, "autoscaled") {
-                    ctx.metrics
-                        .not_recycled_total
-                        .with_label_values(&["autoscaled"])
-                        .inc();
-                    warn!(workload = %owner_name, hpa = %hpa, "scaleTo refused: the Deployment has an HPA");
-                    ctx.publish_both(
-                        pod_ref,
-                        workload,
-                        (EventType::Warning, "NotRecycled", "Skip"),
-                        note.clone(),
-                        format!("pod {name}: {note}"),
-                    )
-                    .await;
-                }
-                ctx.record(gov.source.as_ref(), |r| r.failed(note));
+                refuse("autoscaled", "refused", note).await;
                 return Ok(Action::await_change());
             }
             Err(e) => {
