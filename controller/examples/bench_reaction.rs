@@ -25,9 +25,10 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use selfheal_controller::config::Config;
+use selfheal_controller::leader::Leadership;
 use selfheal_controller::metrics::Metrics;
 use selfheal_controller::reconcile::{self, Context};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -178,11 +179,15 @@ async fn main() -> anyhow::Result<()> {
     ])?;
     let rss_before = rss_kib();
     let metrics = Arc::new(Metrics::new());
-    let (_leader_tx, leader_rx) = watch::channel(true);
     let ready = Arc::new(AtomicBool::new(false));
     // NB: the controller's own client (no built-in 429 retry, request counter), as in main.rs.
     let ctl_client = reconcile::client(&metrics).await?;
-    let ctx = Arc::new(Context::new(ctl_client, cfg, metrics.clone(), leader_rx));
+    let ctx = Arc::new(Context::new(
+        ctl_client,
+        cfg,
+        metrics.clone(),
+        Leadership::always(),
+    ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let synced_at = Instant::now();
     let controller = tokio::spawn(reconcile::run(ctx, ready.clone(), async move {

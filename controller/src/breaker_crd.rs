@@ -157,6 +157,11 @@ pub struct CircuitBreakerStatus {
     /// Replicas before the circuit opened, restored when it closes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_replicas: Option<i32>,
+    /// Replicas this breaker decided to set and has not yet confirmed set: written before the
+    /// scale, cleared after it. A controller that finds it finishes the scale first, so a crash
+    /// or a failed write between the two never leaves the target scaled with its memory lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_scale: Option<i32>,
     /// Opens in the current backoff streak.
     #[serde(default)]
     #[schemars(extend("format" = "int32"))] // NB: the API server knows no uint32

@@ -1,9 +1,15 @@
 //! Kubernetes I/O around [`crate::breaker`]: watch the CircuitBreakers, and every
-//! `--prometheus-interval-secs` (leader only) ask each one's query, step its state machine,
-//! scale its Deployment, and record the transition as Events, a metric and status.
+//! `--prometheus-interval-secs` (leader only) read each one afresh, ask its query, step its state
+//! machine, scale its Deployment, and record the transition as Events, a metric and status.
 //!
 //! Fail safe:
-//! - a failed scale call keeps the old state (the transition is retried next round);
+//! - intent first: a transition that scales is written to status (new state, the replicas to
+//!   restore, `pendingScale`) before the target is touched; a round that finds `pendingScale`
+//!   finishes that scale before deciding anything. A crash, a failed scale or a failed write
+//!   between the two steps is finished by the next round instead of losing the memory;
+//! - every status write is conditional on the version the round read (and then on its own last
+//!   write): a second writer loses its round with a 409 and scales nothing, it never replaces
+//!   history it has not seen;
 //! - a target an HPA scales is refused (`Ready=False`, `TargetAutoscaled`): the HPA would scale
 //!   it back up and the two would fight;
 //! - without `--prometheus-url` or with a missing target nothing is scaled, and `Ready=False`
@@ -27,6 +33,7 @@ use tracing::{info, warn};
 use crate::breaker::{self, Inputs, State, Step};
 use crate::breaker_crd::{CircuitBreaker, CircuitBreakerStatus, TransitionRecord};
 use crate::crd::FIELD_MANAGER;
+use crate::leader::Leadership;
 use crate::reconcile::Context;
 use crate::status::condition;
 use crate::{Error, Result, owner, promql};
@@ -75,42 +82,35 @@ async fn evaluate_all(ctx: Arc<Context>, reader: Store<CircuitBreaker>) {
         ctx.config().prometheus_interval_secs.max(1),
     ));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The status each breaker was last given, by UID: the cache may not have seen the write yet
-    // when the next round starts, and stepping an old memory twice would scale twice.
-    let mut written: HashMap<String, CircuitBreakerStatus> = HashMap::new();
     loop {
         tick.tick().await;
-        let breakers = reader.state();
-        written.retain(|uid, _| breakers.iter().any(|cb| cb.uid().as_deref() == Some(uid)));
         let mut counts: HashMap<State, i64> = HashMap::new();
-        for cb in breakers {
-            let ns = cb.namespace().unwrap_or_default();
+        for cached in reader.state() {
+            let ns = cached.namespace().unwrap_or_default();
             if !ctx.in_scope(&ns) {
                 continue;
             }
-            let uid = cb.uid().unwrap_or_default();
-            let status = written
-                .get(&uid)
-                .or(cb.status.as_ref())
-                .cloned()
-                .unwrap_or_default();
-            let state = status.state.as_deref().map_or(State::Closed, State::parse);
+            let state = cached
+                .status
+                .as_ref()
+                .and_then(|s| s.state.as_deref())
+                .map_or(State::Closed, State::parse);
             *counts.entry(state).or_default() += 1;
             if !ctx.is_leader() {
-                written.remove(&uid);
                 continue;
             }
-            match evaluate(&ctx, &cb, status).await {
-                Ok(s) => {
-                    written.insert(uid, s);
+            if let Err(e) = round(&ctx, &cached).await {
+                if e.is_conflict() {
+                    // Someone else wrote the breaker since we read it: nothing was scaled on
+                    // the stale read; the next round starts from what they wrote.
+                    info!(breaker = %key(&cached), "the breaker changed under this round; next round reads it again");
+                    continue;
                 }
-                Err(e) => {
-                    ctx.metrics
-                        .reconcile_errors_total
-                        .with_label_values(&[e.metric_label()])
-                        .inc();
-                    warn!(breaker = %key(&cb), error = %e, "circuit breaker round failed");
-                }
+                ctx.metrics
+                    .reconcile_errors_total
+                    .with_label_values(&[e.metric_label()])
+                    .inc();
+                warn!(breaker = %key(&cached), error = %e, "circuit breaker round failed");
             }
         }
         for state in [State::Closed, State::Open, State::HalfOpen] {
@@ -126,19 +126,34 @@ fn key(cb: &CircuitBreaker) -> String {
     format!("{}/{}", cb.namespace().unwrap_or_default(), cb.name_any())
 }
 
-/// One round for one breaker whose status is `status`; returns the status it now has.
-async fn evaluate(
-    ctx: &Context,
-    cb: &CircuitBreaker,
-    mut status: CircuitBreakerStatus,
-) -> Result<CircuitBreakerStatus> {
+/// One round for the breaker `cached` names, on a fresh read of it: the cache may not have seen
+/// this controller's last write yet, and deciding on an old status would step the machine twice.
+async fn round(ctx: &Context, cached: &CircuitBreaker) -> Result<()> {
+    let api: Api<CircuitBreaker> = Api::namespaced(
+        ctx.client().clone(),
+        &cached.namespace().unwrap_or_default(),
+    );
+    let Some(cb) = api
+        .get_opt(&cached.name_any())
+        .await
+        .map_err(Error::StatusFailed)?
+    else {
+        return Ok(());
+    };
+    let mut w = StatusWriter::new(api, &cb, ctx.leadership().clone());
+    evaluate(ctx, &cb, &mut w).await
+}
+
+/// One round for one breaker, writing through `w`.
+async fn evaluate(ctx: &Context, cb: &CircuitBreaker, w: &mut StatusWriter) -> Result<()> {
     let now = Timestamp::now();
     let ns = cb.namespace().unwrap_or_default();
+    let mut status = cb.status.clone().unwrap_or_default();
     let rule = match cb.spec.rule() {
         Ok(r) => r,
         Err(e) => {
             let r = Readiness::not("InvalidSpec", e.to_string());
-            return write(ctx, cb, status, &r, now).await;
+            return w.put(status, &r, now).await;
         }
     };
     let deployments: Api<Deployment> = Api::namespaced(ctx.client().clone(), &ns);
@@ -152,8 +167,25 @@ async fn evaluate(
             "TargetNotFound",
             format!("Deployment {ns}/{target} not found"),
         );
-        return write(ctx, cb, status, &r, now).await;
+        return w.put(status, &r, now).await;
     };
+    let guarding = Readiness {
+        ready: true,
+        reason: "Evaluated",
+        message: format!("guarding Deployment {target}"),
+    };
+    // A scale decided and recorded in an earlier round but not confirmed done (the controller
+    // died, or the scale or the write after it failed): finish it before deciding anything,
+    // otherwise the half-done scale would read as someone else's manual override.
+    if let Some(n) = status.pending_scale {
+        scale_or_say(ctx, &deployments, target, n, w, &status, now).await?;
+        status.pending_scale = None;
+        if let Some(last) = status.transitions.last() {
+            announce(ctx, cb, &dep, last).await;
+        }
+        info!(breaker = %key(cb), replicas = n, "finished a recorded scale");
+        return w.put(status, &guarding, now).await;
+    }
     if let Some(hpa) = owner::autoscaler_of(ctx.client(), &ns, target)
         .await
         .map_err(Error::TargetLookupFailed)?
@@ -164,14 +196,14 @@ async fn evaluate(
                 "HorizontalPodAutoscaler {hpa} scales Deployment {target}: a breaker would fight it"
             ),
         );
-        return write(ctx, cb, status, &r, now).await;
+        return w.put(status, &r, now).await;
     }
     let Some(url) = ctx.config().prometheus_url.clone() else {
         let r = Readiness::not(
             "NoPrometheus",
             "the controller runs without --prometheus-url".to_owned(),
         );
-        return write(ctx, cb, status, &r, now).await;
+        return w.put(status, &r, now).await;
     };
     let ratio = promql::ask(ctx, &url, "circuit_breaker", &key(cb), &cb.spec.query)
         .await
@@ -205,107 +237,161 @@ async fn evaluate(
             now,
         },
     );
-    if let (Some(n), false) = (step.scale_to, dry_run)
-        && let Err(e) = scale(&deployments, target, n).await
-    {
-        ctx.metrics.circuit_scale_failures_total.inc();
-        let r = Readiness::not("ScaleFailed", format!("scaling {target} to {n}: {e}"));
-        // The old memory stays: the transition is retried next round.
-        write(ctx, cb, status, &r, now).await?;
-        return Err(Error::ActionFailed(e));
-    }
     status.remember(&step.memory, &rule);
-    if let Some(tr) = &step.transition {
-        let (from, to) = (tr.from.name(), tr.to.name());
-        ctx.metrics
-            .circuit_transitions_total
-            .with_label_values(&[from, to])
-            .inc();
-        info!(breaker = %key(cb), from, to, cause = tr.cause.name(), dry_run, "{}", tr.message);
-        let message = if dry_run {
-            format!("dry-run: {}", tr.message)
-        } else {
-            tr.message.clone()
-        };
-        status.push(TransitionRecord {
-            from: from.into(),
-            to: to.into(),
-            reason: tr.cause.name().into(),
-            message: message.clone(),
-            time: Time(now),
-            dry_run,
-        });
-        let (type_, reason) = match tr.to {
-            State::Open => (EventType::Warning, "CircuitOpened"),
-            State::HalfOpen => (EventType::Normal, "CircuitHalfOpened"),
-            State::Closed => (EventType::Normal, "CircuitClosed"),
-        };
-        let note = format!("{from} → {to} ({}): {message}", tr.cause.name());
-        let (cb_ref, dep_ref) = (cb.object_ref(&()), dep.object_ref(&()));
-        let on_breaker = ctx.publish(&cb_ref, type_, reason, "Scale", note.clone());
-        let on_target = ctx.publish(
-            &dep_ref,
-            type_,
-            reason,
-            "Scale",
-            format!("CircuitBreaker {}: {note}", cb.name_any()),
-        );
-        future::join(on_breaker, on_target).await;
-    }
-    let r = Readiness {
-        ready: true,
-        reason: "Evaluated",
-        message: format!("guarding Deployment {target}"),
+    let Some(tr) = &step.transition else {
+        return w.put(status, &guarding, now).await;
     };
-    write(ctx, cb, status, &r, now).await
+    let (from, to) = (tr.from.name(), tr.to.name());
+    let message = if dry_run {
+        format!("dry-run: {}", tr.message)
+    } else {
+        tr.message.clone()
+    };
+    let record = TransitionRecord {
+        from: from.into(),
+        to: to.into(),
+        reason: tr.cause.name().into(),
+        message,
+        time: Time(now),
+        dry_run,
+    };
+    status.push(record.clone());
+    let scale_to = step.scale_to.filter(|_| !dry_run);
+    if let Some(n) = scale_to {
+        // Intent first: the new state and the replicas to restore are on the API server before
+        // the target is touched. The write is conditional on the status this round read, so of
+        // two controllers deciding the same transition only one scales.
+        status.pending_scale = Some(n);
+        w.put(status.clone(), &guarding, now).await?;
+    }
+    ctx.metrics
+        .circuit_transitions_total
+        .with_label_values(&[from, to])
+        .inc();
+    info!(breaker = %key(cb), from, to, cause = tr.cause.name(), dry_run, "{}", tr.message);
+    if let Some(n) = scale_to {
+        scale_or_say(ctx, &deployments, target, n, w, &status, now).await?;
+        status.pending_scale = None;
+    }
+    announce(ctx, cb, &dep, &record).await;
+    w.put(status, &guarding, now).await
 }
 
-async fn scale(api: &Api<Deployment>, name: &str, replicas: i32) -> Result<(), kube::Error> {
-    let patch = serde_json::json!({"spec": {"replicas": replicas}});
-    api.patch_scale(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
-}
-
-/// Write `status` with the Ready condition `r` (unless the cache has it already); returns it.
-async fn write(
+/// Scale `target` to `n`; when that fails, say so in status (which keeps the recorded intent,
+/// so the next round tries again) and return the error.
+async fn scale_or_say(
     ctx: &Context,
-    cb: &CircuitBreaker,
-    mut status: CircuitBreakerStatus,
-    r: &Readiness,
+    deployments: &Api<Deployment>,
+    target: &str,
+    n: i32,
+    w: &mut StatusWriter,
+    status: &CircuitBreakerStatus,
     now: Timestamp,
-) -> Result<CircuitBreakerStatus> {
-    let generation = cb.metadata.generation;
-    let ready = condition(
-        &status.conditions,
-        "Ready",
-        r.ready,
-        r.reason,
-        r.message.clone(),
-        generation,
-        now,
+) -> Result<()> {
+    ctx.ensure_leader("a CircuitBreaker scale")?;
+    let patch = serde_json::json!({"spec": {"replicas": n}});
+    let Err(e) = deployments
+        .patch_scale(target, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    else {
+        return Ok(());
+    };
+    ctx.metrics.circuit_scale_failures_total.inc();
+    let r = Readiness::not("ScaleFailed", format!("scaling {target} to {n}: {e}"));
+    w.put(status.clone(), &r, now).await?;
+    Err(Error::ActionFailed(e))
+}
+
+/// The Events of a transition, on the breaker and on its target.
+async fn announce(ctx: &Context, cb: &CircuitBreaker, dep: &Deployment, tr: &TransitionRecord) {
+    let (type_, reason) = match State::parse(&tr.to) {
+        State::Open => (EventType::Warning, "CircuitOpened"),
+        State::HalfOpen => (EventType::Normal, "CircuitHalfOpened"),
+        State::Closed => (EventType::Normal, "CircuitClosed"),
+    };
+    let note = format!("{} → {} ({}): {}", tr.from, tr.to, tr.reason, tr.message);
+    let (cb_ref, dep_ref) = (cb.object_ref(&()), dep.object_ref(&()));
+    let on_breaker = ctx.publish(&cb_ref, type_, reason, "Scale", note.clone());
+    let on_target = ctx.publish(
+        &dep_ref,
+        type_,
+        reason,
+        "Scale",
+        format!("CircuitBreaker {}: {note}", cb.name_any()),
     );
-    status.conditions = vec![ready];
-    status.observed_generation = generation;
-    if status.state.is_none() {
-        status.state = Some(State::Closed.name().into());
+    future::join(on_breaker, on_target).await;
+}
+
+/// Writes one breaker's status, each write conditional on the last version seen (the read this
+/// round began with, then each of its own writes): a write never replaces a status it has not
+/// read, so a second writer (a follower that still thinks it leads, a second controller) can
+/// lose a round but never erase a transition.
+struct StatusWriter {
+    api: Api<CircuitBreaker>,
+    name: String,
+    generation: Option<i64>,
+    resource_version: Option<String>,
+    last: Option<CircuitBreakerStatus>,
+    leader: Leadership,
+}
+
+impl StatusWriter {
+    fn new(api: Api<CircuitBreaker>, cb: &CircuitBreaker, leader: Leadership) -> Self {
+        Self {
+            api,
+            name: cb.name_any(),
+            generation: cb.metadata.generation,
+            resource_version: cb.resource_version(),
+            last: cb.status.clone(),
+            leader,
+        }
     }
-    if cb.status.as_ref() == Some(&status) {
-        return Ok(status);
+
+    /// Write `status` with the Ready condition `r` (nothing when it is what was last written).
+    async fn put(
+        &mut self,
+        mut status: CircuitBreakerStatus,
+        r: &Readiness,
+        now: Timestamp,
+    ) -> Result<()> {
+        let ready = condition(
+            &status.conditions,
+            "Ready",
+            r.ready,
+            r.reason,
+            r.message.clone(),
+            self.generation,
+            now,
+        );
+        status.conditions = vec![ready];
+        status.observed_generation = self.generation;
+        if status.state.is_none() {
+            status.state = Some(State::Closed.name().into());
+        }
+        if self.last.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        if !self.leader.is_current() {
+            return Err(Error::NotLeader("a CircuitBreaker status"));
+        }
+        let patch = serde_json::json!({
+            "apiVersion": "selfheal.io/v1alpha1",
+            "kind": "CircuitBreaker",
+            // NB: a resourceVersion in an apply patch is a precondition: 409 if it moved on.
+            "metadata": {"resourceVersion": self.resource_version},
+            "status": status,
+        });
+        let written = self
+            .api
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(Error::StatusFailed)?;
+        self.resource_version = written.resource_version();
+        self.last = Some(status);
+        Ok(())
     }
-    let api: Api<CircuitBreaker> =
-        Api::namespaced(ctx.client().clone(), &cb.namespace().unwrap_or_default());
-    let patch = serde_json::json!({
-        "apiVersion": "selfheal.io/v1alpha1",
-        "kind": "CircuitBreaker",
-        "status": status,
-    });
-    api.patch_status(
-        &cb.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::StatusFailed)?;
-    Ok(status)
 }

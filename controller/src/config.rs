@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::leader::LeaderConfig;
 use crate::policy::{Action, Policy};
 use crate::zombie::ZombieRule;
 
@@ -232,6 +233,18 @@ pub struct Config {
 }
 
 impl Config {
+    /// The Lease settings of the flags (check them with [`LeaderConfig::check`]).
+    pub fn leader_config(&self) -> LeaderConfig {
+        LeaderConfig {
+            lease_name: self.lease_name.clone(),
+            namespace: self.pod_namespace.clone(),
+            identity: self.pod_name.clone(),
+            lease_duration: Duration::from_secs(self.lease_duration_secs),
+            renew_deadline: Duration::from_secs(self.lease_renew_deadline_secs),
+            retry_period: Duration::from_secs(self.lease_retry_period_secs),
+        }
+    }
+
     /// The decision thresholds, as the pure policy sees them.
     pub fn policy(&self) -> Policy {
         Policy {

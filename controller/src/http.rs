@@ -19,6 +19,8 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// True once the pod cache has finished its initial list (followers are ready too).
     pub ready: Arc<AtomicBool>,
+    /// False once one of the controller's loops has stopped (the process is about to exit).
+    pub alive: Arc<AtomicBool>,
 }
 
 /// `/metrics`, `/healthz`, `/readyz`.
@@ -37,9 +39,14 @@ async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
     )
 }
 
-/// Process is alive; no dependency checks (a slow API server must not get us restarted).
-async fn healthz() -> &'static str {
-    "ok"
+/// Every loop of the process runs; no dependency checks (a slow API server must not get us
+/// restarted).
+async fn healthz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
+    if s.alive.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "a controller loop stopped")
+    }
 }
 
 async fn readyz(State(s): State<HttpState>) -> (StatusCode, &'static str) {
@@ -75,6 +82,7 @@ mod tests {
         HttpState {
             metrics: Arc::new(Metrics::new()),
             ready: Arc::new(AtomicBool::new(ready)),
+            alive: Arc::new(AtomicBool::new(true)),
         }
     }
 
@@ -89,11 +97,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn healthz_is_always_ok() {
+    async fn healthz_is_ok_until_a_loop_stops_whatever_the_cache() {
         assert_eq!(
             get(state(false), "/healthz").await,
             (StatusCode::OK, "ok".into())
         );
+        let s = state(true);
+        s.alive.store(false, Ordering::Relaxed);
+        assert_eq!(get(s, "/healthz").await.0, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]

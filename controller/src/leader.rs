@@ -3,9 +3,15 @@
 //! Every `retry_period` the elector reads the Lease and either renews it (holder), takes it over
 //! (free, released, or not renewed for `lease_duration` *as observed locally*, so clock skew
 //! between nodes does not matter), or follows. Writes use `replace` with the read
-//! `resourceVersion`, so two candidates cannot both win. A leader that cannot renew within
-//! `renew_deadline` steps down before anyone else may take over. On shutdown the Lease is released
-//! so a follower takes over at once.
+//! `resourceVersion`, so two candidates cannot both win. On shutdown the Lease is released so a
+//! follower takes over at once.
+//!
+//! Leadership is a term that ends on its own: a renewal sent at instant `t` makes this process
+//! leader until `t + renew_deadline`, whatever happens next. Every Lease call has a timeout, but a
+//! leader whose process was stopped (SIGSTOP, a frozen VM) or whose calls hang still stops acting
+//! at the end of its term, before a follower may take over (`renew_deadline < lease_duration`,
+//! checked at start-up) — so two processes never act at once. [`Leadership::is_current`] is what
+//! every write asks right before it is sent.
 
 use std::time::{Duration, Instant};
 
@@ -18,6 +24,67 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::{Error, Result};
+
+/// Whether this process may act now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Term {
+    /// Another process leads, or nobody does yet.
+    Follower,
+    /// This process leads until the instant (its last renewal plus the renew deadline).
+    Until(Instant),
+    /// No election (`--leader-election=false`, tests): always leads.
+    Always,
+}
+
+impl Term {
+    /// Whether the term is running at `now`.
+    pub fn current_at(self, now: Instant) -> bool {
+        match self {
+            Term::Follower => false,
+            Term::Until(end) => now < end,
+            Term::Always => true,
+        }
+    }
+}
+
+/// The leadership of this process as the rest of the controller sees it.
+#[derive(Debug, Clone)]
+pub struct Leadership(watch::Receiver<Term>);
+
+impl Leadership {
+    /// Leadership without an election: always the leader.
+    pub fn always() -> Self {
+        // NB: the sender is dropped: `changed()` ends at once, `borrow()` keeps the value.
+        Self(watch::channel(Term::Always).1)
+    }
+
+    /// Whether this process leads right now (a term that ran out reads as not leading, even if
+    /// the elector has not noticed yet).
+    pub fn is_current(&self) -> bool {
+        self.0.borrow().current_at(Instant::now())
+    }
+
+    /// The term as the elector last set it (it may have run out since: see [`Term::current_at`]).
+    pub fn term(&self) -> Term {
+        *self.0.borrow()
+    }
+
+    /// Wait until leadership may have changed (a new term, a step-down); `Err` when the
+    /// elector is gone.
+    pub async fn changed(&mut self) -> Result<(), watch::error::RecvError> {
+        self.0.changed().await
+    }
+
+    /// Wait until this process leads; `Err` when the elector is gone.
+    pub async fn wait_leading(&mut self) -> Result<(), watch::error::RecvError> {
+        loop {
+            if self.is_current() {
+                return Ok(());
+            }
+            self.0.changed().await?;
+        }
+    }
+}
 
 /// Lease parameters.
 #[derive(Debug, Clone)]
@@ -36,14 +103,41 @@ pub struct LeaderConfig {
     pub retry_period: Duration,
 }
 
-/// Runs the election loop; read the outcome from [`LeaderElector::subscribe`].
+impl LeaderConfig {
+    /// Refuse timings under which two processes could act at once or a leader could never
+    /// renew: `retry_period < renew_deadline < lease_duration`, none zero.
+    pub fn check(&self) -> Result<(), String> {
+        if self.retry_period.is_zero() {
+            return Err("the lease retry period must be above 0".into());
+        }
+        if self.renew_deadline <= self.retry_period {
+            return Err(format!(
+                "the lease renew deadline ({:?}) must be longer than the retry period ({:?}): a leader needs more than one try to renew",
+                self.renew_deadline, self.retry_period
+            ));
+        }
+        if self.lease_duration <= self.renew_deadline {
+            return Err(format!(
+                "the lease renew deadline ({:?}) must be shorter than the lease duration ({:?}): a leader must stop acting before a follower may take over",
+                self.renew_deadline, self.lease_duration
+            ));
+        }
+        Ok(())
+    }
+
+    /// Timeout of one Lease call: two tries fit in the renew deadline.
+    fn call_timeout(&self) -> Duration {
+        (self.renew_deadline / 2).max(Duration::from_millis(100))
+    }
+}
+
+/// Runs the election loop; read the outcome from [`LeaderElector::leadership`].
 pub struct LeaderElector {
     api: Api<Lease>,
     cfg: LeaderConfig,
-    tx: watch::Sender<bool>,
+    tx: watch::Sender<Term>,
     /// Last Lease record seen held by someone else, and when it was first seen.
     observed: Option<(String, Instant)>,
-    last_renewed: Option<Instant>,
 }
 
 /// What one round concluded.
@@ -54,61 +148,69 @@ enum Round {
 }
 
 impl LeaderElector {
-    /// Elector for `cfg` (starts as follower).
+    /// Elector for `cfg` (starts as follower). Check `cfg` with [`LeaderConfig::check`] first.
     pub fn new(client: Client, cfg: LeaderConfig) -> Self {
         let api = Api::namespaced(client, &cfg.namespace);
         Self {
             api,
             cfg,
-            tx: watch::channel(false).0,
+            tx: watch::channel(Term::Follower).0,
             observed: None,
-            last_renewed: None,
         }
     }
 
-    /// `true` while this candidate leads.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.tx.subscribe()
+    /// This candidate's leadership, as the elector decides it.
+    pub fn leadership(&self) -> Leadership {
+        Leadership(self.tx.subscribe())
     }
 
     /// Campaign until `shutdown` resolves, then release the Lease if held.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            match self.round().await {
-                Ok(round) => self.set(round == Round::Leading),
-                Err(e) => {
-                    warn!(error = %e, "leader election round failed");
-                    let stale = self
-                        .last_renewed
-                        .is_none_or(|t| t.elapsed() >= self.cfg.renew_deadline);
-                    if *self.tx.borrow() && stale {
-                        warn!("could not renew the lease in time, stepping down");
-                        self.set(false);
-                    }
+            // NB: the term starts when the renewal is sent, not when it is answered: the API
+            // server may have stored it any time in between.
+            let sent = Instant::now();
+            let round = tokio::time::timeout(self.cfg.call_timeout(), self.round()).await;
+            match round {
+                Ok(Ok(Round::Leading)) => self.set(Term::Until(sent + self.cfg.renew_deadline)),
+                Ok(Ok(Round::Following)) => self.set(Term::Follower),
+                Ok(Err(e)) => warn!(error = %e, "leader election round failed"),
+                Err(_) => {
+                    warn!(timeout = ?self.cfg.call_timeout(), "leader election round timed out")
                 }
+            }
+            // Step down when the term ran out, whatever the calls returned.
+            let term = *self.tx.borrow();
+            if matches!(term, Term::Until(_)) && !term.current_at(Instant::now()) {
+                warn!("could not renew the lease within the renew deadline, stepping down");
+                self.set(Term::Follower);
             }
             tokio::select! {
                 () = &mut shutdown => break,
                 () = tokio::time::sleep(self.cfg.retry_period) => {}
             }
         }
-        let was_leader = *self.tx.borrow();
-        self.set(false);
+        let was_leader = self.tx.borrow().current_at(Instant::now());
+        self.set(Term::Follower);
         if was_leader {
-            match self.release().await {
-                Ok(()) => info!(identity = %self.cfg.identity, "released leader lease"),
-                Err(e) => warn!(error = %e, "releasing the lease failed; it expires on its own"),
+            match tokio::time::timeout(self.cfg.call_timeout(), self.release()).await {
+                Ok(Ok(())) => info!(identity = %self.cfg.identity, "released leader lease"),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "releasing the lease failed; it expires on its own")
+                }
+                Err(_) => warn!("releasing the lease timed out; it expires on its own"),
             }
         }
     }
 
-    fn set(&self, leading: bool) {
-        let changed = self
-            .tx
-            .send_if_modified(|v| std::mem::replace(v, leading) != leading);
-        if changed {
-            info!(identity = %self.cfg.identity, leading, "leadership changed");
+    fn set(&self, term: Term) {
+        let before = *self.tx.borrow();
+        let now = Instant::now();
+        self.tx.send_replace(term);
+        let (was, is) = (before.current_at(now), term.current_at(now));
+        if was != is {
+            info!(identity = %self.cfg.identity, leading = is, "leadership changed");
         }
     }
 
@@ -135,10 +237,7 @@ impl LeaderElector {
                 spec: Some(self.fresh_spec(0)),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => {
-                    self.last_renewed = Some(Instant::now());
-                    Ok(Round::Leading)
-                }
+                Ok(_) => Ok(Round::Leading),
                 Err(kube::Error::Api(s)) if s.code == 409 => Ok(Round::Following),
                 Err(e) => Err(Error::LeaseFailed(e)),
             };
@@ -183,10 +282,7 @@ impl LeaderElector {
             .replace(&self.cfg.lease_name, &PostParams::default(), lease)
             .await
         {
-            Ok(_) => {
-                self.last_renewed = Some(Instant::now());
-                Ok(Round::Leading)
-            }
+            Ok(_) => Ok(Round::Leading),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(Round::Following),
             Err(e) => Err(Error::LeaseFailed(e)),
         }
@@ -214,5 +310,45 @@ impl LeaderElector {
             .await
             .map(|_| ())
             .map_err(Error::LeaseFailed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(lease: u64, renew: u64, retry: u64) -> LeaderConfig {
+        LeaderConfig {
+            lease_name: "l".into(),
+            namespace: "ns".into(),
+            identity: "me".into(),
+            lease_duration: Duration::from_secs(lease),
+            renew_deadline: Duration::from_secs(renew),
+            retry_period: Duration::from_secs(retry),
+        }
+    }
+
+    #[test]
+    fn timings_that_could_make_two_leaders_are_refused() {
+        assert_eq!(cfg(15, 10, 2).check(), Ok(()));
+        let equal = cfg(10, 10, 2).check().expect_err("equal timings");
+        assert!(equal.contains("shorter than the lease duration"), "{equal}");
+        assert!(cfg(10, 15, 2).check().is_err());
+        let retry = cfg(15, 2, 2).check().expect_err("renew = retry");
+        assert!(retry.contains("longer than the retry period"), "{retry}");
+        assert!(cfg(15, 10, 0).check().is_err());
+        assert_eq!(cfg(15, 10, 2).call_timeout(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_term_ends_on_its_own() {
+        let now = Instant::now();
+        let term = Term::Until(now + Duration::from_secs(3));
+        assert!(term.current_at(now));
+        assert!(term.current_at(now + Duration::from_millis(2999)));
+        assert!(!term.current_at(now + Duration::from_secs(3)));
+        assert!(!Term::Follower.current_at(now));
+        assert!(Term::Always.current_at(now + Duration::from_secs(1 << 30)));
+        assert!(Leadership::always().is_current());
     }
 }

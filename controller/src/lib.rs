@@ -64,8 +64,8 @@ pub enum Error {
     /// Restarting or scaling the pod's Deployment failed.
     #[error("healing action failed: {0}")]
     ActionFailed(#[source] kube::Error),
-    /// Writing a HealingPolicy's status failed.
-    #[error("writing policy status failed: {0}")]
+    /// Reading or writing a HealingPolicy's or CircuitBreaker's status failed.
+    #[error("reading or writing status failed: {0}")]
     StatusFailed(#[source] kube::Error),
     /// Force-deleting a zombie pod failed.
     #[error("force-deleting pod failed: {0}")]
@@ -82,6 +82,9 @@ pub enum Error {
     /// The pod lacks a field the controller cannot do without (name or namespace).
     #[error("pod is missing {0}")]
     MissingField(&'static str),
+    /// A write was about to be sent while this process does not hold a current leader Lease.
+    #[error("not the leader (or the lease lapsed): {0} not sent")]
+    NotLeader(&'static str),
 }
 
 impl Error {
@@ -99,7 +102,19 @@ impl Error {
             Error::ClaimLookupFailed(_) => "claim_lookup_failed",
             Error::TargetLookupFailed(_) => "target_lookup_failed",
             Error::MissingField(_) => "missing_field",
+            Error::NotLeader(_) => "not_leader",
         }
+    }
+
+    /// The API server refused a write because the object changed since it was read (409).
+    pub fn is_conflict(&self) -> bool {
+        let api = match self {
+            Error::StatusFailed(kube::Error::Api(s)) | Error::ActionFailed(kube::Error::Api(s)) => {
+                s
+            }
+            _ => return false,
+        };
+        api.code == 409
     }
 }
 
@@ -116,6 +131,7 @@ mod tests {
     fn every_error_has_a_distinct_metric_label() {
         let errs = [
             Error::MissingField("name"),
+            Error::NotLeader("eviction"),
             Error::EvictFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::OwnerLookupFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::EventFailed(kube::Error::LinesCodecMaxLineLengthExceeded),

@@ -6,14 +6,14 @@
 //! `selfheal-controller crdgen [healing-policy|circuit-breaker]` prints a CRD instead.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
 use selfheal_controller::config::{Command, Config, CrdKind, LogFormat};
 use selfheal_controller::http::{self, HttpState};
-use selfheal_controller::leader::{LeaderConfig, LeaderElector};
+use selfheal_controller::leader::{LeaderElector, Leadership};
 use selfheal_controller::metrics::Metrics;
 use selfheal_controller::reconcile::{self, Context};
 use selfheal_controller::{breaker_crd, crd};
@@ -29,6 +29,12 @@ async fn main() -> anyhow::Result<()> {
         };
         print!("{}", yaml.context("serialising the CRD")?);
         return Ok(());
+    }
+    if cfg.leader_election {
+        // Refused before anything starts: these timings could let two replicas act at once.
+        cfg.leader_config()
+            .check()
+            .map_err(|e| anyhow::anyhow!("invalid leader election flags: {e}"))?;
     }
     let mut tcfg =
         telemetry::TelemetryConfig::new("selfheal-controller", env!("CARGO_PKG_VERSION"));
@@ -56,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("loading kubeconfig")?;
     let ready = Arc::new(AtomicBool::new(false));
+    let alive = Arc::new(AtomicBool::new(true));
     // Two stop signals: the controller stops first, the Lease is released only after it has.
     let (stop_tx, stop_rx) = watch::channel(false);
     let (release_tx, release_rx) = watch::channel(false);
@@ -66,24 +73,14 @@ async fn main() -> anyhow::Result<()> {
         }
     };
 
-    let (leader_rx, elector) = if cfg.leader_election {
-        let elector = LeaderElector::new(
-            client.clone(),
-            LeaderConfig {
-                lease_name: cfg.lease_name.clone(),
-                namespace: cfg.pod_namespace.clone(),
-                identity: cfg.pod_name.clone(),
-                lease_duration: Duration::from_secs(cfg.lease_duration_secs),
-                renew_deadline: Duration::from_secs(cfg.lease_renew_deadline_secs),
-                retry_period: Duration::from_secs(cfg.lease_retry_period_secs),
-            },
-        );
+    let (leadership, mut elector) = if cfg.leader_election {
+        let elector = LeaderElector::new(client.clone(), cfg.leader_config());
         (
-            elector.subscribe(),
+            elector.leadership(),
             Some(tokio::spawn(elector.run(on(&release_rx)))),
         )
     } else {
-        (watch::channel(true).1, None)
+        (Leadership::always(), None)
     };
 
     let server = tokio::spawn(http::serve(
@@ -91,13 +88,42 @@ async fn main() -> anyhow::Result<()> {
         HttpState {
             metrics: metrics.clone(),
             ready: ready.clone(),
+            alive: alive.clone(),
         },
         on(&stop_rx),
     ));
-    let ctx = Arc::new(Context::new(client, cfg, metrics, leader_rx));
-    let controller = tokio::spawn(reconcile::run(ctx, ready, on(&stop_rx)));
+    let ctx = Arc::new(Context::new(client, cfg, metrics, leadership));
+    let mut controller = tokio::spawn(reconcile::run(ctx, ready, on(&stop_rx)));
+    let mut server = server;
 
-    shutdown_signal().await;
+    // Every task runs until shutdown: one that ends (or panics) first is a failure. A process
+    // whose reconciler died must not go on renewing the Lease and answering its liveness probe.
+    let failure = tokio::select! {
+        () = shutdown_signal() => None,
+        r = &mut controller => Some(format!("the controller loop ended ({})", ended(r.map(|()| Ok(()))))),
+        r = async {
+            match elector.as_mut() {
+                Some(t) => t.await,
+                None => std::future::pending().await,
+            }
+        } => {
+            elector = None;
+            Some(format!("leader election ended ({})", ended(r.map(|()| Ok(())))))
+        }
+        r = &mut server => Some(format!("the health and metrics server ended ({})", ended(r))),
+    };
+    if let Some(why) = failure {
+        alive.store(false, Ordering::Relaxed);
+        tracing::error!(%why, "a controller loop stopped: stepping down and exiting with an error");
+        let _ = stop_tx.send(true);
+        let _ = release_tx.send(true);
+        if let Some(elector) = elector {
+            // Release the Lease so a healthy replica takes over now, not after the lease duration.
+            let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
+        }
+        let _ = telemetry.shutdown();
+        anyhow::bail!("{why}");
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     controller.await.context("controller task")?;
@@ -108,6 +134,16 @@ async fn main() -> anyhow::Result<()> {
     server.await.context("http task")?.context("http server")?;
     telemetry.shutdown().context("flushing spans")?;
     Ok(())
+}
+
+/// How a task that should have run until shutdown ended.
+fn ended(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> String {
+    match r {
+        Ok(Ok(())) => "returned".to_owned(),
+        Ok(Err(e)) => format!("failed: {e}"),
+        Err(e) if e.is_panic() => "panicked".to_owned(),
+        Err(e) => format!("was cancelled: {e}"),
+    }
 }
 
 async fn shutdown_signal() {

@@ -114,6 +114,7 @@ pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> 
                 }),
                 ..DeleteParams::default()
             };
+            ctx.ensure_leader("a force delete")?;
             match Api::<Pod>::namespaced(ctx.client().clone(), &ns)
                 .delete(&name, &dp)
                 .await

@@ -21,7 +21,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use tracing::{debug, info, instrument, warn};
 
 use crate::breaker_loop;
@@ -31,6 +31,7 @@ use crate::crd::{
 };
 use crate::exhaustion::{self, Exhaustion, PoolRule, PoolTracker};
 use crate::history::{History, RestartTracker};
+use crate::leader::{Leadership, Term};
 use crate::metrics::Metrics;
 use crate::owner::{OwnerResolver, Workload, controller_ref};
 use crate::policy::{self, Decision, IGNORE_ANNOTATION, Observed, Policy, Reason, SkipReason};
@@ -63,7 +64,7 @@ pub struct Context {
     /// Metrics shared with the HTTP server.
     pub metrics: Arc<Metrics>,
     recorder: Recorder,
-    leader: watch::Receiver<bool>,
+    leader: Leadership,
     owners: OwnerResolver,
     state: Mutex<State>,
     /// The pod cache (set by [`run`]): sibling readiness and matched-pod counts.
@@ -119,12 +120,7 @@ struct State {
 impl Context {
     /// Build the context; `leader` says whether this replica may act. Build `client` with
     /// [`client`]/[`client_from`] so a PDB refusal (429) reaches the reconciler.
-    pub fn new(
-        client: Client,
-        cfg: Config,
-        metrics: Arc<Metrics>,
-        leader: watch::Receiver<bool>,
-    ) -> Self {
+    pub fn new(client: Client, cfg: Config, metrics: Arc<Metrics>, leader: Leadership) -> Self {
         let reporter = Reporter {
             controller: REPORTING_CONTROLLER.into(),
             instance: Some(cfg.pod_name.clone()),
@@ -168,9 +164,24 @@ impl Context {
         }
     }
 
-    /// Whether this replica leads (and may act).
+    /// Whether this replica leads (and may act): its leader term is running now.
     pub fn is_leader(&self) -> bool {
-        *self.leader.borrow()
+        self.leader.is_current()
+    }
+
+    /// This replica's leadership (for loops that keep their own writers).
+    pub fn leadership(&self) -> &Leadership {
+        &self.leader
+    }
+
+    /// `Err(NotLeader)` unless this replica leads right now: asked right before every write, as
+    /// a term can run out between the decision and the call (a stopped process, a slow call).
+    pub fn ensure_leader(&self, write: &'static str) -> Result<()> {
+        if self.is_leader() {
+            return Ok(());
+        }
+        warn!(write, "leader term ran out before the write: not sent");
+        Err(Error::NotLeader(write))
     }
 
     /// Whether `ns` is in the controller's scope (`--namespaces`, `--exclude-namespaces`).
@@ -698,15 +709,22 @@ pub async fn run(
         .reflect(writer)
         .applied_objects();
 
-    // Whenever this replica becomes leader, look at every cached pod once.
-    let became_leader = stream::unfold(ctx.leader.clone(), |mut rx| async move {
-        loop {
-            rx.changed().await.ok()?;
-            if *rx.borrow_and_update() {
-                return Some(((), rx));
+    // Whenever this replica becomes leader (a term after none, or after one that ran out), look
+    // at every cached pod once: what changed while it did not lead was left to the leader.
+    let became_leader = stream::unfold(
+        (ctx.leader.clone(), Term::Follower),
+        |(mut l, mut prev)| async move {
+            loop {
+                l.changed().await.ok()?;
+                let (now, term) = (std::time::Instant::now(), l.term());
+                let edge = term.current_at(now) && !prev.current_at(now);
+                prev = term;
+                if edge {
+                    return Some(((), (l, prev)));
+                }
             }
-        }
-    })
+        },
+    )
     .chain(stream::pending());
 
     // The memory sampler and the PromQL triggers name the pods that now read as unhealthy: a
@@ -756,7 +774,7 @@ pub async fn run(
                 ctx.metrics
                     .watched_pods
                     .set(i64::try_from(reader.len()).unwrap_or(i64::MAX));
-                ctx.metrics.leader.set(i64::from(*ctx.leader.borrow()));
+                ctx.metrics.leader.set(i64::from(ctx.is_leader()));
                 if let Some(p) = ctx.policies.get() {
                     ctx.metrics
                         .healing_policies
@@ -847,7 +865,7 @@ async fn status_writer(ctx: Arc<Context>) {
             _ = tick.tick() => {}
             () = ctx.status_dirty.notified() => {}
         }
-        if !*ctx.leader.borrow() || !ctx.policies_synced.load(Ordering::Relaxed) {
+        if !ctx.is_leader() || !ctx.policies_synced.load(Ordering::Relaxed) {
             continue;
         }
         let policies = store.state();
@@ -888,7 +906,11 @@ async fn status_writer(ctx: Arc<Context>) {
             if hp.status.as_ref() == Some(&status) || written.get(&key) == Some(&status) {
                 continue;
             }
-            match write_status(&ctx.client, hp, &status).await {
+            let written_now = match ctx.ensure_leader("a policy status") {
+                Ok(()) => write_status(&ctx.client, hp, &status).await,
+                Err(e) => Err(e),
+            };
+            match written_now {
                 Ok(()) => {
                     debug!(policy = %key, matched = status.matched_pods, "policy status written");
                     written.insert(key, status);
@@ -979,7 +1001,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     };
 
     // Followers keep the cache and the restart rates warm, and act only once they lead.
-    if !*ctx.leader.borrow() {
+    if !ctx.is_leader() {
         return Ok(Action::await_change());
     }
     if !ctx.policies_synced.load(Ordering::Relaxed) {
@@ -1391,6 +1413,10 @@ async fn act(
     if let (policy::Action::RolloutRestart | policy::Action::ScaleTo(_), Some(w)) =
         (action, workload)
     {
+        if let Err(e) = ctx.ensure_leader("a Deployment patch") {
+            unreserve();
+            return Err(e);
+        }
         let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
         let pp = PatchParams::default();
         let result = match action {
@@ -1444,6 +1470,10 @@ async fn act(
         };
     }
 
+    if let Err(e) = ctx.ensure_leader("an eviction") {
+        unreserve();
+        return Err(e);
+    }
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     // NB: evict, not delete, so PodDisruptionBudgets are honoured.
     match api.evict(&name, &EvictParams::default()).await {

@@ -1,7 +1,9 @@
 //! CircuitBreaker on the real API server of the local cluster, with the real app and a real
 //! Prometheus scraping it: the full cycle closed → open → half-open → open (the probe still
-//! fails) → half-open → closed (fixed), each transition in status, as Events and in the metric;
-//! and a breaker refusing a Deployment an HPA scales.
+//! fails) → half-open → closed (fixed), each transition in status, as Events and in the metric,
+//! with two controllers driving it at once; a breaker whose status write or scale the API server
+//! refuses (a ValidatingAdmissionPolicy) finishing its transition later instead of losing it; and
+//! a breaker refusing a Deployment an HPA scales.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -9,9 +11,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use selfheal_controller::breaker_crd::{CircuitBreaker, CircuitBreakerStatus};
 
@@ -58,16 +63,85 @@ fn transitions(ctl: &Running, from: &str, to: &str) -> u64 {
         .get()
 }
 
+/// A ValidatingAdmissionPolicy (+ binding) named `name` that makes the API server refuse the
+/// requests `rules` match in namespace `ns` when `expression` is false; [`Refusal::lift`] removes
+/// it. (A test that panics first leaves it bound to a namespace that is deleted: harmless.)
+struct Refusal {
+    client: Client,
+    name: String,
+}
+
+impl Refusal {
+    async fn new(
+        client: &Client,
+        ns: &str,
+        name: &str,
+        rules: serde_json::Value,
+        expression: &str,
+    ) -> Self {
+        let policy: ValidatingAdmissionPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": rules},
+                "validations": [{"expression": expression, "message": format!("refused by the test's {name}")}],
+            }
+        }))
+        .unwrap();
+        let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}},
+            }
+        }))
+        .unwrap();
+        Api::<ValidatingAdmissionPolicy>::all(client.clone())
+            .create(&PostParams::default(), &policy)
+            .await
+            .unwrap();
+        Api::<ValidatingAdmissionPolicyBinding>::all(client.clone())
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap();
+        Self {
+            client: client.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    async fn lift(self) {
+        let dp = DeleteParams::default();
+        Api::<ValidatingAdmissionPolicyBinding>::all(self.client.clone())
+            .delete(&self.name, &dp)
+            .await
+            .unwrap();
+        Api::<ValidatingAdmissionPolicy>::all(self.client.clone())
+            .delete(&self.name, &dp)
+            .await
+            .unwrap();
+    }
+}
+
+/// Whether a dry-run of `attempt` is refused by the test's admission policy (the policy takes a
+/// moment to reach the API server's admission chain after it is created).
+async fn refused<T, F>(attempt: F) -> bool
+where
+    F: Future<Output = kube::Result<T>>,
+{
+    matches!(attempt.await, Err(kube::Error::Api(s)) if s.message.contains("refused by the test"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_breaker_opens_probes_reopens_and_closes_on_a_real_error_ratio() {
     in_namespace("sh-cb-cycle", |client, ns| async move {
         let prom = prometheus_scraping(&ns).await;
         let url = format!("--prometheus-url={}", prom.url);
-        let ctl = start(config(
-            &ns,
-            &["--restart-threshold=100000", &url, "--prometheus-interval-secs=2"],
-        ))
-        .await;
+        // Two controllers drive the breaker at once (a second install, or a stale leader): every
+        // status write is conditional, so the history below comes out whole and once.
+        let flags = ["--restart-threshold=100000", &url, "--prometheus-interval-secs=2"];
+        let ctls = [start(config(&ns, &flags)).await, start(config(&ns, &flags)).await];
         let failing = [("APP_FAULT_PROFILE", "errors"), ("APP_FAULT_ERROR_PERCENT", "100")];
         create_deployment(&client, &ns, &app_deployment("web", 2, &failing)).await;
         let _load = traffic(&client, &ns, "web", 2);
@@ -132,7 +206,8 @@ async fn the_breaker_opens_probes_reopens_and_closes_on_a_real_error_ratio() {
             ("HalfOpen", "Open", 1),
             ("HalfOpen", "Closed", 1),
         ] {
-            assert_eq!(transitions(&ctl, from, to), n, "{from} → {to}");
+            let counted: u64 = ctls.iter().map(|c| transitions(c, from, to)).sum();
+            assert_eq!(counted, n, "{from} → {to}");
         }
         for reason in ["CircuitOpened", "CircuitHalfOpened", "CircuitClosed"] {
             let events = our_events(&client, &ns, reason).await;
@@ -145,6 +220,113 @@ async fn the_breaker_opens_probes_reopens_and_closes_on_a_real_error_ratio() {
         }
         let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("True", "Evaluated"));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transition_whose_status_write_or_scale_is_refused_is_finished_later_not_lost() {
+    in_namespace("sh-cb-intent", |client, ns| async move {
+        let prom = prometheus().await;
+        let url = format!("--prometheus-url={}", prom.url);
+        let mut d = crashing_deployment("web", 2, &[]);
+        d.spec.template.spec.as_mut().unwrap().containers[0].command =
+            Some(vec!["sleep".into(), "3600".into()]);
+        create_deployment(&client, &ns, &d).await;
+        // The query always answers 1.0: the first round trips the breaker.
+        create_breaker(
+            &client,
+            &ns,
+            "web",
+            "targetRef: {kind: Deployment, name: web}\nquery: 'vector(1)'\nthreshold: 0.5\ntripAfter: 1\nopenFor: 10m\nmaxOpenFor: 10m\n",
+        )
+        .await;
+        let breakers = Api::<CircuitBreaker>::namespaced(client.clone(), &ns);
+        let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+        let dry = PatchParams {
+            dry_run: true,
+            ..PatchParams::default()
+        };
+
+        // 1. The API server refuses every status that says Open: the breaker must not scale.
+        let no_open = Refusal::new(
+            &client,
+            &ns,
+            &format!("{ns}-no-open"),
+            serde_json::json!([{"apiGroups": ["selfheal.io"], "apiVersions": ["*"], "operations": ["UPDATE"], "resources": ["circuitbreakers/status"]}]),
+            "!has(object.status) || !has(object.status.state) || object.status.state != 'Open'",
+        )
+        .await;
+        let open = Patch::Merge(serde_json::json!({"status": {"state": "Open"}}));
+        wait_for("the status refusal to take effect", Duration::from_secs(30), || async {
+            refused(breakers.patch_status("web", &dry, &open)).await
+        })
+        .await;
+        let ctl = start(config(
+            &ns,
+            &["--restart-threshold=100000", &url, "--prometheus-interval-secs=1"],
+        ))
+        .await;
+        let status_failures = || {
+            ctl.metrics
+                .reconcile_errors_total
+                .with_label_values(&["status_failed"])
+                .get()
+        };
+        wait_for("three refused status writes", Duration::from_secs(60), || async {
+            status_failures() >= 3
+        })
+        .await;
+        assert_eq!(
+            replicas(&client, &ns, "web").await,
+            2,
+            "the breaker scaled although it could not record the open state and the replicas to restore"
+        );
+        assert_ne!(status(&client, &ns, "web").await.state.as_deref(), Some("Open"));
+
+        // 2. Status writes pass, the scale is refused: the intent is recorded and kept.
+        let no_scale = Refusal::new(
+            &client,
+            &ns,
+            &format!("{ns}-no-scale"),
+            serde_json::json!([{"apiGroups": ["apps"], "apiVersions": ["*"], "operations": ["UPDATE"], "resources": ["deployments/scale"]}]),
+            "false",
+        )
+        .await;
+        let zero = Patch::Merge(serde_json::json!({"spec": {"replicas": 0}}));
+        wait_for("the scale refusal to take effect", Duration::from_secs(30), || async {
+            refused(deployments.patch_scale("web", &dry, &zero)).await
+        })
+        .await;
+        no_open.lift().await;
+        wait_for("Open with a pending scale to 0, the scale refused", Duration::from_secs(60), || async {
+            let s = status(&client, &ns, "web").await;
+            s.state.as_deref() == Some("Open")
+                && s.pending_scale == Some(0)
+                && s.conditions.iter().any(|c| c.type_ == "Ready" && c.reason == "ScaleFailed")
+        })
+        .await;
+        assert_eq!(replicas(&client, &ns, "web").await, 2);
+        assert_eq!(status(&client, &ns, "web").await.previous_replicas, Some(2));
+        assert!(ctl.metrics.circuit_scale_failures_total.get() >= 1);
+
+        // 3. The scale passes again: the next round finishes the recorded scale, and the target
+        //    at 2 replicas is not mistaken for a manual override.
+        no_scale.lift().await;
+        wait_for("the recorded scale to be finished", Duration::from_secs(60), || async {
+            let s = status(&client, &ns, "web").await;
+            s.pending_scale.is_none() && s.state.as_deref() == Some("Open")
+        })
+        .await;
+        let s = status(&client, &ns, "web").await;
+        assert_eq!(replicas(&client, &ns, "web").await, 0);
+        assert_eq!(reasons(&s), ["Tripped"], "{s:?}");
+        assert_eq!(s.previous_replicas, Some(2));
+        assert_eq!(transitions(&ctl, "Closed", "Open"), 1);
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.reason, "Evaluated", "{s:?}");
+        let events = our_events(&client, &ns, "CircuitOpened").await;
+        assert!(events.iter().any(|e| regarding_kind(e) == "Deployment"), "no CircuitOpened Event on the Deployment");
     })
     .await;
 }

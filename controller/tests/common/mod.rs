@@ -22,16 +22,20 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use selfheal_controller::config::Config;
 use selfheal_controller::crd::{HealingPolicy, HealingPolicySpec};
+use selfheal_controller::leader::Leadership;
 use selfheal_controller::metrics::Metrics;
 use selfheal_controller::reconcile::{self, Context, REPORTING_CONTROLLER};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 mod app;
 mod prometheus_server;
+mod proxy;
 #[allow(unused_imports)] // NB: each test binary uses a different part
 pub use app::{Traffic, app_deployment, traffic};
 #[allow(unused_imports)]
 pub use prometheus_server::{Prometheus, prometheus, prometheus_scraping, query};
+#[allow(unused_imports)]
+pub use proxy::Proxy;
 
 /// Image with a static busybox, present in the local cluster's containerd.
 pub const TOOLBOX: &str = "localhost/selfheal-toolbox:dev";
@@ -242,7 +246,6 @@ pub fn config(ns: &str, extra: &[&str]) -> Config {
 pub struct Running {
     pub metrics: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
-    _leader: watch::Sender<bool>,
 }
 
 impl Drop for Running {
@@ -272,8 +275,12 @@ pub fn start_with(config: kube::Config, cfg: Config) -> Running {
         .try_init();
     let metrics = Arc::new(Metrics::new());
     let client = reconcile::client_from(config, &metrics).expect("controller client");
-    let (leader_tx, leader_rx) = watch::channel(true);
-    let ctx = Arc::new(Context::new(client, cfg, metrics.clone(), leader_rx));
+    let ctx = Arc::new(Context::new(
+        client,
+        cfg,
+        metrics.clone(),
+        Leadership::always(),
+    ));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     tokio::spawn(reconcile::run(
         ctx,
@@ -285,7 +292,6 @@ pub fn start_with(config: kube::Config, cfg: Config) -> Running {
     Running {
         metrics,
         stop: Some(stop_tx),
-        _leader: leader_tx,
     }
 }
 
