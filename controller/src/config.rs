@@ -215,6 +215,15 @@ pub struct Config {
     #[arg(long, env = "POD_NAME", default_value = "selfheal-controller-local")]
     pub pod_name: String,
 
+    /// ConfigMap (in `POD_NAMESPACE`) keeping the recycle history across restarts and
+    /// failovers; empty = memory only (a restart forgets cooldowns and give-ups).
+    #[arg(
+        long,
+        env = "CONTROLLER_HISTORY_CONFIGMAP",
+        default_value = "selfheal-controller-history"
+    )]
+    pub history_configmap: String,
+
     /// Namespace the controller runs in (Lease namespace, always excluded); Downward API.
     #[arg(long, env = "POD_NAMESPACE", default_value = "selfheal-system")]
     pub pod_namespace: String,

@@ -4,12 +4,16 @@
 //!   the give-up limit.
 //! - [`RestartTracker`]: restart counts observed per pod over time, for the restart-rate trigger.
 //!
-//! NB: the history lives in memory. A new leader starts with an empty one, so after a failover a
-//! workload can be recycled once more before its cooldown would have ended.
+//! The workload history also lives in a ConfigMap ([`Stored`], written by
+//! [`crate::history_store`]): a restarted or newly elected controller merges it before it acts, so
+//! a failover does not reset a cooldown or a give-up. The restart counts stay in memory: a new
+//! leader under-counts a rate for one window, which delays an action, never repeats one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::str::FromStr;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
 
 /// Identity of a workload: `kind/namespace/name` of the top controlling owner.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,6 +30,42 @@ impl std::fmt::Display for WorkloadKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
     }
+}
+
+impl WorkloadKey {
+    /// Parse `kind/namespace/name` (none of the three can contain a `/`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let mut parts = s.splitn(3, '/');
+        let (kind, namespace, name) = (parts.next()?, parts.next()?, parts.next()?);
+        if [kind, namespace, name].iter().any(|p| p.is_empty()) || name.contains('/') {
+            return None;
+        }
+        Some(Self {
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        })
+    }
+}
+
+/// The workload history as kept in the ConfigMap: `kind/namespace/name` → its recycles and
+/// give-up, as RFC 3339 times.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    /// Every workload with a recycle still remembered.
+    pub workloads: BTreeMap<String, StoredWorkload>,
+}
+
+/// One workload in [`Stored`].
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredWorkload {
+    /// Recycle times, oldest first.
+    #[serde(default)]
+    pub recycles: Vec<String>,
+    /// When the give-up was reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gave_up_at: Option<String>,
 }
 
 /// Recycles of one workload, oldest first.
@@ -61,6 +101,8 @@ impl WorkloadHistory {
 #[derive(Debug, Default)]
 pub struct History {
     workloads: HashMap<WorkloadKey, WorkloadHistory>,
+    /// Something was recorded since the last [`History::take_changed`].
+    changed: bool,
 }
 
 impl History {
@@ -74,6 +116,7 @@ impl History {
         let h = self.workloads.entry(key.clone()).or_default();
         h.recycles.push_back(at);
         h.gave_up_at = None;
+        self.changed = true;
     }
 
     /// Take back a reservation made with [`History::record`] when the eviction did not happen.
@@ -82,6 +125,7 @@ impl History {
             && let Some(pos) = h.recycles.iter().rposition(|t| *t == at)
         {
             h.recycles.remove(pos);
+            self.changed = true;
         }
     }
 
@@ -92,6 +136,7 @@ impl History {
             return false;
         }
         h.gave_up_at = Some(at);
+        self.changed = true;
         true
     }
 
@@ -104,6 +149,60 @@ impl History {
             }
             !h.recycles.is_empty()
         });
+    }
+
+    /// Mark the history as changed (a save of it failed and must be tried again).
+    pub fn record_changed(&mut self) {
+        self.changed = true;
+    }
+
+    /// Whether something was recorded since the last call (then: save a [`History::snapshot`]).
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Everything remembered, in the stored form.
+    pub fn snapshot(&self) -> Stored {
+        let workloads = self
+            .workloads
+            .iter()
+            .map(|(k, h)| {
+                let stored = StoredWorkload {
+                    recycles: h.recycles.iter().map(Timestamp::to_string).collect(),
+                    gave_up_at: h.gave_up_at.map(|t| t.to_string()),
+                };
+                (k.to_string(), stored)
+            })
+            .collect();
+        Stored { workloads }
+    }
+
+    /// Take in what another controller remembered: the union of the recycles; a give-up stands
+    /// unless a recycle came after it. Entries that do not parse are skipped.
+    pub fn merge(&mut self, stored: &Stored) {
+        for (k, w) in &stored.workloads {
+            let Some(key) = WorkloadKey::parse(k) else {
+                continue;
+            };
+            let h = self.workloads.entry(key).or_default();
+            let mut all: Vec<Timestamp> = h.recycles.iter().copied().collect();
+            all.extend(
+                w.recycles
+                    .iter()
+                    .filter_map(|t| Timestamp::from_str(t).ok()),
+            );
+            all.sort_unstable();
+            all.dedup();
+            h.recycles = all.into();
+            let stored_give_up = w
+                .gave_up_at
+                .as_deref()
+                .and_then(|t| Timestamp::from_str(t).ok());
+            h.gave_up_at = h
+                .gave_up_at
+                .max(stored_give_up)
+                .filter(|g| h.recycles.back().is_none_or(|last| g >= last));
+        }
     }
 
     /// Number of workloads remembered.
@@ -221,6 +320,55 @@ mod tests {
         h.record(&key(), t(0));
         h.prune(t(100), d(50));
         assert!(h.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_merged_into_an_empty_history_gives_the_same_decisions() {
+        let mut h = History::default();
+        assert!(!h.take_changed());
+        h.record(&key(), t(0));
+        h.record(&key(), t(100));
+        assert!(h.mark_gave_up(&key(), t(150)));
+        assert!(h.take_changed());
+        assert!(!h.take_changed(), "taken");
+        let stored = h.snapshot();
+        let json = serde_json::to_string(&stored).expect("json");
+        let back: Stored = serde_json::from_str(&json).expect("parses");
+        let mut fresh = History::default();
+        fresh.merge(&back);
+        assert_eq!(fresh.get(&key()), h.get(&key()));
+        assert!(
+            !fresh.mark_gave_up(&key(), t(200)),
+            "the give-up was remembered"
+        );
+    }
+
+    #[test]
+    fn merging_keeps_both_sides_and_drops_a_give_up_older_than_a_recycle() {
+        let mut mine = History::default();
+        mine.record(&key(), t(0));
+        mine.record(&key(), t(300));
+        let mut theirs = History::default();
+        theirs.record(&key(), t(100));
+        theirs.record(&key(), t(0));
+        theirs.mark_gave_up(&key(), t(200));
+        let mut stored = theirs.snapshot();
+        stored
+            .workloads
+            .insert("not a key".into(), StoredWorkload::default());
+        mine.merge(&stored);
+        let h = mine.get(&key());
+        assert_eq!(h.recycles, [t(0), t(100), t(300)]);
+        assert_eq!(h.gave_up_at, None, "a recycle came after that give-up");
+        assert_eq!(mine.len(), 1, "the bad key is skipped");
+    }
+
+    #[test]
+    fn workload_keys_round_trip_and_bad_ones_are_refused() {
+        assert_eq!(WorkloadKey::parse(&key().to_string()), Some(key()));
+        for bad in ["", "Deployment/ns", "Deployment//web", "Deployment/ns/a/b"] {
+            assert_eq!(WorkloadKey::parse(bad), None, "{bad}");
+        }
     }
 
     #[test]

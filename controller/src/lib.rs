@@ -17,6 +17,8 @@ pub mod crd;
 pub mod exhaustion;
 /// Per-workload recycle history and per-pod restart-rate tracking (pure, no I/O).
 pub mod history;
+/// The recycle history in a ConfigMap, so a restart or failover keeps cooldowns and give-ups.
+pub mod history_store;
 /// `/metrics`, `/healthz` and `/readyz` on their own port.
 pub mod http;
 /// Leader election on a `coordination.k8s.io/v1` Lease.
@@ -82,6 +84,12 @@ pub enum Error {
     /// The pod lacks a field the controller cannot do without (name or namespace).
     #[error("pod is missing {0}")]
     MissingField(&'static str),
+    /// Reading or saving the recycle history ConfigMap failed.
+    #[error("recycle history ConfigMap: {0}")]
+    HistoryFailed(#[source] kube::Error),
+    /// The recycle history ConfigMap does not parse (or could not be serialised).
+    #[error("recycle history is not valid JSON: {0}")]
+    HistoryCorrupt(#[source] serde_json::Error),
     /// A write was about to be sent while this process does not hold a current leader Lease.
     #[error("not the leader (or the lease lapsed): {0} not sent")]
     NotLeader(&'static str),
@@ -103,6 +111,8 @@ impl Error {
             Error::TargetLookupFailed(_) => "target_lookup_failed",
             Error::MissingField(_) => "missing_field",
             Error::NotLeader(_) => "not_leader",
+            Error::HistoryFailed(_) => "history_failed",
+            Error::HistoryCorrupt(_) => "history_corrupt",
         }
     }
 
@@ -132,6 +142,8 @@ mod tests {
         let errs = [
             Error::MissingField("name"),
             Error::NotLeader("eviction"),
+            Error::HistoryFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::HistoryCorrupt(serde_json::from_str::<u8>("x").expect_err("not json")),
             Error::EvictFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::OwnerLookupFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::EventFailed(kube::Error::LinesCodecMaxLineLengthExceeded),

@@ -31,6 +31,7 @@ use crate::crd::{
 };
 use crate::exhaustion::{self, Exhaustion, PoolRule, PoolTracker};
 use crate::history::{History, RestartTracker};
+use crate::history_store;
 use crate::leader::{Leadership, Term};
 use crate::metrics::Metrics;
 use crate::owner::{OwnerResolver, Workload, controller_ref};
@@ -76,6 +77,9 @@ pub struct Context {
     policies_synced: AtomicBool,
     /// Wakes the status writer after an action.
     status_dirty: Notify,
+    /// True once this term's leader has read the stored recycle history
+    /// ([`crate::history_store`]): nothing acts before, or a cooldown could be forgotten.
+    pub(crate) history_ready: AtomicBool,
 }
 
 /// The policy deciding for one pod.
@@ -138,6 +142,7 @@ impl Context {
             policies: OnceLock::new(),
             policies_synced: AtomicBool::new(false),
             status_dirty: Notify::new(),
+            history_ready: AtomicBool::new(false),
         }
     }
 
@@ -172,6 +177,22 @@ impl Context {
     /// This replica's leadership (for loops that keep their own writers).
     pub fn leadership(&self) -> &Leadership {
         &self.leader
+    }
+
+    /// Take in a stored recycle history (start of a leader term).
+    pub(crate) fn merge_history(&self, stored: &crate::history::Stored) {
+        self.state().history.merge(stored);
+    }
+
+    /// The recycle history to save, when something was recorded since the last call.
+    pub(crate) fn history_if_changed(&self) -> Option<crate::history::Stored> {
+        let mut st = self.state();
+        st.history.take_changed().then(|| st.history.snapshot())
+    }
+
+    /// A save failed: offer the history again next time.
+    pub(crate) fn history_changed_again(&self) {
+        self.state().history.record_changed();
     }
 
     /// `Err(NotLeader)` unless this replica leads right now: asked right before every write, as
@@ -799,6 +820,7 @@ pub async fn run(
         () = sampler::run(ctx.clone(), leak_tx.clone()) => {}
         () = promql::run(ctx.clone(), leak_tx) => {}
         () = breaker_loop::run(ctx.clone()) => {}
+        () = history_store::run(ctx.clone()) => {}
     }
 }
 
@@ -1006,6 +1028,10 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action> {
     }
     if !ctx.policies_synced.load(Ordering::Relaxed) {
         // The HealingPolicies are not listed yet: the default could be the wrong policy.
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    if !ctx.history_ready.load(Ordering::Relaxed) {
+        // The stored recycle history is not read yet: a cooldown could be forgotten.
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     // Terminating pods are the zombie reaper's (never a healing policy's).

@@ -141,6 +141,8 @@ async fn service_account_may_do_what_the_code_does_and_nothing_dangerous() {
             ("get", "coordination.k8s.io", "leases", None, ns.as_str()),
             ("create", "coordination.k8s.io", "leases", None, ns.as_str()),
             ("update", "coordination.k8s.io", "leases", None, ns.as_str()),
+            // The recycle history ConfigMap (get and patch are limited to its name).
+            ("create", "", "configmaps", None, ns.as_str()),
             ("list", "selfheal.io", "healingpolicies", None, ""),
             ("watch", "selfheal.io", "healingpolicies", None, ""),
             (
@@ -195,6 +197,10 @@ async fn service_account_may_do_what_the_code_does_and_nothing_dangerous() {
             ("create", "coordination.k8s.io", "leases", None, other),
             ("update", "coordination.k8s.io", "leases", None, other),
             ("delete", "coordination.k8s.io", "leases", None, ns.as_str()),
+            ("create", "", "configmaps", None, other),
+            ("get", "", "configmaps", None, other),
+            ("list", "", "configmaps", None, ns.as_str()),
+            ("delete", "", "configmaps", None, ns.as_str()),
             ("delete", "events.k8s.io", "events", None, other),
             ("patch", "selfheal.io", "healingpolicies", None, other),
             ("update", "selfheal.io", "healingpolicies", None, other),

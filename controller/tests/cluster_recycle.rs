@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -456,6 +456,59 @@ async fn restarts_in_the_past_are_left_alone_and_said_so() {
             "a recovered pod was recycled"
         );
         assert!(our_events(&client, &ns, "Recycled").await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recycle_history_survives_a_controller_restart() {
+    // Two namespaces: the workload's, and the controller's own (always out of its scope), which
+    // holds the history ConfigMap.
+    in_namespaces(&["sh-memory", "sh-memory-ctl"], |client, names| async move {
+        let (ns, own) = (names[0].clone(), names[1].clone());
+        let own_flag = format!("--pod-namespace={own}");
+        let flags = [
+            "--restart-threshold=0",
+            "--max-retries=1",
+            "--max-recycles-per-window=10",
+            "--history-configmap=selfheal-history",
+            own_flag.as_str(),
+        ];
+        let first = start(config(&ns, &flags)).await;
+        create_deployment(&client, &ns, &crashing_deployment("web", 1, &[])).await;
+        wait_for("the first recycle", SLOW, || async {
+            recycles(&first.metrics, &ns) == 1
+        })
+        .await;
+        let key = format!("Deployment/{ns}/web");
+        let configmaps = Api::<ConfigMap>::namespaced(client.clone(), &own);
+        wait_for("the recycle saved in the history ConfigMap", Duration::from_secs(30), || async {
+            configmaps
+                .get_opt("selfheal-history")
+                .await
+                .unwrap()
+                .and_then(|cm| cm.data?.remove("history.json"))
+                .is_some_and(|json| json.contains(&key))
+        })
+        .await;
+        // The controller restarts (a new process, an empty memory) while the pod crash-loops on.
+        drop(first);
+        let second = start(config(&ns, &flags)).await;
+        wait_for("GivingUp from the restarted controller", SLOW, || async {
+            second.metrics.giveups_total.get() == 1
+        })
+        .await;
+        assert_eq!(
+            recycles(&second.metrics, &ns),
+            0,
+            "the restarted controller forgot the first recycle and recycled again (max-retries 1)"
+        );
+        let note = our_events(&client, &ns, "GivingUp")
+            .await
+            .into_iter()
+            .find_map(|e| e.note)
+            .unwrap_or_default();
+        assert!(note.contains("recycled 1 times"), "{note}");
     })
     .await;
 }

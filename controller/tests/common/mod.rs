@@ -214,7 +214,8 @@ pub async fn our_events_from(
 }
 
 /// Config for an in-process controller scoped to `ns`: no leader election, no minimum age, no
-/// cooldown, threshold 1 (recycle at the 2nd restart), fast backoff; `extra` flags override.
+/// cooldown, threshold 1 (recycle at the 2nd restart), fast backoff, history in memory only;
+/// `extra` flags override.
 pub fn config(ns: &str, extra: &[&str]) -> Config {
     let mut args: Vec<String> = [
         "selfheal-controller",
@@ -228,6 +229,9 @@ pub fn config(ns: &str, extra: &[&str]) -> Config {
         "--pod-name=selfheal-controller-test",
         "--pod-namespace=selfheal-controller-test",
         "--exclude-namespaces=kube-system",
+        // Memory only: the test controller's namespace does not exist. The restart tests name
+        // a ConfigMap in their own namespace.
+        "--history-configmap=",
     ]
     .iter()
     .map(|s| (*s).to_owned())
