@@ -54,9 +54,7 @@ impl Proxy {
 
     /// Listen again on the same port.
     pub async fn restore(&self) {
-        let listener = TcpListener::bind(self.listen)
-            .await
-            .expect("rebind proxy port");
+        let listener = self.rebind().await;
         self.serve(listener);
     }
 
@@ -64,9 +62,7 @@ impl Proxy {
     /// request hangs until the client's own timeout.
     pub async fn stall(&self) {
         self.cut();
-        let listener = TcpListener::bind(self.listen)
-            .await
-            .expect("rebind proxy port");
+        let listener = self.rebind().await;
         let hold = tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((inbound, _)) = listener.accept().await {
@@ -74,6 +70,18 @@ impl Proxy {
             }
         });
         self.tasks.lock().unwrap().push(hold);
+    }
+
+    /// Listen on the proxy's port again. An aborted accept task drops its listener only when the
+    /// runtime next polls it, so the port can still be taken for a moment after [`Proxy::cut`].
+    async fn rebind(&self) -> TcpListener {
+        for _ in 0..50 {
+            if let Ok(l) = TcpListener::bind(self.listen).await {
+                return l;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("could not listen on {} again within 5 s", self.listen);
     }
 
     /// A proxy to the API server of `KUBECONFIG`, and a client configuration that goes through
