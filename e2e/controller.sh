@@ -2,7 +2,8 @@
 # Layer 3 with the real image: the controller installed by its own manifests
 # (kubectl apply -k controller/deploy) runs two replicas with one Lease holder, and recycles a
 # crash-looping pod of a Deployment through the Eviction API — Event on the owner, metric bumped,
-# a fresh pod in its place. The in-process cluster tests (controller/tests/cluster_*.rs) cover
+# a fresh pod in its place, the recycle saved in its history ConfigMap; a frozen leader thawed
+# after the other replica took over writes nothing. The in-process cluster tests (controller/tests/cluster_*.rs) cover
 # every decision; this script proves the shipped image, RBAC and manifests do the same.
 # Prerequisites: a cluster in KUBECONFIG with localhost/selfheal-controller:dev and
 # localhost/selfheal-toolbox:dev imported (make test does both). Removes what it installs.
@@ -137,6 +138,50 @@ check::run "as the controller: the restart annotation in kube-system is refused"
 
 guarded_pods_kept() { [[ -n "${guarded_before}" && "$(guarded_uids)" == "${guarded_before}" ]]; }
 check::run "no guarded pod was evicted: the same 2 pods as at the start" guarded_pods_kept
+
+# Memory that survives a restart: the recycle above is in the history ConfigMap a new leader reads.
+history_saved() {
+  kubectl -n "${SYS}" get configmap selfheal-controller-history -o jsonpath='{.data.history\.json}' |
+    grep -qF "\"Deployment/${NS}/crasher\""
+}
+check::run "the recycle is saved in the history ConfigMap (selfheal-controller-history)" \
+  e2e::eventually 30 history_saved
+
+# Leadership that cannot act twice: freeze the leader's container (the cgroup freezer, as a
+# SIGSTOP or a paused VM would) until the other replica has taken the Lease, then thaw it. The
+# thawed process still has the guarded pods' retries queued; its term ran out while frozen, so it
+# must send no write: no Event from it after the thaw, and it reports itself a follower.
+if [[ -S "${CONTAINERD_SOCK}" ]] && util::ctr version >/dev/null 2>&1; then
+  frozen="$(leader)"
+  frozen_id="$(kubectl -n "${SYS}" get pod "${frozen}" -o jsonpath='{.status.containerStatuses[0].containerID}')"
+  frozen_id="${frozen_id#containerd://}"
+  log::step "freezing the leader ${frozen} (container ${frozen_id:0:12})"
+  util::ctr task pause "${frozen_id}"
+  util::trap_add "ctr --address '${CONTAINERD_SOCK}' --namespace k8s.io task resume '${frozen_id}' >/dev/null 2>&1 || true"
+  other_leads() { local h; h="$(leader)"; [[ -n "${h}" && "${h}" != "${frozen}" ]]; }
+  check::run "the other replica takes the Lease from the frozen leader" e2e::eventually 40 other_leads
+  thawed_at="$(date -u +%Y-%m-%dT%H:%M:%S.%6NZ)"
+  util::ctr task resume "${frozen_id}"
+  log::info "thawed ${frozen} at ${thawed_at}"
+  follower_metric() {
+    kubectl get --raw "/api/v1/namespaces/${SYS}/pods/${frozen}:8081/proxy/metrics" |
+      grep -q '^selfheal_controller_leader 0$'
+  }
+  check::run "the thawed ex-leader reports it follows (selfheal_controller_leader 0)" \
+    e2e::eventually 30 follower_metric
+  sleep 5 # let it work off what it had queued
+  writes_after_thaw() {
+    kubectl get events.events.k8s.io -A -o json | jq --arg who "${frozen}" --arg t "${thawed_at}" \
+      '[.items[] | select(.reportingInstance == $who)
+        | select((.eventTime // "") >= $t or (.series.lastObservedTime // "") >= $t)] | length'
+  }
+  no_writes_after_thaw() { [[ "$(writes_after_thaw)" == 0 ]]; }
+  check::run "the thawed ex-leader sent no write (no Event from it after the thaw)" no_writes_after_thaw
+  still_other() { [[ "$(leader)" != "${frozen}" ]]; }
+  check::run "the Lease stays with the replica that took it" still_other
+else
+  log::warn "not the local cluster (no containerd socket at ${CONTAINERD_SOCK}): the freeze check needs ctr; skipped"
+fi
 
 ((CHECK_FAILED == 0)) || {
   e2e::dump "${NS}"

@@ -916,6 +916,7 @@ async fn status_writer(ctx: Arc<Context>) {
                     .records
                     .entry(key.clone())
                     .or_insert_with(|| PolicyRecord::seeded(hp.status.as_ref()));
+                rec.absorb(hp.status.as_ref());
                 pstatus::compute(
                     hp,
                     &policy,
@@ -937,6 +938,11 @@ async fn status_writer(ctx: Arc<Context>) {
                     debug!(policy = %key, matched = status.matched_pods, "policy status written");
                     written.insert(key, status);
                 }
+                Err(e) if e.is_conflict() => {
+                    // Written since our cache saw it (by us a moment ago, or by someone else):
+                    // the next round absorbs that version first, then writes over it.
+                    debug!(policy = %key, "policy status changed since read; next round");
+                }
                 Err(e) => {
                     ctx.metrics
                         .reconcile_errors_total
@@ -951,8 +957,10 @@ async fn status_writer(ctx: Arc<Context>) {
     }
 }
 
-/// Server-side apply of the whole status under our field manager: no read-modify-write, so no
-/// resourceVersion conflicts with whoever edits the spec; `force` because the status is ours.
+/// Server-side apply of the whole status under our field manager, `force` because the status is
+/// ours, conditional on the version the cache holds (the `resourceVersion` in the patch): a
+/// status someone wrote since is absorbed first (next round), never written over unseen. A spec
+/// edit moves the version too, which costs one round.
 async fn write_status(
     client: &Client,
     hp: &HealingPolicy,
@@ -963,6 +971,7 @@ async fn write_status(
     let patch = serde_json::json!({
         "apiVersion": "selfheal.io/v1alpha1",
         "kind": "HealingPolicy",
+        "metadata": {"resourceVersion": hp.resource_version()},
         "status": status,
     });
     api.patch_status(

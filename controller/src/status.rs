@@ -70,6 +70,25 @@ impl PolicyRecord {
         }
     }
 
+    /// Take in what the policy's status says now, written by this controller or another one
+    /// (a second install, a leader before a failover): the newer last action, the larger give-up
+    /// count. Monotone, so reading an older status (a cache behind this controller's own last
+    /// write) changes nothing; what another writer reported is never written over.
+    pub fn absorb(&mut self, status: Option<&HealingPolicyStatus>) {
+        let Some(status) = status else {
+            return;
+        };
+        if let Some(theirs) = &status.last_action
+            && self
+                .last_action
+                .as_ref()
+                .is_none_or(|ours| theirs.time.0 > ours.time.0)
+        {
+            self.last_action = Some(theirs.clone());
+        }
+        self.give_ups = self.give_ups.max(status.give_ups);
+    }
+
     /// An action was taken (or decided, in dry-run).
     pub fn acted(&mut self, action: LastAction, now: Timestamp) {
         self.last_action = Some(action);
@@ -281,6 +300,46 @@ mod tests {
         );
         let unlabelled = pod().build();
         assert!(governing(&all, &unlabelled).is_none());
+    }
+
+    #[test]
+    fn absorbing_a_status_keeps_the_newer_action_and_never_lowers_give_ups() {
+        let action = |pod: &str, secs: i64| LastAction {
+            action: "evict".into(),
+            pod: pod.into(),
+            workload: "Deployment/shop/web".into(),
+            reason: "crash_loop_back_off".into(),
+            dry_run: false,
+            time: Time(at(secs)),
+            summary: format!("evict {pod}"),
+        };
+        let mut rec = PolicyRecord::default();
+        rec.acted(action("ours", 10), at(10));
+        rec.gave_up(at(11));
+        let theirs = HealingPolicyStatus {
+            last_action: Some(action("theirs", 20)),
+            give_ups: 3,
+            ..HealingPolicyStatus::default()
+        };
+        rec.absorb(Some(&theirs));
+        assert_eq!(
+            rec.last_action.as_ref().map(|a| a.pod.as_str()),
+            Some("theirs")
+        );
+        assert_eq!(rec.give_ups, 3);
+        // An older status (a cache behind our own write) changes nothing.
+        let older = HealingPolicyStatus {
+            last_action: Some(action("old", 5)),
+            give_ups: 1,
+            ..HealingPolicyStatus::default()
+        };
+        rec.absorb(Some(&older));
+        rec.absorb(None);
+        assert_eq!(
+            rec.last_action.as_ref().map(|a| a.pod.as_str()),
+            Some("theirs")
+        );
+        assert_eq!(rec.give_ups, 3);
     }
 
     #[test]

@@ -160,6 +160,7 @@ async fn service_account_may_do_what_the_code_does_and_nothing_dangerous() {
             ("get", "", "nodes", None, ""),
             ("get", "", "persistentvolumeclaims", None, other),
             // The circuit breakers: their objects, their target's replicas, HPAs that would fight.
+            ("get", "selfheal.io", "circuitbreakers", None, other),
             ("list", "selfheal.io", "circuitbreakers", None, ""),
             ("watch", "selfheal.io", "circuitbreakers", None, ""),
             (
