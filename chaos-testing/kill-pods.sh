@@ -61,7 +61,7 @@ Environment:
 Examples:
   chaos-testing/kill-pods.sh -n selfheal-demo -l app.kubernetes.io/name=selfheal-app --count 5 --min-ready 2
   chaos-testing/kill-pods.sh -n selfheal-demo -l app.kubernetes.io/name=selfheal-app --duration 2m \\
-    --interval 15s --load http://\$(kubectl -n selfheal-demo get svc selfheal-app -o jsonpath='{.spec.clusterIP}')/
+    --interval 15s --load http://127.0.0.1:\$(kubectl -n selfheal-demo get svc selfheal-app -o jsonpath='{.spec.ports[0].nodePort}')/
 EOF
 }
 

@@ -74,7 +74,7 @@ Environment:
 Examples:
   chaos-testing/scenario.sh readiness-failure -n selfheal-demo --seconds 15
   chaos-testing/scenario.sh node-drain -n selfheal-demo \\
-    --load http://\$(kubectl -n selfheal-demo get svc selfheal-app -o jsonpath='{.spec.clusterIP}')/
+    --load http://127.0.0.1:\$(kubectl -n selfheal-demo get svc selfheal-app -o jsonpath='{.spec.ports[0].nodePort}')/
 EOF
 }
 

@@ -160,13 +160,14 @@ check::run "scenario.sh readiness-failure --dry-run injects nothing" scenario_fa
 [[ "$(uids | grep -c .)" == 3 ]] || log::error "the guard checks changed the pods"
 
 # -- kill-pods under load ---------------------------------------------------------------------------
-# The load goes straight to the Service's ClusterIP when this machine reaches it (the local
-# cluster's node does), else through the API server's service proxy (minikube).
-CLUSTER_IP="$("${K[@]}" get service "${FULL}" -o jsonpath='{.spec.clusterIP}')"
-LOAD_TARGET="http://${CLUSTER_IP}/"
-if ! curl -fsS -m 3 -o /dev/null "${LOAD_TARGET}" 2>/dev/null; then
+# The load goes to the Service's NodePort on 127.0.0.1 (values-demo.yaml makes it a NodePort;
+# kube-proxy serves NodePorts on loopback on the local cluster), else through the API server's
+# service proxy (minikube). Never to a ClusterIP or a pod IP.
+NODE_PORT="$("${K[@]}" get service "${FULL}" -o jsonpath='{.spec.ports[0].nodePort}')"
+LOAD_TARGET="http://127.0.0.1:${NODE_PORT}/"
+if [[ -z "${NODE_PORT}" ]] || ! curl -fsS -m 3 -o /dev/null "${LOAD_TARGET}" 2>/dev/null; then
   LOAD_TARGET="${NS}/${FULL}:http"
-  log::warn "ClusterIP ${CLUSTER_IP} not reachable from here: load through the API server's service proxy (${LOAD_TARGET})"
+  log::warn "no NodePort answering on 127.0.0.1: load through the API server's service proxy (${LOAD_TARGET})"
 fi
 
 # Every state of every target pod, from before the first kill to after the recovery.

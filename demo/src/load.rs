@@ -2,8 +2,8 @@
 //! duration, a request count or a stop signal, and record one [`Sample`] per request.
 //!
 //! Two ways to reach the Service:
-//! - [`Target::Url`]: plain HTTP straight to a URL (a ClusterIP from the local cluster's host, a
-//!   port-forward, `minikube service --url`);
+//! - [`Target::Url`]: plain HTTP straight to a URL (a NodePort on 127.0.0.1 of the local
+//!   cluster's host, a port-forward, `minikube service --url`);
 //! - [`Target::ServiceProxy`]: through the API server's service proxy
 //!   (`/api/v1/namespaces/NS/services/NAME:PORT/proxy/PATH`), which works wherever `kubectl`
 //!   works (minikube included) at the cost of one more hop; a Service without ready endpoints

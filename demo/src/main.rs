@@ -97,8 +97,8 @@ struct RunArgs {
     #[arg(long, env = "IMAGE_TAG", default_value = "dev")]
     image_tag: String,
 
-    /// Plain http:// URL of the Service for the background load (default: the ClusterIP when
-    /// reachable, else the API server's service proxy).
+    /// Plain http:// URL of the Service for the background load (default: its NodePort on
+    /// 127.0.0.1 when that answers, else the API server's service proxy).
     #[arg(long, env = "DEMO_LOAD_URL")]
     load_url: Option<String>,
 
@@ -117,8 +117,8 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct LoadArgs {
-    /// Plain http:// URL to GET (a ClusterIP from the local cluster's host, a port-forward,
-    /// `minikube service --url`).
+    /// Plain http:// URL to GET (a NodePort on 127.0.0.1 of the local cluster's host, a
+    /// port-forward, `minikube service --url`).
     #[arg(
         long,
         env = "DEMO_LOAD_URL",

@@ -405,8 +405,10 @@ impl Runner {
         Ok((described, load, rec))
     }
 
-    /// `--load-url`, else the ClusterIP when this machine reaches it (the local cluster's host
-    /// is the node), else the API server's service proxy (minikube and remote clusters).
+    /// `--load-url`, else the Service's NodePort on 127.0.0.1 when this machine serves it (the
+    /// local cluster's host is the node; `values-demo.yaml` makes the Service a NodePort), else the API server's service proxy (minikube and
+    /// remote clusters). Never a ClusterIP or a pod IP: load stays on loopback or goes through
+    /// the API server.
     async fn load_target(&self) -> Result<Target> {
         if let Some(url) = &self.cfg.load_url {
             return Target::url(url);
@@ -414,7 +416,7 @@ impl Runner {
         self.load_target_for(&self.service).await
     }
 
-    /// The ClusterIP of `service` when this machine reaches it, else the API server's service
+    /// The NodePort of `service` on 127.0.0.1 when it answers, else the API server's service
     /// proxy.
     async fn load_target_for(&self, service: &str) -> Result<Target> {
         let svc: Api<Service> = Api::namespaced(self.client.clone(), &self.cfg.namespace);
@@ -423,15 +425,12 @@ impl Runner {
             .await
             .map_err(|e| kube_err("reading the Service", e))?;
         let spec = s.spec.unwrap_or_default();
-        let port = spec
-            .ports
-            .as_ref()
-            .and_then(|p| p.first())
-            .map_or(80, |p| p.port);
-        if let Some(ip) = spec.cluster_ip.filter(|ip| ip != "None" && !ip.is_empty()) {
-            let addr = format!("{ip}:{port}");
+        let first = spec.ports.as_ref().and_then(|p| p.first());
+        let port = first.map_or(80, |p| p.port);
+        if let Some(node_port) = first.and_then(|p| p.node_port) {
+            let addr = format!("127.0.0.1:{node_port}");
             // A Service installed a moment ago may not be in kube-proxy's rules yet: a few
-            // tries before deciding this machine cannot reach ClusterIPs.
+            // tries before deciding this machine does not serve NodePorts on loopback.
             let mut reachable = false;
             for _ in 0..5 {
                 let attempt = Instant::now();
@@ -451,7 +450,7 @@ impl Runner {
                 return Target::url(&format!("http://{addr}/"));
             }
             progress(format!(
-                "    ClusterIP {addr} is not reachable from here (minikube?): load goes through the API server's service proxy"
+                "    NodePort {addr} does not answer here (minikube?): load goes through the API server's service proxy"
             ));
         }
         Target::service_proxy(

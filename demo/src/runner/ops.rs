@@ -568,6 +568,8 @@ impl Runner {
         let svc: Service = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "labels": {SCENARIO_LABEL: "breaker"}},
             "spec": {
+                // NB: a NodePort, so the callers reach it on 127.0.0.1 (`load_target_for`).
+                "type": "NodePort",
                 "selector": scenario::labels(&self.cfg.release, "breaker"),
                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
             }
