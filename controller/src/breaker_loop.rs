@@ -101,8 +101,11 @@ async fn evaluate_all(ctx: Arc<Context>, reader: Store<CircuitBreaker>) {
             }
             if let Err(e) = round(&ctx, &cached).await {
                 if e.is_conflict() {
-                    // Someone else wrote the breaker since we read it: nothing was scaled on
-                    // the stale read; the next round starts from what they wrote.
+                    // Someone else wrote the breaker since we read it. Every scale follows a
+                    // conditional write of the same round, so a stale read scaled nothing (a
+                    // 409 on the write *after* a scale leaves that scale recorded as intent,
+                    // which the next round finishes or finds done); the next round starts from
+                    // what they wrote.
                     info!(breaker = %key(&cached), "the breaker changed under this round; next round reads it again");
                     continue;
                 }
@@ -174,18 +177,6 @@ async fn evaluate(ctx: &Context, cb: &CircuitBreaker, w: &mut StatusWriter) -> R
         reason: "Evaluated",
         message: format!("guarding Deployment {target}"),
     };
-    // A scale decided and recorded in an earlier round but not confirmed done (the controller
-    // died, or the scale or the write after it failed): finish it before deciding anything,
-    // otherwise the half-done scale would read as someone else's manual override.
-    if let Some(n) = status.pending_scale {
-        scale_or_say(ctx, &deployments, target, n, w, &status, now).await?;
-        status.pending_scale = None;
-        if let Some(last) = status.transitions.last() {
-            announce(ctx, cb, &dep, last).await;
-        }
-        info!(breaker = %key(cb), replicas = n, "finished a recorded scale");
-        return w.put(status, &guarding, now).await;
-    }
     if let Some(hpa) = owner::autoscaler_of(ctx.client(), &ns, target)
         .await
         .map_err(Error::TargetLookupFailed)?
@@ -196,7 +187,37 @@ async fn evaluate(ctx: &Context, cb: &CircuitBreaker, w: &mut StatusWriter) -> R
                 "HorizontalPodAutoscaler {hpa} scales Deployment {target}: a breaker would fight it"
             ),
         );
+        // NB: a recorded scale is dropped too: the HPA owns the replicas now.
+        status.pending_scale = None;
         return w.put(status, &r, now).await;
+    }
+    // A scale decided and recorded in an earlier round but not confirmed done (the controller
+    // died, or the scale or the write after it failed): finish it before deciding anything,
+    // otherwise the half-done scale would read as someone else's manual override.
+    if let Some(n) = status.pending_scale {
+        let dry_run = cb.spec.dry_run || ctx.config().dry_run;
+        if dry_run || status.observed_generation != cb.metadata.generation {
+            // The spec changed since the intent (another target, dry-run on): drop it; the
+            // next round decides afresh from what it sees.
+            status.pending_scale = None;
+            info!(breaker = %key(cb), replicas = n, "dropped a recorded scale: the spec changed since");
+            return w.put(status, &guarding, now).await;
+        }
+        // Claim the round with a conditional write first: of two writers holding the same
+        // intent (a thawed ex-leader, a second install), only the one that wins it scales.
+        let finishing = Readiness {
+            ready: true,
+            reason: "Evaluated",
+            message: format!("finishing the recorded scale of Deployment {target} to {n}"),
+        };
+        w.put(status.clone(), &finishing, now).await?;
+        scale_or_say(ctx, &deployments, target, n, w, &status, now).await?;
+        status.pending_scale = None;
+        if let Some(last) = status.transitions.last() {
+            announce(ctx, cb, &dep, last).await;
+        }
+        info!(breaker = %key(cb), replicas = n, "finished a recorded scale");
+        return w.put(status, &guarding, now).await;
     }
     let Some(url) = ctx.config().prometheus_url.clone() else {
         let r = Readiness::not(

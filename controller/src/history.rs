@@ -143,12 +143,16 @@ impl History {
     /// Forget recycles older than `keep` and workloads with nothing left.
     pub fn prune(&mut self, now: Timestamp, keep: SignedDuration) {
         let from = now - keep;
+        let mut pruned = false;
         self.workloads.retain(|_, h| {
             while h.recycles.front().is_some_and(|t| *t < from) {
                 h.recycles.pop_front();
+                pruned = true;
             }
             !h.recycles.is_empty()
         });
+        // Saved too, or every new leader would merge the expired entries back in.
+        self.changed |= pruned;
     }
 
     /// Mark the history as changed (a save of it failed and must be tried again).

@@ -8,8 +8,11 @@
 //!
 //! Fail safe: a leader acts only once it has read the stored history in its current term (a
 //! missing ConfigMap is an empty history; one that does not parse stops every action until it is
-//! fixed or deleted). It saves within [`SAVE_EVERY`] of each change, with server-side apply (only
-//! the leader writes, and it merged what was there when its term began).
+//! fixed or deleted). It saves within [`SAVE_EVERY`] of each change, and once more when it stops.
+//! Every save is conditional on the version last read or written: a save from a leader whose term
+//! ran out meanwhile gets a 409, and the history is read, merged and saved again instead of one
+//! controller's memory replacing another's. Each call has a timeout ([`CALL_TIMEOUT`], shorter than
+//! any lease duration), so a hung call cannot keep an old term's "history read" flag alive.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -29,11 +32,15 @@ use crate::{Error, Result};
 pub const DATA_KEY: &str = "history.json";
 /// How soon a change is saved (and how often a follower checks whether it leads now).
 pub const SAVE_EVERY: Duration = Duration::from_millis(500);
+/// Timeout of one read or save.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reads and writes the history ConfigMap.
 pub struct HistoryStore {
     api: Api<ConfigMap>,
     name: String,
+    /// The version last read or written (`None`: none yet, or the ConfigMap does not exist).
+    resource_version: Option<String>,
 }
 
 impl HistoryStore {
@@ -42,47 +49,52 @@ impl HistoryStore {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.to_owned(),
+            resource_version: None,
         }
     }
 
     /// The stored history (empty when there is no ConfigMap yet).
-    pub async fn load(&self) -> Result<Stored> {
-        let Some(cm) = self
-            .api
-            .get_opt(&self.name)
+    pub async fn load(&mut self) -> Result<Stored> {
+        let got = tokio::time::timeout(CALL_TIMEOUT, self.api.get_opt(&self.name))
             .await
-            .map_err(Error::HistoryFailed)?
-        else {
+            .map_err(|_| Error::HistoryTimedOut)?;
+        let Some(cm) = got.map_err(Error::HistoryFailed)? else {
+            self.resource_version = None;
             return Ok(Stored::default());
         };
+        self.resource_version = cm.metadata.resource_version.clone();
         match cm.data.as_ref().and_then(|d| d.get(DATA_KEY)) {
             None => Ok(Stored::default()),
             Some(json) => serde_json::from_str(json).map_err(Error::HistoryCorrupt),
         }
     }
 
-    /// Replace the stored history with `stored`.
-    pub async fn save(&self, stored: &Stored) -> Result<()> {
+    /// Replace the stored history with `stored`, if it is still the version last read or written
+    /// (409 otherwise: [`Error::is_conflict`]).
+    pub async fn save(&mut self, stored: &Stored) -> Result<()> {
         let json = serde_json::to_string(stored).map_err(Error::HistoryCorrupt)?;
         let cm = serde_json::json!({
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
                 "name": self.name,
+                // NB: a precondition; absent (first save) the apply creates the ConfigMap.
+                "resourceVersion": self.resource_version,
                 "labels": {"app.kubernetes.io/name": "selfheal-controller"},
                 "annotations": {"selfheal.io/what": "the controller's recycle history: cooldowns, windows and give-ups survive a restart; delete to forget"},
             },
             "data": {DATA_KEY: json},
         });
-        self.api
-            .patch(
-                &self.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&cm),
-            )
-            .await
-            .map(|_| ())
-            .map_err(Error::HistoryFailed)
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        let written = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.api.patch(&self.name, &pp, &Patch::Apply(&cm)),
+        )
+        .await
+        .map_err(|_| Error::HistoryTimedOut)?
+        .map_err(Error::HistoryFailed)?;
+        self.resource_version = written.metadata.resource_version;
+        Ok(())
     }
 }
 
@@ -94,7 +106,7 @@ pub async fn run(ctx: Arc<Context>) {
         ctx.history_ready.store(true, Ordering::Relaxed);
         return std::future::pending().await;
     }
-    let store = HistoryStore::new(ctx.client().clone(), &ctx.config().pod_namespace, &name);
+    let mut store = HistoryStore::new(ctx.client().clone(), &ctx.config().pod_namespace, &name);
     let mut tick = tokio::time::interval(SAVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -130,8 +142,40 @@ pub async fn run(ctx: Arc<Context>) {
         };
         if let Err(e) = saved {
             ctx.history_changed_again();
+            if e.is_conflict() {
+                // Someone saved since we read: read it again (and merge) before the next save.
+                ctx.history_ready.store(false, Ordering::Relaxed);
+                info!(configmap = %name, "the recycle history changed since it was read; merging it again");
+                continue;
+            }
             failed(&ctx, &e, "saving the recycle history failed; retrying");
         }
+    }
+}
+
+/// Save what changed once more as the controller stops (an action that finished during the
+/// graceful shutdown is less than [`SAVE_EVERY`] old), while this process still leads.
+pub async fn flush(ctx: &Context) {
+    let name = ctx.config().history_configmap.clone();
+    if name.is_empty() || !ctx.history_ready.load(Ordering::Relaxed) || !ctx.is_leader() {
+        return;
+    }
+    let Some(snapshot) = ctx.history_if_changed() else {
+        return;
+    };
+    let mut store = HistoryStore::new(ctx.client().clone(), &ctx.config().pod_namespace, &name);
+    // NB: read first (the version, and anything merged meanwhile), then save the union.
+    let saved = match store.load().await {
+        Ok(stored) => {
+            ctx.merge_history(&stored);
+            let all = ctx.history_if_changed().unwrap_or(snapshot);
+            store.save(&all).await
+        }
+        Err(e) => Err(e),
+    };
+    match saved {
+        Ok(()) => info!(configmap = %name, "saved the recycle history on the way out"),
+        Err(e) => failed(ctx, &e, "saving the recycle history on the way out failed"),
     }
 }
 

@@ -7,10 +7,12 @@
 //! follower takes over at once.
 //!
 //! Leadership is a term that ends on its own: a renewal sent at instant `t` makes this process
-//! leader until `t + renew_deadline`, whatever happens next. Every Lease call has a timeout, but a
-//! leader whose process was stopped (SIGSTOP, a frozen VM) or whose calls hang still stops acting
-//! at the end of its term, before a follower may take over (`renew_deadline < lease_duration`,
-//! checked at start-up) — so two processes never act at once. [`Leadership::is_current`] is what
+//! leader until `t + renew_deadline`, whatever happens next. Every election round has a timeout,
+//! but a leader whose process was stopped (SIGSTOP, a frozen container) or whose calls hang still
+//! stops acting at the end of its term, before a follower may take over (`renew_deadline <
+//! lease_duration`, checked at start-up) — so two processes never act at once. The term is
+//! measured on the monotonic clock; a whole machine suspended (a paused VM whose guest clock does
+//! not advance) is out of its reach, as it is for client-go's elector. [`Leadership::is_current`] is what
 //! every write asks right before it is sent.
 
 use std::time::{Duration, Instant};
@@ -112,7 +114,7 @@ impl LeaderConfig {
         }
         if self.renew_deadline <= self.retry_period {
             return Err(format!(
-                "the lease renew deadline ({:?}) must be longer than the retry period ({:?}): a leader needs more than one try to renew",
+                "the lease renew deadline ({:?}) must be longer than the retry period ({:?}): a leader must be able to try again before its term ends",
                 self.renew_deadline, self.retry_period
             ));
         }

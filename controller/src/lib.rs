@@ -87,6 +87,9 @@ pub enum Error {
     /// Reading or saving the recycle history ConfigMap failed.
     #[error("recycle history ConfigMap: {0}")]
     HistoryFailed(#[source] kube::Error),
+    /// Reading or saving the recycle history ConfigMap took longer than its timeout.
+    #[error("recycle history ConfigMap: no answer within the timeout")]
+    HistoryTimedOut,
     /// The recycle history ConfigMap does not parse (or could not be serialised).
     #[error("recycle history is not valid JSON: {0}")]
     HistoryCorrupt(#[source] serde_json::Error),
@@ -112,6 +115,7 @@ impl Error {
             Error::MissingField(_) => "missing_field",
             Error::NotLeader(_) => "not_leader",
             Error::HistoryFailed(_) => "history_failed",
+            Error::HistoryTimedOut => "history_timed_out",
             Error::HistoryCorrupt(_) => "history_corrupt",
         }
     }
@@ -119,9 +123,9 @@ impl Error {
     /// The API server refused a write because the object changed since it was read (409).
     pub fn is_conflict(&self) -> bool {
         let api = match self {
-            Error::StatusFailed(kube::Error::Api(s)) | Error::ActionFailed(kube::Error::Api(s)) => {
-                s
-            }
+            Error::StatusFailed(kube::Error::Api(s))
+            | Error::ActionFailed(kube::Error::Api(s))
+            | Error::HistoryFailed(kube::Error::Api(s)) => s,
             _ => return false,
         };
         api.code == 409
@@ -143,6 +147,7 @@ mod tests {
             Error::MissingField("name"),
             Error::NotLeader("eviction"),
             Error::HistoryFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
+            Error::HistoryTimedOut,
             Error::HistoryCorrupt(serde_json::from_str::<u8>("x").expect_err("not json")),
             Error::EvictFailed(kube::Error::LinesCodecMaxLineLengthExceeded),
             Error::OwnerLookupFailed(kube::Error::LinesCodecMaxLineLengthExceeded),

@@ -66,6 +66,8 @@ async fn main() -> anyhow::Result<()> {
     // Two stop signals: the controller stops first, the Lease is released only after it has.
     let (stop_tx, stop_rx) = watch::channel(false);
     let (release_tx, release_rx) = watch::channel(false);
+    // The HTTP server stops last: while a failing process steps down, /healthz says 503.
+    let (server_stop_tx, server_stop_rx) = watch::channel(false);
     let on = |rx: &watch::Receiver<bool>| {
         let mut rx = rx.clone();
         async move {
@@ -90,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
             ready: ready.clone(),
             alive: alive.clone(),
         },
-        on(&stop_rx),
+        on(&server_stop_rx),
     ));
     let ctx = Arc::new(Context::new(client, cfg, metrics, leadership));
     let mut controller = tokio::spawn(reconcile::run(ctx, ready, on(&stop_rx)));
@@ -98,9 +100,13 @@ async fn main() -> anyhow::Result<()> {
 
     // Every task runs until shutdown: one that ends (or panics) first is a failure. A process
     // whose reconciler died must not go on renewing the Lease and answering its liveness probe.
+    let mut controller_ended = false;
     let failure = tokio::select! {
         () = shutdown_signal() => None,
-        r = &mut controller => Some(format!("the controller loop ended ({})", ended(r.map(|()| Ok(()))))),
+        r = &mut controller => {
+            controller_ended = true;
+            Some(format!("the controller loop ended ({})", ended(r.map(|()| Ok(())))))
+        }
         r = async {
             match elector.as_mut() {
                 Some(t) => t.await,
@@ -115,7 +121,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(why) = failure {
         alive.store(false, Ordering::Relaxed);
         tracing::error!(%why, "a controller loop stopped: stepping down and exiting with an error");
-        let _ = stop_tx.send(true);
+        if !controller_ended {
+            // Nothing of the reconciler may still be writing once the Lease is released.
+            controller.abort();
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut controller).await;
+        }
         let _ = release_tx.send(true);
         if let Some(elector) = elector {
             // Release the Lease so a healthy replica takes over now, not after the lease duration.
@@ -131,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(elector) = elector {
         elector.await.context("leader election task")?;
     }
+    let _ = server_stop_tx.send(true);
     server.await.context("http task")?.context("http server")?;
     telemetry.shutdown().context("flushing spans")?;
     Ok(())

@@ -181,7 +181,10 @@ impl Context {
 
     /// Take in a stored recycle history (start of a leader term).
     pub(crate) fn merge_history(&self, stored: &crate::history::Stored) {
-        self.state().history.merge(stored);
+        let mut st = self.state();
+        st.history.merge(stored);
+        // The union may hold more than what was stored: save it too.
+        st.history.record_changed();
     }
 
     /// The recycle history to save, when something was recorded since the last call.
@@ -490,6 +493,11 @@ impl Context {
         action: &str,
         note: String,
     ) {
+        // NB: an Event is a write too: none from a process whose leader term ran out.
+        if !self.is_leader() {
+            debug!(reason, "leader term ran out: Event not sent");
+            return;
+        }
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -822,6 +830,7 @@ pub async fn run(
         () = breaker_loop::run(ctx.clone()) => {}
         () = history_store::run(ctx.clone()) => {}
     }
+    history_store::flush(&ctx).await;
 }
 
 /// Start the HealingPolicy watch (into `ctx.policies`) and return a stream that yields when a
