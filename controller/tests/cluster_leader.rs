@@ -203,6 +203,10 @@ fn spawn_controller(identity: &str, ns: &str, lease_ns: &str) -> Process {
             "--rate-restarts=0".into(),
             "--min-pod-age-secs=0".into(),
             "--cooldown-secs=0".into(),
+            // NB: the recycle history is shared through its ConfigMap (in the lease namespace):
+            // a takeover continues the old leader's window count, which must not run out here.
+            "--max-recycles-per-window=1000".into(),
+            "--max-retries=1000".into(),
         ])
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())
