@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         (Leadership::always(), None)
     };
 
-    let server = tokio::spawn(http::serve(
+    let mut server = tokio::spawn(http::serve(
         cfg.http_addr,
         HttpState {
             metrics: metrics.clone(),
@@ -96,7 +96,6 @@ async fn main() -> anyhow::Result<()> {
     ));
     let ctx = Arc::new(Context::new(client, cfg, metrics, leadership));
     let mut controller = tokio::spawn(reconcile::run(ctx, ready, on(&stop_rx)));
-    let mut server = server;
 
     // Every task runs until shutdown: one that ends (or panics) first is a failure. A process
     // whose reconciler died must not go on renewing the Lease and answering its liveness probe.

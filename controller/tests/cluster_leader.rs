@@ -247,19 +247,25 @@ async fn holder(client: &Client, lease_ns: &str) -> Option<String> {
         .and_then(|l| l.spec?.holder_identity)
 }
 
+/// Start `replica-a` and wait until it holds the Lease (so a second process starts as follower).
+async fn spawn_leader(client: &Client, ns: &str, lease_ns: &str) -> Process {
+    let a = spawn_controller("replica-a", ns, lease_ns);
+    wait_for(
+        "replica-a to hold the lease",
+        Duration::from_secs(30),
+        || async { holder(client, lease_ns).await.as_deref() == Some("replica-a") },
+    )
+    .await;
+    a
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_controller_processes_only_the_leader_acts_and_the_follower_takes_over() {
     in_namespaces(
         &["sh-2proc", "sh-2proc-lease"],
         |client, names| async move {
             let (ns, lease_ns) = (names[0].clone(), names[1].clone());
-            let a = spawn_controller("replica-a", &ns, &lease_ns);
-            wait_for(
-                "replica-a to hold the lease",
-                Duration::from_secs(30),
-                || async { holder(&client, &lease_ns).await.as_deref() == Some("replica-a") },
-            )
-            .await;
+            let a = spawn_leader(&client, &ns, &lease_ns).await;
             let mut a = Some(a);
             let b = spawn_controller("replica-b", &ns, &lease_ns);
             wait_for(
@@ -365,13 +371,7 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_once_resumed() {
         &["sh-sigstop", "sh-sigstop-lease"],
         |client, names| async move {
             let (ns, lease_ns) = (names[0].clone(), names[1].clone());
-            let a = spawn_controller("replica-a", &ns, &lease_ns);
-            wait_for(
-                "replica-a to hold the lease",
-                Duration::from_secs(30),
-                || async { holder(&client, &lease_ns).await.as_deref() == Some("replica-a") },
-            )
-            .await;
+            let a = spawn_leader(&client, &ns, &lease_ns).await;
             let b = spawn_controller("replica-b", &ns, &lease_ns);
             // Three crash-looping pods keep both processes busy: the frozen leader resumes
             // with watch events and expired requeues queued, each one a write it would make.
