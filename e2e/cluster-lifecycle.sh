@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The local cluster's lifecycle contract: a second `hack/cluster.sh up` changes nothing (same
-# processes), and `down` leaves no process, container shim, mount, bridge, iptables chain or
-# state behind. It ends with the cluster DOWN: run it last.
+# processes); etcd refuses clients without a certificate from its own CA; `down` leaves no
+# process, container shim, mount, bridge, iptables chain or state behind, and gives back the
+# host's own chains and sysctls exactly as `up` found them; a failed apt step of hack/tools.sh
+# leaves no policy-rc.d behind. It ends with the cluster DOWN: run it last.
 # Prerequisites: root, a cluster started by hack/cluster.sh up (not minikube).
 # shellcheck source=e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -10,8 +12,9 @@ usage() {
   cat <<EOF
 Usage: e2e/cluster-lifecycle.sh [-h|--help]
 
-Checks that 'hack/cluster.sh up' is idempotent and 'down' leaves nothing behind. Stops the
-local cluster. Prints "lifecycle: N passed, N failed".
+Checks that 'hack/cluster.sh up' is idempotent, etcd needs a client certificate, and 'down'
+leaves nothing behind and restores the host's own iptables chains and sysctls. Starts the
+cluster once more for that, and stops it. Prints "lifecycle: N passed, N failed".
 EOF
 }
 
@@ -29,6 +32,16 @@ check::run "second up reports nothing to do" grep -q "already up" <<<"${out}"
 same_processes() { [[ "${before}" == "${after}" ]] && (($(wc -w <<<"${before}") == 7)); }
 check::run "second up keeps the same 7 processes (${before})" same_processes
 
+log::step "etcd serves TLS only, to clients with a certificate from its own CA"
+PKI="${CLUSTER_STATE}/pki"
+etcd_get() { curl -sS --max-time 5 "$@" "https://127.0.0.1:2379/version" >/dev/null 2>&1; }
+check::run "plain HTTP to etcd is refused" bash -c '! curl -sS --max-time 5 http://127.0.0.1:2379/version >/dev/null 2>&1'
+check::run "TLS without a client certificate is refused" bash -c "! curl -sS --max-time 5 --cacert '${PKI}/etcd-ca.crt' https://127.0.0.1:2379/version >/dev/null 2>&1"
+refused_with_admin() { ! etcd_get --cacert "${PKI}/etcd-ca.crt" --cert "${PKI}/admin.crt" --key "${PKI}/admin.key"; }
+check::run "the cluster CA's admin certificate does not open etcd" refused_with_admin
+check::run "the API server's etcd client certificate does (control)" \
+  etcd_get --cacert "${PKI}/etcd-ca.crt" --cert "${PKI}/apiserver-etcd-client.crt" --key "${PKI}/apiserver-etcd-client.key"
+
 log::step "'down' leaves nothing behind"
 "${CLUSTER}" down
 none_alive() {
@@ -41,13 +54,90 @@ none_alive() {
 no_shims() { ! pgrep -f "containerd-shim.*${CONTAINERD_SOCK}" >/dev/null; }
 no_mounts() { ! grep -qF "${CLUSTER_STATE}" /proc/mounts; }
 no_bridge() { ! ip link show selfheal0 >/dev/null 2>&1; }
-no_chains() {
-  ! { iptables -t nat -S && iptables -t filter -S && iptables -t mangle -S; } 2>/dev/null | grep -Eq '^-N (KUBE|CNI)-'
+# Every KUBE-/CNI- chain in any table, IPv4 and IPv6, but the ones this test made on purpose.
+cluster_chains() {
+  local cmd table
+  for cmd in iptables ip6tables; do
+    for table in nat filter mangle raw; do
+      "${cmd}" -t "${table}" -S 2>/dev/null | awk -v t="${cmd}/${table}" '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ && $2 !~ /-KEEP-TEST$/ {print t, $2}'
+    done
+  done
 }
+no_chains() { [[ -z "$(cluster_chains)" ]]; }
 check::run "no cluster process is left" e2e::eventually 15 none_alive
 check::run "no container shim of this cluster is left" no_shims
 check::run "no mount under the cluster state is left" no_mounts
 check::run "the pod bridge is gone" no_bridge
-check::run "no KUBE-/CNI- iptables chains are left" no_chains
+check::run "no KUBE-/CNI- iptables chains are left (IPv4 and IPv6)" no_chains
 check::run "the cluster state directory is removed" test ! -e "${CLUSTER_STATE}"
+
+log::step "the host's own chains and sysctls survive 'up' and 'down'"
+# Chains named like the cluster's (so a cleanup by name would take them), with a jump from a
+# built-in chain; and bridge netfilter off, which 'up' turns on and 'down' must turn off again.
+KEEP_FILTER=KUBE-KEEP-TEST KEEP_NAT=CNI-KEEP-TEST
+forward_before="$(sysctl -n net.ipv4.ip_forward)"
+bridge_nf_before="$(sysctl -n net.bridge.bridge-nf-call-iptables 2>/dev/null || echo absent)"
+remove_markers() {
+  iptables -t filter -D FORWARD -j "${KEEP_FILTER}" 2>/dev/null || true
+  iptables -t filter -F "${KEEP_FILTER}" 2>/dev/null && iptables -t filter -X "${KEEP_FILTER}" 2>/dev/null
+  iptables -t nat -D POSTROUTING -s 192.0.2.0/24 -j "${KEEP_NAT}" 2>/dev/null || true
+  iptables -t nat -F "${KEEP_NAT}" 2>/dev/null && iptables -t nat -X "${KEEP_NAT}" 2>/dev/null
+  [[ "${bridge_nf_before}" == absent ]] || sysctl -qw "net.bridge.bridge-nf-call-iptables=${bridge_nf_before}"
+  return 0
+}
+util::trap_add remove_markers
+iptables -t filter -N "${KEEP_FILTER}" && iptables -t filter -A "${KEEP_FILTER}" -j RETURN
+iptables -t filter -A FORWARD -j "${KEEP_FILTER}"
+iptables -t nat -N "${KEEP_NAT}" && iptables -t nat -A "${KEEP_NAT}" -j RETURN
+iptables -t nat -A POSTROUTING -s 192.0.2.0/24 -j "${KEEP_NAT}"
+bridge_nf_set=0
+if [[ "${bridge_nf_before}" != absent ]]; then
+  sysctl -qw net.bridge.bridge-nf-call-iptables=0
+  bridge_nf_set=1
+fi
+"${CLUSTER}" up >/dev/null
+bridge_nf_on() { [[ "$(sysctl -n net.bridge.bridge-nf-call-iptables)" == 1 ]]; }
+check::run "up turned bridge netfilter on" bridge_nf_on
+"${CLUSTER}" down
+markers_kept() {
+  iptables -t filter -C FORWARD -j "${KEEP_FILTER}" && iptables -t filter -C "${KEEP_FILTER}" -j RETURN &&
+    iptables -t nat -C POSTROUTING -s 192.0.2.0/24 -j "${KEEP_NAT}" && iptables -t nat -C "${KEEP_NAT}" -j RETURN
+}
+check::run "chains ${KEEP_FILTER} and ${KEEP_NAT}, their rules and the jumps into them survive down" markers_kept
+check::run "every chain the cluster made is gone (IPv4 and IPv6)" no_chains
+check::run "net.ipv4.ip_forward is back to ${forward_before}" test "$(sysctl -n net.ipv4.ip_forward)" == "${forward_before}"
+if ((bridge_nf_set)); then
+  check::run "net.bridge.bridge-nf-call-iptables is back to 0" test "$(sysctl -n net.bridge.bridge-nf-call-iptables)" == 0
+fi
+remove_markers
+
+log::step "a failed apt step of hack/tools.sh leaves no policy-rc.d"
+# In a private mount namespace whose /usr/sbin has no policy-rc.d (the host's own, if any, is not
+# touched), with apt-get and dpkg-query replaced by fakes: one reports a package missing, the
+# other fails the install.
+fakes="$(mktemp -d)"
+util::trap_add "rm -rf '${fakes}'"
+printf '#!/bin/sh\nexit 1\n' >"${fakes}/dpkg-query"
+# shellcheck disable=SC2016 # the $1 is the fake's own argument
+printf '#!/bin/sh\ncase "$1" in update) exit 0 ;; esac\necho "E: simulated failure" >&2\nexit 100\n' >"${fakes}/apt-get"
+chmod +x "${fakes}/dpkg-query" "${fakes}/apt-get"
+apt_fails_clean() {
+  # shellcheck disable=SC2016 # expanded by the inner shell, from its own arguments
+  unshare -m bash -c '
+    set -e
+    sbin="$(mktemp -d)"
+    mount -t tmpfs tmpfs "${sbin}"
+    cp -a /usr/sbin/. "${sbin}/"
+    rm -f "${sbin}/policy-rc.d"
+    mount --bind "${sbin}" /usr/sbin
+    if PATH="$1:${PATH}" "$2/hack/tools.sh" install apt >/dev/null 2>&1; then
+      echo "tools.sh install apt succeeded with a failing apt-get" >&2
+      exit 1
+    fi
+    if [[ -e /usr/sbin/policy-rc.d ]]; then
+      echo "policy-rc.d left behind after the failed apt step" >&2
+      exit 1
+    fi' _ "${fakes}" "${REPO_ROOT}"
+}
+check::run "tools.sh exits non-zero and removes the policy-rc.d it wrote" apt_fails_clean
 check::summary lifecycle

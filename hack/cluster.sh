@@ -182,6 +182,9 @@ cluster::pki() {
   cluster::ca ca selfheal-ca
   # The aggregation layer (metrics-server) needs its own CA for the front-proxy client.
   cluster::ca front-proxy-ca selfheal-front-proxy-ca
+  # etcd has its own CA, as in a kubeadm cluster: a certificate from the cluster CA (any user's)
+  # must not open the database, and only certificates from this CA do.
+  cluster::ca etcd-ca selfheal-etcd-ca
   if [[ ! -f "${PKI}/sa.key" ]]; then
     openssl genrsa -out "${PKI}/sa.key" 2048 2>/dev/null
     openssl rsa -in "${PKI}/sa.key" -pubout -out "${PKI}/sa.pub" 2>/dev/null
@@ -195,6 +198,9 @@ cluster::pki() {
   cluster::cert kubelet "system:node:${NODE_NAME}" system:nodes
   cluster::cert kube-proxy system:kube-proxy ""
   cluster::cert front-proxy-client front-proxy-client "" "" front-proxy-ca
+  cluster::cert etcd-server selfheal-etcd "" "DNS:localhost,IP:127.0.0.1" etcd-ca
+  cluster::cert etcd-peer selfheal-etcd-peer "" "DNS:localhost,IP:127.0.0.1" etcd-ca
+  cluster::cert apiserver-etcd-client kube-apiserver-etcd-client "" "" etcd-ca
   cluster::kubeconfig "${CLUSTER_KUBECONFIG}" selfheal-admin admin
   cluster::kubeconfig "${CLUSTER_STATE}/controller-manager.kubeconfig" system:kube-controller-manager controller-manager
   cluster::kubeconfig "${CLUSTER_STATE}/scheduler.kubeconfig" system:kube-scheduler scheduler
@@ -224,13 +230,99 @@ cluster::config() {
   cluster::render metrics-server.yaml "${ETC}/metrics-server.yaml"
 }
 
+# ---------------------------------------------------------------------------------------------
+# The host: `up` records what it is about to change (iptables chains and rules, sysctls) before
+# it changes anything, and `down` undoes exactly that. A chain or rule that was there before `up`
+# — another Kubernetes, a firewall, a VPN — is left as it was, whatever its name.
+# ---------------------------------------------------------------------------------------------
+HOST_RECORD="${CLUSTER_STATE}/host-before"
+HOST_SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables)
+IPTABLES_TABLES=(nat filter mangle raw)
+
+# cluster::record_host: once per cluster life (a second `up` keeps the first record: that one
+# saw the host before anything was changed).
+cluster::record_host() {
+  [[ "${DRY_RUN:-0}" == 1 || -f "${HOST_RECORD}/complete" ]] && return 0
+  rm -rf "${HOST_RECORD}"
+  mkdir -p "${HOST_RECORD}"
+  local cmd table key
+  for cmd in iptables ip6tables; do
+    command -v "${cmd}" >/dev/null || continue
+    for table in "${IPTABLES_TABLES[@]}"; do
+      "${cmd}" -t "${table}" -S >"${HOST_RECORD}/${cmd}-${table}" 2>/dev/null || rm -f "${HOST_RECORD}/${cmd}-${table}"
+    done
+  done
+  for key in "${HOST_SYSCTLS[@]}"; do
+    # A key that does not exist yet (br_netfilter not loaded) is recorded as absent: nothing to restore.
+    printf '%s=%s\n' "${key}" "$(sysctl -n "${key}" 2>/dev/null || echo absent)"
+  done >"${HOST_RECORD}/sysctl"
+  touch "${HOST_RECORD}/complete"
+}
+
 cluster::host_network() {
+  cluster::record_host
   # Pods reach Services through iptables on the bridge: forwarding and bridge netfilter on.
+  # (Kernel modules are loaded but never unloaded: `down` cannot tell who else uses them.)
   modprobe br_netfilter 2>/dev/null || true
   modprobe overlay 2>/dev/null || true
   util::run sysctl -qw net.ipv4.ip_forward=1
   util::run sysctl -qw net.bridge.bridge-nf-call-iptables=1 ||
     log::warn "net.bridge.bridge-nf-call-iptables is not settable (br_netfilter missing): Services may not answer from pods"
+}
+
+# cluster::iptables_undo BEFORE NOW: the iptables-restore commands that remove what appeared
+# between the two `iptables -S` listings: chains named KUBE-*/CNI-* (kubelet, kube-proxy, the
+# bridge and portmap plugins) that are new, and the new rules in older chains that jump into
+# them. Rules are compared as whole lines; nothing is evaluated by the shell.
+cluster::iptables_undo() {
+  awk '
+    FILENAME == ARGV[1] { before[$0] = 1; next }
+    $1 == "-N" && !before[$0] && $2 ~ /^(KUBE|CNI)-/ { ours[$2] = 1; order[++n] = $2; next }
+    $1 == "-A" { rules[++r] = $0 }
+    END {
+      for (i = 1; i <= r; i++) {
+        nw = split(rules[i], w, " ")
+        target = ""
+        for (j = 1; j < nw; j++) if (w[j] == "-j" || w[j] == "-g") target = w[j + 1]
+        if (!ours[w[2]] && !before[rules[i]] && ours[target]) { sub(/^-A /, "-D ", rules[i]); print rules[i] }
+      }
+      for (i = 1; i <= n; i++) print "-F " order[i]
+      for (i = 1; i <= n; i++) print "-X " order[i]
+    }' "$1" "$2"
+}
+
+cluster::restore_iptables() {
+  local cmd table now undo line
+  [[ -f "${HOST_RECORD}/complete" ]] ||
+    log::warn "no record of the host before 'up' (${HOST_RECORD}): treating every KUBE-*/CNI-* chain as this cluster's"
+  for cmd in iptables ip6tables; do
+    command -v "${cmd}" >/dev/null || continue
+    for table in "${IPTABLES_TABLES[@]}"; do
+      now="$("${cmd}" -t "${table}" -S 2>/dev/null)" || continue
+      undo="$(cluster::iptables_undo <(cat "${HOST_RECORD}/${cmd}-${table}" 2>/dev/null) <(printf '%s\n' "${now}"))"
+      [[ -n "${undo}" ]] || continue
+      log::info "${cmd} -t ${table}: removing $(grep -c '^-X ' <<<"${undo}" || true) chains and $(grep -c '^-D ' <<<"${undo}" || true) jumps this cluster added"
+      if [[ "${DRY_RUN:-0}" == 1 ]]; then
+        while read -r line; do log::info "[dry-run] ${cmd}-restore --noflush -t ${table}: ${line}"; done <<<"${undo}"
+        continue
+      fi
+      # One transaction per table; if it is refused (a rule changed meanwhile), one at a time.
+      printf '*%s\n%s\nCOMMIT\n' "${table}" "${undo}" | "${cmd}-restore" --noflush 2>/dev/null && continue
+      while read -r line; do
+        printf '*%s\n%s\nCOMMIT\n' "${table}" "${line}" | "${cmd}-restore" --noflush ||
+          log::warn "${cmd} -t ${table}: could not apply '${line}'"
+      done <<<"${undo}"
+    done
+  done
+}
+
+cluster::restore_sysctls() {
+  [[ -f "${HOST_RECORD}/sysctl" ]] || return 0
+  local key value
+  while IFS='=' read -r key value; do
+    [[ "${value}" != absent && "$(sysctl -n "${key}" 2>/dev/null)" != "${value}" ]] || continue
+    util::run sysctl -qw "${key}=${value}" || log::warn "could not restore ${key} to ${value}"
+  done <"${HOST_RECORD}/sysctl"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -255,16 +347,26 @@ cluster::start_containerd() {
   touch "${CLUSTER_STATE}/images-imported"
 }
 
+# etcd serves TLS only and requires a client certificate from its own CA (clients and peer), so
+# a local user cannot read or write the cluster's data (and become cluster-admin) through
+# 127.0.0.1:2379. Metrics stay on plain HTTP at 127.0.0.1:2381, as kubeadm does: read-only.
 cluster::start_etcd() {
+  local url="https://127.0.0.1:${ETCD_PORT}" peer=https://127.0.0.1:2380
   cluster::start etcd etcd --name selfheal --data-dir "${CLUSTER_STATE}/etcd" \
-    --listen-client-urls "http://127.0.0.1:${ETCD_PORT}" --advertise-client-urls "http://127.0.0.1:${ETCD_PORT}" \
-    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
-    --initial-cluster selfheal=http://127.0.0.1:2380 --listen-metrics-urls http://127.0.0.1:2381
+    --listen-client-urls "${url}" --advertise-client-urls "${url}" \
+    --cert-file "${PKI}/etcd-server.crt" --key-file "${PKI}/etcd-server.key" \
+    --client-cert-auth --trusted-ca-file "${PKI}/etcd-ca.crt" \
+    --listen-peer-urls "${peer}" --initial-advertise-peer-urls "${peer}" --initial-cluster "selfheal=${peer}" \
+    --peer-cert-file "${PKI}/etcd-peer.crt" --peer-key-file "${PKI}/etcd-peer.key" \
+    --peer-client-cert-auth --peer-trusted-ca-file "${PKI}/etcd-ca.crt" \
+    --listen-metrics-urls http://127.0.0.1:2381
 }
 
 cluster::start_apiserver() {
   cluster::start kube-apiserver "${SELFHEAL_BIN}/kube-apiserver" \
-    --etcd-servers="http://127.0.0.1:${ETCD_PORT}" --secure-port="${APISERVER_PORT}" --advertise-address="${HOST_IP}" \
+    --etcd-servers="https://127.0.0.1:${ETCD_PORT}" --etcd-cafile="${PKI}/etcd-ca.crt" \
+    --etcd-certfile="${PKI}/apiserver-etcd-client.crt" --etcd-keyfile="${PKI}/apiserver-etcd-client.key" \
+    --secure-port="${APISERVER_PORT}" --advertise-address="${HOST_IP}" \
     --tls-cert-file="${PKI}/apiserver.crt" --tls-private-key-file="${PKI}/apiserver.key" --client-ca-file="${PKI}/ca.crt" \
     --kubelet-client-certificate="${PKI}/apiserver-kubelet-client.crt" --kubelet-client-key="${PKI}/apiserver-kubelet-client.key" \
     --service-account-key-file="${PKI}/sa.pub" --service-account-signing-key-file="${PKI}/sa.key" \
@@ -399,24 +501,6 @@ cluster::remove_containers() {
   for c in $(util::ctr containers ls -q 2>/dev/null); do util::run util::ctr containers rm "${c}" >/dev/null || true; done
 }
 
-# Only the rules this cluster made: chains named KUBE-* (kubelet, kube-proxy) and CNI-* (bridge,
-# portmap), and the jumps into them. The host's own rules stay.
-cluster::remove_iptables() {
-  local table rule chain
-  for table in nat filter mangle; do
-    while read -r rule; do
-      [[ -n "${rule}" ]] || continue
-      eval "util::run iptables -t ${table} ${rule/#-A/-D}" || true
-    done < <(iptables -t "${table}" -S 2>/dev/null | grep -E '^-A ' | grep -E -- '-j (KUBE|CNI)-|--comment "(kube|CNI|name: \\"selfheal)' || true)
-    for chain in $(iptables -t "${table}" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
-      util::run iptables -t "${table}" -F "${chain}" || true
-    done
-    for chain in $(iptables -t "${table}" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^(KUBE|CNI)-/ {print $2}'); do
-      util::run iptables -t "${table}" -X "${chain}" || true
-    done
-  done
-}
-
 cluster::down() {
   util::require_root "the local cluster"
   log::step "stopping the local cluster"
@@ -439,7 +523,8 @@ cluster::down() {
     [[ -z "$(ip netns pids "${ns}" 2>/dev/null)" ]] && util::run ip netns delete "${ns}"
   done
   ip link show "${BRIDGE}" >/dev/null 2>&1 && util::run ip link delete "${BRIDGE}"
-  cluster::remove_iptables
+  cluster::restore_iptables
+  cluster::restore_sysctls
   util::run rm -f /var/lib/cni/results/selfheal-* 2>/dev/null || true
   util::run rm -rf "${CLUSTER_STATE}"
   log::ok "cluster down: processes stopped, state removed (${CLUSTER_STATE})"

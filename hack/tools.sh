@@ -127,13 +127,18 @@ tools::apt() {
   [[ "$(id -u)" == 0 ]] || log::fatal "apt packages missing: ${missing[*]}; install them as root: sudo apt-get install ${missing[*]}"
   log::step "installing apt packages: ${missing[*]}"
   # No init system here: keep package scripts from starting containerd/etcd as services.
+  # The file is removed by a trap, so a failed apt step does not leave the host unable to start
+  # any service later; one that was there before is not ours and stays.
   local policy=/usr/sbin/policy-rc.d created=0
   if [[ ! -e "${policy}" ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"${policy}" && chmod +x "${policy}" && created=1
+    util::trap_add "rm -f '${policy}'"
+    printf '#!/bin/sh\nexit 101\n' >"${policy}"
+    chmod +x "${policy}"
+    created=1
   fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  ((created)) && rm -f "${policy}"
+  ((created == 0)) || rm -f "${policy}"
   log::ok "apt packages installed"
 }
 
