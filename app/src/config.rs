@@ -5,8 +5,40 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::faults::{MAX_LEAK_CAP_MIB, MAX_LEAK_MIB_PER_SEC};
+use crate::faults::{MAX_LATENCY_MS, MAX_LEAK_CAP_MIB, MAX_LEAK_MIB_PER_SEC};
 use crate::pool::{DEFAULT_POOL_SIZE, MAX_POOL_SIZE};
+
+// Every numeric setting has a range, checked by clap at start: a typo in the chart stops the
+// pod with a message naming the flag and the range (exit 2) instead of misbehaving later.
+// The README's settings table lists the same ranges (a test below keeps them equal).
+
+/// Largest `--warmup-secs`. An hour is far beyond any real start-up; unbounded, a huge value
+/// overflowed `Instant` (start + warm-up) and the app panicked at start.
+pub const MAX_WARMUP_SECS: u64 = 3600;
+/// Largest `--shutdown-delay-secs` and `--shutdown-timeout-secs`: both must fit, with the span
+/// flush, in the pod's `terminationGracePeriodSeconds`; ten minutes each is already generous.
+pub const MAX_SHUTDOWN_SECS: u64 = 600;
+/// Largest `--request-timeout-ms` (5 min): above the largest injected latency, so the latency
+/// fault can be shown without 408s.
+pub const MAX_REQUEST_TIMEOUT_MS: u64 = 300_000;
+/// Largest `--pool-wait-ms`; keep the wait below the request timeout anyway.
+pub const MAX_POOL_WAIT_MS: u64 = 120_000;
+/// Largest `--body-limit-bytes` (16 MiB): the app takes small JSON bodies only.
+pub const MAX_BODY_LIMIT_BYTES: u64 = 16 * 1024 * 1024;
+/// Default `--max-concurrent-requests`: far above the default pool (10), so load drains the
+/// pool (the demo's 503 `pool_exhausted`) long before it is shed.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u32 = 256;
+/// Largest `--max-concurrent-requests`.
+pub const MAX_CONCURRENT_REQUESTS: u32 = 10_000;
+/// Default `--header-read-timeout-ms`.
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+/// Smallest `--header-read-timeout-ms`: below this, a client on a slow link could not send a
+/// normal request head.
+pub const MIN_HEADER_READ_TIMEOUT_MS: u64 = 100;
+/// Largest `--header-read-timeout-ms` (5 min).
+pub const MAX_HEADER_READ_TIMEOUT_MS: u64 = 300_000;
+/// Largest `probe --timeout-ms` (5 min).
+pub const MAX_PROBE_TIMEOUT_MS: u64 = 300_000;
 
 /// Top-level command line: the server flags, or a subcommand.
 #[derive(Debug, Parser)]
@@ -24,6 +56,57 @@ pub struct Cli {
     pub config: Config,
 }
 
+impl Cli {
+    /// Parses the command line and the environment. A bad value exits as clap does (usage error,
+    /// code 2, the flag, the value and the range), plus the variable's name when the value came
+    /// from the environment: in a pod the chart sets variables, not flags.
+    pub fn parse_or_exit() -> Self {
+        Self::try_parse().unwrap_or_else(|err| {
+            let args: Vec<String> = std::env::args().collect();
+            with_env_tip(err, &args).exit()
+        })
+    }
+}
+
+/// Adds "tip: the value came from the environment variable X" to a bad-value error whose flag is
+/// not among `args`.
+fn with_env_tip(mut err: clap::Error, args: &[String]) -> clap::Error {
+    use clap::CommandFactory as _;
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if err.kind() != ErrorKind::ValueValidation {
+        return err;
+    }
+    // Rendered as `--warmup-secs <WARMUP_SECS>`.
+    let Some(ContextValue::String(invalid)) = err.get(ContextKind::InvalidArg) else {
+        return err;
+    };
+    let Some(flag) = invalid.split_whitespace().next().map(str::to_owned) else {
+        return err;
+    };
+    let cmd = Cli::command();
+    let env = cmd
+        .get_arguments()
+        .chain(cmd.get_subcommands().flat_map(clap::Command::get_arguments))
+        .find(|a| {
+            a.get_long()
+                .is_some_and(|l| flag.strip_prefix("--") == Some(l))
+        })
+        .and_then(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned());
+    let on_command_line = args
+        .iter()
+        .any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+    if let (Some(env), false) = (env, on_command_line) {
+        err.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![
+                format!("the value came from the environment variable {env}").into(),
+            ]),
+        );
+    }
+    err
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -37,8 +120,9 @@ pub enum Command {
 pub struct ProbeArgs {
     /// URL to GET, e.g. `http://127.0.0.1:8080/ready`.
     pub url: String,
-    /// Give up after this many milliseconds (connect + answer).
-    #[arg(long, env = "PROBE_TIMEOUT_MS", default_value_t = 2000)]
+    /// Give up after this many milliseconds (connect + answer), 1 to 300000.
+    #[arg(long, env = "PROBE_TIMEOUT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_PROBE_TIMEOUT_MS))]
     pub timeout_ms: u64,
 }
 
@@ -109,32 +193,37 @@ pub struct Config {
     #[arg(long, env = "APP_FAULT_PROFILE", value_enum, default_value_t = FaultProfile::None)]
     pub fault_profile: FaultProfile,
 
-    /// Error rate of the `errors` fault profile, in percent.
+    /// Error rate of the `errors` fault profile, in percent (0 to 100).
     #[arg(long, env = "APP_FAULT_ERROR_PERCENT", default_value_t = 50,
           value_parser = clap::value_parser!(u8).range(0..=100))]
     pub fault_error_percent: u8,
 
-    /// Added latency of the `latency` fault profile, in milliseconds.
-    #[arg(long, env = "APP_FAULT_LATENCY_MS", default_value_t = 500)]
+    /// Added latency of the `latency` fault profile, in milliseconds (0 to 120000, as for
+    /// `POST /crash?mode=latency`).
+    #[arg(long, env = "APP_FAULT_LATENCY_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_LATENCY_MS))]
     pub fault_latency_ms: u64,
 
-    /// Growth rate of the `leak` fault profile, in MiB per second.
+    /// Growth rate of the `leak` fault profile, in MiB per second (1 to 64).
     #[arg(long, env = "APP_FAULT_LEAK_MIB_PER_SEC", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LEAK_MIB_PER_SEC)))]
     pub fault_leak_mib_per_sec: u32,
 
-    /// Leaked memory of the `leak` fault profile stops growing at this many MiB.
+    /// Leaked memory of the `leak` fault profile stops growing at this many MiB (1 to 4096).
     #[arg(long, env = "APP_FAULT_LEAK_CAP_MIB", default_value_t = 256,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LEAK_CAP_MIB)))]
     pub fault_leak_cap_mib: u32,
 
-    /// Connections in the simulated pool; every `GET /` borrows one for its whole duration.
+    /// Connections in the simulated pool; every `GET /` borrows one for its whole duration
+    /// (1 to 1000).
     #[arg(long, env = "APP_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_POOL_SIZE)))]
     pub pool_size: u32,
 
-    /// How long `GET /` waits for a free pool connection before answering 503, in milliseconds.
-    #[arg(long, env = "APP_POOL_WAIT_MS", default_value_t = 1000)]
+    /// How long `GET /` waits for a free pool connection before answering 503, in milliseconds
+    /// (0 to 120000).
+    #[arg(long, env = "APP_POOL_WAIT_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_POOL_WAIT_MS))]
     pub pool_wait_ms: u64,
 
     /// Deployment track reported by `/` and `selfheal_app_info`.
@@ -153,25 +242,47 @@ pub struct Config {
     #[arg(long, env = "POD_NAMESPACE")]
     pub pod_namespace: Option<String>,
 
-    /// `/ready` answers 503 for this long after start.
-    #[arg(long, env = "APP_WARMUP_SECS", default_value_t = 0)]
+    /// `/ready` answers 503 for this long after start, in seconds (0 to 3600).
+    #[arg(long, env = "APP_WARMUP_SECS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_WARMUP_SECS))]
     pub warmup_secs: u64,
 
-    /// After SIGTERM: keep serving (unready) this long so endpoints are removed first.
-    #[arg(long, env = "APP_SHUTDOWN_DELAY_SECS", default_value_t = 5)]
+    /// After SIGTERM: keep serving (unready) this long so endpoints are removed first, in
+    /// seconds (0 to 600).
+    #[arg(long, env = "APP_SHUTDOWN_DELAY_SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_SHUTDOWN_SECS))]
     pub shutdown_delay_secs: u64,
 
-    /// After the delay: deadline for in-flight requests to finish.
-    #[arg(long, env = "APP_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10)]
+    /// After the delay: deadline for in-flight requests to finish, in seconds (0 to 600).
+    #[arg(long, env = "APP_SHUTDOWN_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_SHUTDOWN_SECS))]
     pub shutdown_timeout_secs: u64,
 
-    /// Requests taking longer are answered with 408.
-    #[arg(long, env = "APP_REQUEST_TIMEOUT_MS", default_value_t = 10_000)]
+    /// Requests taking longer are answered with 408, in milliseconds (1 to 300000).
+    #[arg(long, env = "APP_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_REQUEST_TIMEOUT_MS))]
     pub request_timeout_ms: u64,
 
-    /// Largest accepted request body, in bytes (413 above).
-    #[arg(long, env = "APP_BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
+    /// Largest accepted request body, in bytes (413 above; 1 to 16777216).
+    #[arg(long, env = "APP_BODY_LIMIT_BYTES", default_value_t = 64 * 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+              .range(1..=MAX_BODY_LIMIT_BYTES))]
     pub body_limit_bytes: usize,
+
+    /// Requests served at once (1 to 10000); above it the app sheds load: 503 with
+    /// `Retry-After` at once, instead of queueing until every request is slow. `/health`,
+    /// `/ready`, `/metrics` and `/crash` are exempt.
+    #[arg(long, env = "APP_MAX_CONCURRENT_REQUESTS", default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CONCURRENT_REQUESTS)))]
+    pub max_concurrent_requests: u32,
+
+    /// A connection must send a complete request head within this many milliseconds of the
+    /// server starting to wait for one, else it is closed (100 to 300000). Also closes
+    /// kept-alive connections idle this long.
+    #[arg(long, env = "APP_HEADER_READ_TIMEOUT_MS", default_value_t = DEFAULT_HEADER_READ_TIMEOUT_MS,
+          value_parser = clap::value_parser!(u64)
+              .range(MIN_HEADER_READ_TIMEOUT_MS..=MAX_HEADER_READ_TIMEOUT_MS))]
+    pub header_read_timeout_ms: u64,
 
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -201,6 +312,11 @@ impl Config {
     /// Per-request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// Deadline for a connection to send a complete request head.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
     }
 
     /// How long `GET /` waits for a pool connection.
@@ -239,6 +355,8 @@ impl Config {
             shutdown_timeout_secs: 1,
             request_timeout_ms: 10_000,
             body_limit_bytes: 64 * 1024,
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+            header_read_timeout_ms: DEFAULT_HEADER_READ_TIMEOUT_MS,
             log_format: LogFormat::Text,
             otlp_endpoint: None,
         }
@@ -363,6 +481,196 @@ mod tests {
         assert_eq!(
             (parsed.pool_size, parsed.pool_wait_ms),
             (fixed.pool_size, fixed.pool_wait_ms)
+        );
+        assert_eq!(
+            (
+                parsed.max_concurrent_requests,
+                parsed.header_read_timeout_ms
+            ),
+            (fixed.max_concurrent_requests, fixed.header_read_timeout_ms)
+        );
+    }
+
+    /// Every numeric server setting: flag, env var, smallest and largest accepted value.
+    const NUMERIC: &[(&str, &str, u64, u64)] = &[
+        ("--fault-error-percent", "APP_FAULT_ERROR_PERCENT", 0, 100),
+        (
+            "--fault-latency-ms",
+            "APP_FAULT_LATENCY_MS",
+            0,
+            MAX_LATENCY_MS,
+        ),
+        (
+            "--fault-leak-mib-per-sec",
+            "APP_FAULT_LEAK_MIB_PER_SEC",
+            1,
+            MAX_LEAK_MIB_PER_SEC as u64,
+        ),
+        (
+            "--fault-leak-cap-mib",
+            "APP_FAULT_LEAK_CAP_MIB",
+            1,
+            MAX_LEAK_CAP_MIB as u64,
+        ),
+        ("--pool-size", "APP_POOL_SIZE", 1, MAX_POOL_SIZE as u64),
+        ("--pool-wait-ms", "APP_POOL_WAIT_MS", 0, MAX_POOL_WAIT_MS),
+        ("--warmup-secs", "APP_WARMUP_SECS", 0, MAX_WARMUP_SECS),
+        (
+            "--shutdown-delay-secs",
+            "APP_SHUTDOWN_DELAY_SECS",
+            0,
+            MAX_SHUTDOWN_SECS,
+        ),
+        (
+            "--shutdown-timeout-secs",
+            "APP_SHUTDOWN_TIMEOUT_SECS",
+            0,
+            MAX_SHUTDOWN_SECS,
+        ),
+        (
+            "--request-timeout-ms",
+            "APP_REQUEST_TIMEOUT_MS",
+            1,
+            MAX_REQUEST_TIMEOUT_MS,
+        ),
+        (
+            "--body-limit-bytes",
+            "APP_BODY_LIMIT_BYTES",
+            1,
+            MAX_BODY_LIMIT_BYTES,
+        ),
+        (
+            "--max-concurrent-requests",
+            "APP_MAX_CONCURRENT_REQUESTS",
+            1,
+            MAX_CONCURRENT_REQUESTS as u64,
+        ),
+        (
+            "--header-read-timeout-ms",
+            "APP_HEADER_READ_TIMEOUT_MS",
+            MIN_HEADER_READ_TIMEOUT_MS,
+            MAX_HEADER_READ_TIMEOUT_MS,
+        ),
+    ];
+
+    #[test]
+    fn numeric_settings_accept_their_bounds_and_refuse_beyond_them() {
+        for &(flag, _, min, max) in NUMERIC {
+            for ok in [min, max] {
+                let v = ok.to_string();
+                assert!(parse(&[flag, &v]).is_ok(), "{flag} {v} refused");
+            }
+            let below = min
+                .checked_sub(1)
+                .map_or("-1".to_owned(), |v| v.to_string());
+            for bad in [below, (max + 1).to_string()] {
+                // `--flag=-1`: as two words clap would read `-1` as a flag.
+                let Err(err) = parse(&[&format!("{flag}={bad}")]) else {
+                    panic!("{flag} {bad} accepted");
+                };
+                assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation);
+                let msg = err.to_string();
+                // The message names the flag, the value and (for values that parsed) the range.
+                assert!(msg.contains(flag) && msg.contains(&bad), "{msg}");
+                if bad != "-1" {
+                    assert!(msg.contains(&format!("{min}..={max}")), "{msg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_numeric_flag_has_a_range() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        for arg in cmd.get_arguments() {
+            let numeric_default = arg
+                .get_default_values()
+                .first()
+                .and_then(|d| d.to_str())
+                .is_some_and(|d| d.parse::<u64>().is_ok());
+            if !numeric_default {
+                continue;
+            }
+            let flag = format!("--{}", arg.get_long().unwrap());
+            let row = NUMERIC.iter().find(|(f, ..)| *f == flag);
+            let (_, env, ..) = row.unwrap_or_else(|| panic!("{flag} has no range in NUMERIC"));
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(*env), "{flag}");
+        }
+        let probe = cmd.find_subcommand("probe").unwrap();
+        let timeout = probe
+            .get_arguments()
+            .find(|a| a.get_long() == Some("timeout-ms"))
+            .unwrap();
+        assert_eq!(timeout.get_env().unwrap(), "PROBE_TIMEOUT_MS");
+    }
+
+    #[test]
+    fn readme_settings_table_matches_ranges_and_defaults() {
+        use clap::CommandFactory;
+        let readme = include_str!("../README.md");
+        let cmd = Cli::command();
+        for &(flag, env, min, max) in NUMERIC {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{flag}` |")))
+                .unwrap_or_else(|| panic!("README has no row for {flag}"));
+            // | flag | env | default | range | meaning |
+            let cols: Vec<&str> = row.split('|').map(str::trim).collect();
+            let default = cmd
+                .get_arguments()
+                .find(|a| a.get_long() == flag.strip_prefix("--"))
+                .and_then(|a| a.get_default_values().first()?.to_str())
+                .unwrap();
+            assert_eq!(cols[2], format!("`{env}`"), "{row}");
+            assert_eq!(cols[3], format!("`{default}`"), "{row}");
+            assert_eq!(cols[4], format!("{min}–{max}"), "{row}");
+        }
+    }
+
+    #[test]
+    fn probe_timeout_is_bounded() {
+        for ok in ["1", "300000"] {
+            assert!(parse(&["probe", "http://x/", "--timeout-ms", ok]).is_ok());
+        }
+        for bad in ["0", "300001"] {
+            assert!(parse(&["probe", "http://x/", "--timeout-ms", bad]).is_err());
+        }
+    }
+
+    #[test]
+    fn value_errors_name_the_env_var_when_the_flag_was_not_given() {
+        let err = parse(&["--warmup-secs", "3601"]).unwrap_err();
+        // As if it came from APP_WARMUP_SECS: the flag is not on the command line.
+        let from_env = with_env_tip(err, &["selfheal-app".to_owned()]).to_string();
+        assert!(
+            from_env.contains("0..=3600")
+                && from_env
+                    .contains("the value came from the environment variable APP_WARMUP_SECS"),
+            "{from_env}"
+        );
+        let err = parse(&["--warmup-secs=3601"]).unwrap_err();
+        let from_flag = with_env_tip(err, &["selfheal-app".into(), "--warmup-secs=3601".into()]);
+        assert!(
+            !from_flag.to_string().contains("APP_WARMUP_SECS"),
+            "{from_flag}"
+        );
+        let err = parse(&["probe", "http://x/", "--timeout-ms", "0"]).unwrap_err();
+        let probe = with_env_tip(err, &["selfheal-app".into(), "probe".into()]).to_string();
+        assert!(probe.contains("PROBE_TIMEOUT_MS"), "{probe}");
+    }
+
+    #[test]
+    fn warmup_above_an_hour_is_refused() {
+        // Unbounded, 2^64-1 s overflowed `Instant` when the state was built.
+        let err = parse(&["--warmup-secs", &u64::MAX.to_string()]).unwrap_err();
+        assert!(err.to_string().contains("0..=3600"), "{err}");
+        assert_eq!(
+            parse(&["--warmup-secs", "3600"])
+                .unwrap()
+                .config
+                .warmup_secs,
+            3600
         );
     }
 

@@ -7,6 +7,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// `Retry-After` of a shed request, in seconds: slots free up as fast as requests finish, so
+/// "soon"; the smallest value a client can express.
+pub const SHED_RETRY_AFTER_SECS: &str = "1";
+
 /// Everything that can fail in the app, named by what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -52,6 +56,12 @@ pub enum Error {
         /// How long the request waited, in milliseconds.
         waited_ms: u64,
     },
+    /// Every request slot is busy (`--max-concurrent-requests`): the request is shed.
+    #[error("overloaded: all {limit} request slots are busy; retry shortly")]
+    Overloaded {
+        /// The configured limit.
+        limit: u32,
+    },
     /// The probe URL is not a plain `http://` URL.
     #[error("invalid probe URL `{url}`: {reason}")]
     InvalidProbeUrl {
@@ -82,6 +92,7 @@ impl Error {
             Error::InvalidParam { .. } => "invalid_param",
             Error::InjectedError => "injected_error",
             Error::PoolExhausted { .. } => "pool_exhausted",
+            Error::Overloaded { .. } => "overloaded",
             Error::InvalidProbeUrl { .. } => "invalid_probe_url",
             Error::ProbeFailed { .. } => "probe_failed",
         }
@@ -93,7 +104,9 @@ impl Error {
             Error::ChaosDisabled => StatusCode::FORBIDDEN,
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::InvalidParam { .. } | Error::InvalidProbeUrl { .. } => StatusCode::BAD_REQUEST,
-            Error::PoolExhausted { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::PoolExhausted { .. } | Error::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::BindFailed { .. }
             | Error::ServeFailed(_)
             | Error::MetricsFailed(_)
@@ -112,6 +125,9 @@ impl IntoResponse for Error {
             Error::InjectedError => tracing::debug!(kind, "answering with injected error"),
             // Load shedding, not a bug: one per refused request, so warn, not error.
             e @ Error::PoolExhausted { .. } => tracing::warn!(kind, error = %e, "request refused"),
+            // Shed under overload: a warning each would add log volume exactly when the pod is
+            // busiest; the access-log line and `selfheal_app_requests_shed_total` say it.
+            e @ Error::Overloaded { .. } => tracing::debug!(kind, error = %e, "request shed"),
             e if status.is_server_error() => tracing::error!(kind, error = %e, "request failed"),
             e => tracing::info!(kind, error = %e, "request rejected"),
         }
@@ -126,9 +142,18 @@ impl IntoResponse for Error {
             _ => {}
         }
         let mut res = (status, Json(body)).into_response();
-        if matches!(self, Error::Unauthorized) {
-            res.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            Error::Unauthorized => {
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Error::Overloaded { .. } => {
+                res.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(SHED_RETRY_AFTER_SECS),
+                );
+            }
+            _ => {}
         }
         res
     }

@@ -9,7 +9,6 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Parser as _;
 use selfheal_app::config::{Cli, Command, Config, LogFormat};
 use selfheal_app::state::{SERVICE_NAME, VERSION};
 use selfheal_app::{AppState, ShutdownTiming, Stopped, probe, shutdown};
@@ -19,7 +18,7 @@ const FLUSH_DEADLINE: Duration = Duration::from_secs(3);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::parse_or_exit();
     if let Some(Command::Probe(args)) = cli.command {
         std::process::exit(probe::run(&args).await);
     }

@@ -48,6 +48,13 @@ pub struct Metrics {
     pub pool_connections_max: IntGauge,
     /// `selfheal_app_pool_exhausted_total`: `GET /` requests refused for want of a connection.
     pub pool_exhausted_total: IntCounter,
+    /// `selfheal_app_requests_shed_total`: requests answered 503 because every request slot
+    /// (`--max-concurrent-requests`) was busy.
+    pub requests_shed_total: IntCounter,
+    /// `selfheal_app_header_read_timeouts_total`: connections closed for not sending their first
+    /// complete request head in time (`--header-read-timeout-ms`): slow or stalled clients. Idle
+    /// kept-alive connections closed by the same timer are not counted.
+    pub header_read_timeouts_total: IntCounter,
 }
 
 impl Metrics {
@@ -118,6 +125,17 @@ impl Metrics {
             "selfheal_app_pool_exhausted_total",
             "GET / requests answered 503 because no pool connection became free in time.",
         )?;
+        let requests_shed_total = IntCounter::new(
+            "selfheal_app_requests_shed_total",
+            "Requests answered 503 (with Retry-After) because every request slot was busy \
+             (APP_MAX_CONCURRENT_REQUESTS).",
+        )?;
+        let header_read_timeouts_total = IntCounter::new(
+            "selfheal_app_header_read_timeouts_total",
+            "Connections closed because no complete request head arrived within \
+             APP_HEADER_READ_TIMEOUT_MS (slow or stalled clients; idle kept-alive connections \
+             are not counted).",
+        )?;
 
         registry.register(Box::new(http_requests_total.clone()))?;
         registry.register(Box::new(http_request_duration_seconds.clone()))?;
@@ -131,6 +149,8 @@ impl Metrics {
         registry.register(Box::new(pool_connections_in_use.clone()))?;
         registry.register(Box::new(pool_connections_max.clone()))?;
         registry.register(Box::new(pool_exhausted_total.clone()))?;
+        registry.register(Box::new(requests_shed_total.clone()))?;
+        registry.register(Box::new(header_read_timeouts_total.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -159,6 +179,8 @@ impl Metrics {
             pool_connections_in_use,
             pool_connections_max,
             pool_exhausted_total,
+            requests_shed_total,
+            header_read_timeouts_total,
         })
     }
 
@@ -299,6 +321,8 @@ mod tests {
             "selfheal_app_pool_connections_in_use",
             "selfheal_app_pool_connections_max",
             "selfheal_app_pool_exhausted_total",
+            "selfheal_app_requests_shed_total",
+            "selfheal_app_header_read_timeouts_total",
         ] {
             assert!(
                 text.contains(&format!("# HELP {name} ")),
@@ -314,6 +338,8 @@ mod tests {
         assert!(text.contains(r#"selfheal_app_fault_active{kind="leak"} 0"#));
         assert!(text.contains(r#"selfheal_app_fault_active{kind="pool-exhaust"} 0"#));
         assert!(text.contains("selfheal_app_pool_exhausted_total 0"));
+        assert!(text.contains("selfheal_app_requests_shed_total 0"));
+        assert!(text.contains("selfheal_app_header_read_timeouts_total 0"));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The middleware stack, outermost first:
 //!
 //! 1. `TraceLayer`: one server span per request (probe paths excluded), W3C parent from headers;
-//! 2. [`ObserveLayer`]: metrics (route template from `MatchedPath`), request timeout → 408,
-//!    panic → 500, JSON bodies for every 4xx/5xx, one access-log line per request, the
-//!    `Content-Length` body limit → 413, and `Connection: close` once draining;
+//! 2. [`ObserveLayer`]: metrics (route template from `MatchedPath`), load shedding above
+//!    `--max-concurrent-requests` → 503 + `Retry-After`, request timeout → 408, panic → 500,
+//!    JSON bodies for every 4xx/5xx, one access-log line per request, the `Content-Length` body
+//!    limit → 413, and `Connection: close` once draining;
 //! 3. `DefaultBodyLimit`: the same limit for streamed bodies read by extractors.
 //!
 //! `ObserveLayer` is one hand-written service rather than several `from_fn`/tower-http layers:
@@ -18,7 +19,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
 use serde_json::json;
@@ -26,6 +27,7 @@ use tower::{Layer, Service, ServiceBuilder};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use crate::Error;
 use crate::metrics::method_label;
 use crate::state::AppState;
 
@@ -35,6 +37,16 @@ pub const UNMATCHED_ROUTE: &str = "unmatched";
 /// Paths kept out of spans and access logs: probes and scrapes would drown the real traffic.
 fn is_quiet_path(path: &str) -> bool {
     matches!(path, "/health" | "/ready" | "/metrics")
+}
+
+/// Paths outside the concurrency limit. `/health` and `/ready` are the kubelet's probes: shed,
+/// a pod saturated by load would be restarted (liveness) or pulled from the Service
+/// (readiness), pushing its load onto the other pods until they saturate too, the cascade the
+/// limit is there to stop. `/metrics` keeps the saturation visible to Prometheus, `/crash` keeps
+/// the demo's controls working (`mode=reset` clears the latency fault that saturated the pod).
+/// None of them waits on the pool, so exempting them cannot saturate the pod by itself.
+fn is_exempt_from_limit(path: &str) -> bool {
+    is_quiet_path(path) || path == "/crash"
 }
 
 /// Wraps `routes` in the full stack and attaches `state`.
@@ -159,21 +171,35 @@ where
     });
     let mut timer = state.metrics().request(method, route.clone());
 
+    // Held until the answer is ready; `None` for exempt paths.
+    let slot = if is_exempt_from_limit(req.uri().path()) {
+        Ok(None)
+    } else {
+        state.try_request_slot().map(Some).ok_or(())
+    };
     let too_large = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|len| len > state.body_limit_bytes() as u64);
-    let res = if too_large {
-        error_response(StatusCode::PAYLOAD_TOO_LARGE, None)
-    } else {
-        let call = AssertUnwindSafe(inner.call(req)).catch_unwind();
-        match tokio::time::timeout(state.request_timeout(), call).await {
-            Ok(Ok(Ok(res))) => json_error_body(res).await,
-            Ok(Ok(Err(never))) => match never {},
-            Ok(Err(panic)) => panic_response(&*panic),
-            Err(_elapsed) => error_response(StatusCode::REQUEST_TIMEOUT, None),
+    let res = match slot {
+        Err(()) => {
+            state.metrics().requests_shed_total.inc();
+            Error::Overloaded {
+                limit: state.max_concurrent_requests(),
+            }
+            .into_response()
+        }
+        Ok(_) if too_large => error_response(StatusCode::PAYLOAD_TOO_LARGE, None),
+        Ok(_slot) => {
+            let call = AssertUnwindSafe(inner.call(req)).catch_unwind();
+            match tokio::time::timeout(state.request_timeout(), call).await {
+                Ok(Ok(Ok(res))) => json_error_body(res).await,
+                Ok(Ok(Err(never))) => match never {},
+                Ok(Err(panic)) => panic_response(&*panic),
+                Err(_elapsed) => error_response(StatusCode::REQUEST_TIMEOUT, None),
+            }
         }
     };
 

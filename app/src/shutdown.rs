@@ -1,11 +1,19 @@
 //! Graceful shutdown: SIGTERM → unready at once → keep serving for the delay (endpoint
 //! propagation) → stop accepting → drain in-flight requests until the deadline.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::serve::Listener;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tower::ServiceExt as _;
 
 use crate::config::Config;
 use crate::state::AppState;
@@ -78,18 +86,12 @@ pub async fn serve(
     timing: ShutdownTiming,
 ) -> Result<Stopped> {
     let (close_tx, close_rx) = oneshot::channel::<()>();
-    let server = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(async {
-            // A dropped sender also closes: serve never outlives this function.
-            let _ = close_rx.await;
-        })
-        .into_future();
-    let mut server = tokio::spawn(server);
+    let mut server = tokio::spawn(accept_loop(listener, state.clone(), close_rx));
     let mut exit_rx = state.exit_requested();
 
     tokio::select! {
         joined = &mut server => {
-            // The server stopped on its own: only an I/O error does that.
+            // The accept loop retries accept errors, so only a panic ends it early.
             return joined_result(joined).map(|()| Stopped::Signal);
         }
         () = shutdown => {}
@@ -128,9 +130,59 @@ pub async fn serve(
     Ok(Stopped::Signal)
 }
 
-fn joined_result(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<()> {
-    match joined {
-        Ok(res) => res.map_err(Error::ServeFailed),
-        Err(join) => Err(Error::ServeFailed(std::io::Error::other(join))),
+/// Accepts connections until `close` fires, then stops accepting and waits for the open ones to
+/// finish their in-flight request (each is asked to close after it).
+///
+/// hyper's connection builder rather than `axum::serve`, which gives hyper no timer, and the
+/// header-read timeout needs one. Without it, a client that sends its request head slowly (or
+/// never) held a connection and its task forever: the middleware's request timeout only starts
+/// once the head is parsed.
+async fn accept_loop(mut listener: TcpListener, state: AppState, mut close: oneshot::Receiver<()>) {
+    let app = router(state.clone());
+    let mut http = http1::Builder::new();
+    // NB: hyper arms this timer whenever it waits for a request head, so it also closes
+    // kept-alive connections idle this long (see the README on proxies' keep-alive timeouts).
+    http.timer(TokioTimer::new())
+        .header_read_timeout(state.header_read_timeout());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            // axum's `Listener` retries accept errors (and backs off on EMFILE) instead of failing.
+            accepted = Listener::accept(&mut listener) => accepted,
+            _ = &mut close => break,
+        };
+        // hyper reports the same timeout error for a kept-alive connection left idle as for a
+        // client trickling its head; only one that never completed a head is a slow client.
+        let got_a_head = Arc::new(AtomicBool::new(false));
+        let svc = app.clone().map_request({
+            let got_a_head = Arc::clone(&got_a_head);
+            move |req| {
+                got_a_head.store(true, Ordering::Relaxed);
+                req
+            }
+        });
+        let conn = graceful
+            .watch(http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc)));
+        let state = state.clone();
+        tokio::spawn(async move {
+            match conn.await {
+                Ok(()) => {}
+                Err(err) if err.is_timeout() => {
+                    if !got_a_head.load(Ordering::Relaxed) {
+                        state.metrics().header_read_timeouts_total.inc();
+                        tracing::debug!(%peer, "closed a connection that sent no complete request head in time");
+                    }
+                }
+                // Resets and half-sent requests: the client's business, not an app failure.
+                Err(err) => tracing::debug!(%peer, error = %err, "connection ended with an error"),
+            }
+        });
     }
+    // Closes the socket now: new connections are refused while the open ones drain.
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+fn joined_result(joined: Result<(), tokio::task::JoinError>) -> Result<()> {
+    joined.map_err(|join| Error::ServeFailed(std::io::Error::other(join)))
 }

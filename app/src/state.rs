@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, SemaphorePermit, watch};
 
 use crate::Result;
 use crate::config::{Config, Track};
@@ -33,6 +33,10 @@ struct Inner {
     chaos_token: Option<String>,
     request_timeout: Duration,
     body_limit_bytes: usize,
+    header_read_timeout: Duration,
+    /// One permit per request served at once (`--max-concurrent-requests`).
+    request_slots: Semaphore,
+    max_concurrent_requests: u32,
     ready_at: Instant,
     draining: AtomicBool,
     metrics: Metrics,
@@ -97,6 +101,9 @@ impl AppState {
                 chaos_token: cfg.chaos_token.clone().filter(|s| !s.is_empty()),
                 request_timeout: cfg.request_timeout(),
                 body_limit_bytes: cfg.body_limit_bytes,
+                header_read_timeout: cfg.header_read_timeout(),
+                request_slots: Semaphore::new(cfg.max_concurrent_requests as usize),
+                max_concurrent_requests: cfg.max_concurrent_requests,
                 ready_at: Instant::now() + cfg.warmup(),
                 draining: AtomicBool::new(false),
                 metrics: Metrics::new(VERSION, cfg.track)?,
@@ -137,6 +144,19 @@ impl AppState {
     /// Request body limit.
     pub fn body_limit_bytes(&self) -> usize {
         self.inner.body_limit_bytes
+    }
+    /// Deadline for a connection to send a complete request head.
+    pub fn header_read_timeout(&self) -> Duration {
+        self.inner.header_read_timeout
+    }
+    /// `--max-concurrent-requests`.
+    pub fn max_concurrent_requests(&self) -> u32 {
+        self.inner.max_concurrent_requests
+    }
+    /// Takes one request slot, or `None` when all are busy (the caller sheds the request).
+    /// Never waits: a queue would only make every request slow instead of some fast.
+    pub fn try_request_slot(&self) -> Option<SemaphorePermit<'_>> {
+        self.inner.request_slots.try_acquire().ok()
     }
     /// Metrics.
     pub fn metrics(&self) -> &Metrics {

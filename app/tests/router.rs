@@ -311,6 +311,8 @@ async fn metrics_is_prometheus_text_with_every_family() {
         "selfheal_app_pool_connections_in_use",
         "selfheal_app_pool_connections_max",
         "selfheal_app_pool_exhausted_total",
+        "selfheal_app_requests_shed_total",
+        "selfheal_app_header_read_timeouts_total",
         "process_resident_memory_bytes",
         "process_cpu_seconds_total",
         "process_open_fds",
@@ -692,6 +694,52 @@ async fn slow_requests_exhaust_a_small_pool_without_any_pool_fault() {
     );
     // A pool drained by load is not the fault: readiness stays up.
     assert_eq!(get(&app, "/ready").await.status, StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_over_the_limit_are_shed_but_probes_scrapes_and_crash_are_not() {
+    let app = router(state_with(|c| {
+        c.enable_chaos = true;
+        c.max_concurrent_requests = 1;
+    }));
+    post(&app, "/crash?mode=latency&ms=300").await;
+    let slow = tokio::spawn({
+        let app = app.clone();
+        async move { get(&app, "/").await.status }
+    });
+    // Let the slow request take the only slot first.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let a = get(&app, "/").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+    assert_eq!(a.headers[header::RETRY_AFTER], "1");
+    assert_eq!(a.json()["kind"], "overloaded");
+    let a = get(&app, "/nope").await;
+    assert_eq!(
+        a.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unknown paths count too"
+    );
+    // Exempt: the kubelet's probes, the scrape and the demo's controls.
+    for path in ["/health", "/ready", "/metrics", "/crash"] {
+        assert_eq!(get(&app, path).await.status, StatusCode::OK, "{path}");
+    }
+    assert_eq!(
+        metric(&app, "selfheal_app_requests_shed_total").await,
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(
+            &app,
+            r#"http_requests_total{method="GET",route="/",status="503"}"#
+        )
+        .await,
+        Some(1.0)
+    );
+    assert_eq!(slow.await.unwrap(), StatusCode::OK);
+    // The slot is given back with the answer.
+    assert_eq!(get(&app, "/").await.status, StatusCode::OK);
 }
 
 #[tokio::test]

@@ -51,6 +51,8 @@ impl App {
             "CHAOS_TOKEN",
             "APP_FAULT_PROFILE",
             "APP_WARMUP_SECS",
+            "APP_MAX_CONCURRENT_REQUESTS",
+            "APP_HEADER_READ_TIMEOUT_MS",
         ] {
             cmd.env_remove(var);
         }
