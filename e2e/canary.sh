@@ -134,7 +134,8 @@ gateway_crds() {
 check::run "Gateway API standard-channel CRDs ($(basename "${GATEWAY_CRDS}")) applied server-side and Established" gateway_crds
 
 # -- the manifests, server-side ---------------------------------------------------------------
-VALUES=(--set "image.repository=${REPO}" --set "image.tag=${TAG}" --set image.pullPolicy=Never --set replicaCount=3
+# Fixed stable replicas (HPA off): the replica-ratio split and the stable pods' identity are the experiment.
+VALUES=(--set "image.repository=${REPO}" --set "image.tag=${TAG}" --set image.pullPolicy=Never --set autoscaling.enabled=false --set replicaCount=3
   --set ingress.enabled=true --set httpRoute.enabled=true --set 'httpRoute.parentRefs[0].name=e2e-gateway'
   --set 'httpRoute.hostnames[0]=route.selfheal.local'
   --set app.message=stable-v1 --set tests.enabled=false)

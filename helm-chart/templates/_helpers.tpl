@@ -108,3 +108,43 @@ track: {{ .track }}
 {{- include "selfheal-app.fullname" . }}
 {{- end }}
 {{- end }}
+
+{{/*
+NetworkPolicy egress rule to the OTLP collector, "" while otel.endpoint is empty. Fields left
+empty in networkPolicy.egress.otlp come from otel.endpoint: the port (80/443 without one), an
+IP as a /32 (/128), else the namespace of "<service>.<namespace>[.svc...]" (the release's own
+for a bare service name). A host that names no namespace fails the render.
+*/}}
+{{- define "selfheal-app.otlpEgress" -}}
+{{- $o := .Values.networkPolicy.egress.otlp }}
+{{- with .Values.otel.endpoint }}
+{{- $u := urlParse . }}
+{{- $host := $u.hostname }}
+{{- $port := int $o.port }}
+{{- if not $port }}
+{{- $port = int (trimPrefix ":" (regexFind ":[0-9]+$" $u.host) | default (ternary "443" "80" (eq $u.scheme "https"))) }}
+{{- end }}
+{{- $peer := dict }}
+{{- if $o.cidr }}
+{{- $peer = dict "ipBlock" (dict "cidr" $o.cidr) }}
+{{- else if $o.namespace }}
+{{- $peer = dict "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" $o.namespace)) }}
+{{- else if contains ":" $host }}
+{{- $peer = dict "ipBlock" (dict "cidr" (printf "%s/128" $host)) }}
+{{- else if regexMatch "^[0-9]+(\\.[0-9]+){3}$" $host }}
+{{- $peer = dict "ipBlock" (dict "cidr" (printf "%s/32" $host)) }}
+{{- else }}
+{{- $labels := splitList "." $host }}
+{{- $ns := "" }}
+{{- if eq (len $labels) 1 }}
+{{- $ns = $.Release.Namespace }}
+{{- else if or (eq (len $labels) 2) (eq (index $labels 2) "svc") }}
+{{- $ns = index $labels 1 }}
+{{- else }}
+{{- fail (printf "networkPolicy: cannot tell where otel.endpoint's host %q runs (not <service>.<namespace>[.svc...]): set networkPolicy.egress.otlp.cidr (outside the cluster) or networkPolicy.egress.otlp.namespace, or the app cannot export spans" $host) }}
+{{- end }}
+{{- $peer = dict "namespaceSelector" (dict "matchLabels" (dict "kubernetes.io/metadata.name" $ns)) }}
+{{- end }}
+{{- toYaml (list (dict "to" (list $peer) "ports" (list (dict "port" $port "protocol" "TCP")))) }}
+{{- end }}
+{{- end }}

@@ -14,6 +14,11 @@ true, 1 (with the expression and the objects found) when false or when it raises
   containers(obj)         containers + initContainers of a Deployment or Pod
   pod_spec(obj)           the pod spec of a Deployment or Pod
   restricted(obj)         None when the pod meets the restricted Pod Security Standard, else why
+  np_allows(src, dst, port, protocol="TCP")
+                          whether the rendered NetworkPolicies (all in the release namespace) let
+                          pod src connect to pod dst on port; a pod is {"ns": name or None for the
+                          release's, "labels": {...}, "ports": {"http": 8080}}. Peers by
+                          podSelector/namespaceSelector matchLabels only (ipBlock never matches a pod).
 """
 
 import sys
@@ -73,8 +78,49 @@ def main():
             return "automountServiceAccountToken is not false"
         return None
 
+    def _selects(selector, labels):
+        sel = selector or {}
+        if set(sel) - {"matchLabels"}:
+            raise AssertionError(f"np_allows handles matchLabels only: {sel}")
+        return all(labels.get(k) == v for k, v in (sel.get("matchLabels") or {}).items())
+
+    def _peer_matches(peer, pod, policy_ns):
+        if "ipBlock" in peer:
+            return False
+        pod_ns = pod.get("ns") or policy_ns
+        if "namespaceSelector" in peer:
+            ns_ok = _selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": pod_ns})
+        else:
+            ns_ok = pod_ns == policy_ns
+        return ns_ok and _selects(peer.get("podSelector"), pod.get("labels", {}))
+
+    def _rule_allows(rule, peers_key, peer_pod, dst, port, protocol, policy_ns):
+        peers = rule.get(peers_key)
+        if peers is not None and not any(_peer_matches(p, peer_pod, policy_ns) for p in peers):
+            return False
+        ports = rule.get("ports")
+        if not ports:
+            return True
+        for p in ports:
+            want = p.get("port")
+            if isinstance(want, str):
+                want = dst.get("ports", {}).get(want)
+            if p.get("protocol", "TCP") == protocol and (want is None or want == port):
+                return True
+        return False
+
+    def np_allows(src, dst, port, protocol="TCP"):
+        for direction, pod, peer_pod, key in (("Egress", src, dst, "to"), ("Ingress", dst, src, "from")):
+            pols = [n for n in objs("NetworkPolicy") if direction in n["spec"].get("policyTypes", ["Ingress"])
+                    and (pod.get("ns") or n["metadata"]["namespace"]) == n["metadata"]["namespace"]
+                    and _selects(n["spec"]["podSelector"], pod.get("labels", {}))]
+            rules = [r for n in pols for r in (n["spec"].get(direction.lower()) or [])]
+            if pols and not any(_rule_allows(r, key, peer_pod, dst, port, protocol, pols[0]["metadata"]["namespace"]) for r in rules):
+                return False
+        return True
+
     scope = dict(docs=docs, objs=objs, one=one, deploy=deploy, env=env, containers=containers,
-                 pod_spec=pod_spec, restricted=restricted)
+                 pod_spec=pod_spec, restricted=restricted, np_allows=np_allows)
     try:
         result = eval("(" + expr + "\n)", scope)  # noqa: S307 - test expressions written in template.sh
     except Exception as e:  # noqa: BLE001 - any failure is a failed assertion

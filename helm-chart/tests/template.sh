@@ -2,8 +2,11 @@
 # Chart tests without a cluster: `helm lint --strict` for every values file, then `helm template`
 # renders checked with Python assertions (tests/expect.py) for the rules that matter — HPA on/off,
 # PDB on/off, stable and canary tracks, canary Ingress annotations, restricted security context,
-# schema rejections, render-time checks, selector/pod-template stability across a chart version
-# bump, the packaged chart's contents, and a README that lists every value.
+# ephemeral-storage on every container, who the NetworkPolicies let in and out (np_allows),
+# schema rejections, render-time checks (chaos exposed without a token, a PDB that blocks every
+# drain), NOTES.txt, the pull policy of each values file, selector/pod-template stability across a
+# chart version bump, the packaged chart's contents, a README that lists every value, and the
+# controller's own manifests (controller/deploy: ephemeral-storage, CPU limit or why not).
 # Prerequisites: helm (3 or 4; hack/tools.sh install helm), python3 with PyYAML.
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../hack/lib.sh"
@@ -92,10 +95,11 @@ render canary -f "${CHART}/ci/canary-values.yaml"
 render full -f "${CHART}/ci/full-values.yaml" --api-versions monitoring.coreos.com/v1
 render single -f "${CHART}/ci/hpa-off-pdb-off-values.yaml"
 render hpa-on --set autoscaling.enabled=true
+render hpa-off --set autoscaling.enabled=false
 render hpa-min1 --set autoscaling.enabled=true --set autoscaling.minReplicas=1
 render hpa-min3 --set autoscaling.enabled=true --set autoscaling.minReplicas=3 --set replicaCount=1
 render pdb-off --set podDisruptionBudget.enabled=false
-render pdb-replicas1 --set replicaCount=1
+render pdb-replicas1 --set autoscaling.enabled=false --set replicaCount=1
 render pdb-max --set podDisruptionBudget.maxUnavailable=1
 render canary-replicas -f "${CHART}/ci/canary-values.yaml" --set ingress.enabled=false --set canary.ingress.enabled=false
 render ingress-only --set ingress.enabled=true
@@ -104,13 +108,15 @@ render route-only --set httpRoute.enabled=true --set 'httpRoute.parentRefs[0].na
 render monitoring-no-crd --set serviceMonitor.enabled=true --set prometheusRule.enabled=true
 render chaos-token --set chaos.enabled=true --set chaos.token=s3cret
 render chaos-existing --set chaos.enabled=true --set chaos.existingSecret=my-token --set chaos.token=ignored
-render netpol-none --set networkPolicy.enabled=true --set networkPolicy.allowSameNamespace=false --set 'networkPolicy.allowNamespaces=null'
+render netpol-none --set networkPolicy.allowSameNamespace=false --set 'networkPolicy.allowNamespaces=null' --set tests.enabled=false
+render netpol-test-only --set networkPolicy.allowSameNamespace=false --set 'networkPolicy.allowNamespaces=null'
+render netpol-off --set networkPolicy.enabled=false
 render digest --set image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef
 render local --set image.repository=localhost/selfheal-app --set image.tag=dev --set image.pullPolicy=Never
 
 # -- defaults ---------------------------------------------------------------------------------
-check::run "default: one Deployment (stable), 2 replicas, image ghcr.io/...:<appVersion>" expect default \
-  "len(objs('Deployment')) == 1 and deploy('stable')['spec']['replicas'] == 2
+check::run "default: one Deployment (stable), no replicas field (the HPA owns it), image ghcr.io/...:<appVersion>" expect default \
+  "len(objs('Deployment')) == 1 and 'replicas' not in deploy('stable')['spec']
    and pod_spec(deploy('stable'))['containers'][0]['image'] == 'ghcr.io/selfheal-io/selfheal-app:0.1.0'"
 check::run "default: selectors are name + instance + track=stable; Service selects name + instance (all tracks)" expect default \
   "deploy('stable')['spec']['selector']['matchLabels'] == {'app.kubernetes.io/name': 'selfheal-app', 'app.kubernetes.io/instance': '${RELEASE}', 'track': 'stable'}
@@ -134,8 +140,15 @@ check::run "default: preStop is the native sleep action, grace period 30s, rolli
   "pod_spec(deploy('stable'))['containers'][0]['lifecycle']['preStop'] == {'sleep': {'seconds': 3}}
    and pod_spec(deploy('stable'))['terminationGracePeriodSeconds'] == 30
    and deploy('stable')['spec']['strategy']['rollingUpdate']['maxUnavailable'] == 0"
-check::run "default: resource requests and limits set" expect default \
-  "pod_spec(deploy('stable'))['containers'][0]['resources'] == {'requests': {'cpu': '50m', 'memory': '16Mi'}, 'limits': {'cpu': '500m', 'memory': '64Mi'}}"
+check::run "default: resource requests and limits set, ephemeral-storage included" expect default \
+  "pod_spec(deploy('stable'))['containers'][0]['resources'] == {'requests': {'cpu': '50m', 'memory': '16Mi', 'ephemeral-storage': '16Mi'},
+                                                               'limits': {'cpu': '500m', 'memory': '64Mi', 'ephemeral-storage': '128Mi'}}"
+for r in default demo canary full openshift local; do
+  check::run "${r}: every container (app on both tracks, helm test init + main) requests and limits ephemeral-storage" expect "${r}" \
+    "all('ephemeral-storage' in c['resources'].get('requests', {}) and 'ephemeral-storage' in c['resources'].get('limits', {})
+         for o in objs('Deployment') + objs('Pod') for c in containers(o))
+     and len([c for o in objs('Deployment') + objs('Pod') for c in containers(o)]) >= 3"
+done
 check::run "default: topology spread across nodes, scoped to the track and the ReplicaSet" expect default \
   "(lambda t: t['topologyKey'] == 'kubernetes.io/hostname' and t['labelSelector']['matchLabels']['track'] == 'stable'
      and t['matchLabelKeys'] == ['pod-template-hash'])(pod_spec(deploy('stable'))['topologySpreadConstraints'][0])"
@@ -147,8 +160,10 @@ check::run "default: chaos off, JSON logs, track stable, Downward API pod name/n
      and e['APP_FAULT_PROFILE'] == 'none' and e['LISTEN_ADDR'] == '0.0.0.0:8080'
      and e['POD_NAME'] == {'fieldRef': {'fieldPath': 'metadata.name'}} and e['POD_NAMESPACE'] == {'fieldRef': {'fieldPath': 'metadata.namespace'}}
      and 'CHAOS_TOKEN' not in e and 'OTEL_EXPORTER_OTLP_ENDPOINT' not in e)(env(deploy('stable')))"
-check::run "default: no HPA, Ingress, NetworkPolicy, Secret, ServiceMonitor, PrometheusRule, canary" expect default \
-  "not any(objs(k) for k in ('HorizontalPodAutoscaler', 'Ingress', 'NetworkPolicy', 'Secret', 'ServiceMonitor', 'PrometheusRule'))
+check::run "default: HPA, PDB and NetworkPolicy on; no Ingress, Secret, ServiceMonitor, PrometheusRule, canary" expect default \
+  "all(len(objs(k)) == 1 for k in ('HorizontalPodAutoscaler', 'PodDisruptionBudget'))
+   and len(objs('NetworkPolicy')) == 2
+   and not any(objs(k) for k in ('Ingress', 'Secret', 'ServiceMonitor', 'PrometheusRule'))
    and len(objs('Service')) == 1"
 env_mapping() {
   render env --set app.message=hi --set app.logFormat=text --set app.logLevel=debug --set app.warmupSecs=4 \
@@ -191,7 +206,10 @@ check::run "HPA on: autoscaling/v2, min 2, max 5, 70 % CPU, scaleUp and scaleDow
      and h['spec']['behavior']['scaleUp']['policies'] and h['spec']['behavior']['scaleDown']['stabilizationWindowSeconds'] == 120
      and h['spec']['scaleTargetRef'] == {'apiVersion': 'apps/v1', 'kind': 'Deployment', 'name': deploy('stable')['metadata']['name']}
    )(one('HorizontalPodAutoscaler'))"
-check::run "HPA off: no HPA object, replicas rendered" expect default \
+check::run "default: HPA on (layer 5: min 2, max 5, 70 % CPU), targets the stable Deployment" expect default \
+  "(lambda h: (h['spec']['minReplicas'], h['spec']['maxReplicas'], h['spec']['metrics'][0]['resource']['target']['averageUtilization']) == (2, 5, 70)
+     and h['spec']['scaleTargetRef']['name'] == deploy('stable')['metadata']['name'])(one('HorizontalPodAutoscaler'))"
+check::run "HPA off: no HPA object, replicas rendered" expect hpa-off \
   "not objs('HorizontalPodAutoscaler') and deploy('stable')['spec']['replicas'] == 2"
 check::run "demo values: HPA on, chaos on, text logs" expect demo \
   "one('HorizontalPodAutoscaler') and 'replicas' not in deploy('stable')['spec']
@@ -285,10 +303,56 @@ if command -v promtool >/dev/null 2>&1; then
 else
   log::warn "promtool not installed (hack/tools.sh install promtool): PrometheusRule expressions not checked, not counted"
 fi
-check::run "NetworkPolicy: app port open to the namespace, ingress-nginx and observability only" expect full \
-  "(lambda n: n['spec']['policyTypes'] == ['Ingress'] and n['spec']['ingress'][0]['ports'] == [{'port': 'http', 'protocol': 'TCP'}]
-     and {'podSelector': {}} in n['spec']['ingress'][0]['from'] and len(n['spec']['ingress'][0]['from']) == 3)(one('NetworkPolicy'))"
-check::run "NetworkPolicy without sources denies everything (ingress: [])" expect netpol-none "one('NetworkPolicy')['spec']['ingress'] == []"
+# Pods for np_allows (tests/expect.py): the stable app pod, the helm test pod, and pods elsewhere.
+APP_POD="{'labels': deploy('stable')['spec']['template']['metadata']['labels'], 'ports': {'http': 8080}}"
+TEST_POD="{'labels': one('Pod')['metadata']['labels']}"
+DNS_POD="{'ns': 'kube-system', 'labels': {'k8s-app': 'kube-dns'}}"
+nspod() { echo "{'ns': '$1', 'labels': {'app': 'client'}}"; }
+check::run "default: NetworkPolicy on, policyTypes Ingress and Egress, selects every track of the release" expect default \
+  "(lambda n: n['spec']['policyTypes'] == ['Ingress', 'Egress']
+     and n['spec']['podSelector'] == {'matchLabels': {'app.kubernetes.io/name': 'selfheal-app', 'app.kubernetes.io/instance': '${RELEASE}'}}
+     and n['spec']['ingress'][0]['ports'] == [{'port': 'http', 'protocol': 'TCP'}])(one('NetworkPolicy', 'selfheal-app'))"
+check::run "default NetworkPolicy, ingress: the app port from the same namespace, ingress-nginx and observability; nothing else" expect default \
+  "np_allows($(nspod "${NS}"), ${APP_POD}, 8080) and np_allows($(nspod ingress-nginx), ${APP_POD}, 8080)
+   and np_allows($(nspod observability), ${APP_POD}, 8080)
+   and not np_allows($(nspod other), ${APP_POD}, 8080) and not np_allows($(nspod kube-system), ${APP_POD}, 8080)
+   and not np_allows($(nspod "${NS}"), ${APP_POD}, 9090)"
+check::run "default NetworkPolicy, egress: DNS (kube-system kube-dns, UDP and TCP 53) only; no OTLP rule without otel.endpoint" expect default \
+  "np_allows(${APP_POD}, ${DNS_POD}, 53, 'UDP') and np_allows(${APP_POD}, ${DNS_POD}, 53, 'TCP')
+   and not np_allows(${APP_POD}, {'ns': 'kube-system', 'labels': {'k8s-app': 'other'}}, 53, 'UDP')
+   and not np_allows(${APP_POD}, $(nspod observability), 4318) and not np_allows(${APP_POD}, $(nspod other), 443)
+   and len(one('NetworkPolicy', 'selfheal-app')['spec']['egress']) == 1"
+check::run "default NetworkPolicy: helm test pod reaches the app pods' port and DNS; app pods cannot reach each other" expect default \
+  "np_allows(${TEST_POD}, ${APP_POD}, 8080) and np_allows(${TEST_POD}, ${DNS_POD}, 53, 'UDP')
+   and not np_allows(${APP_POD}, ${APP_POD}, 8080) and not np_allows(${TEST_POD}, $(nspod other), 8080)"
+check::run "NetworkPolicy with allowSameNamespace=false still lets the helm test pod in, nobody else" expect netpol-test-only \
+  "np_allows(${TEST_POD}, ${APP_POD}, 8080) and not np_allows($(nspod "${NS}"), ${APP_POD}, 8080)"
+check::run "NetworkPolicy without sources (and no helm test) denies everything (ingress: [])" expect netpol-none \
+  "one('NetworkPolicy')['spec']['ingress'] == [] and len(objs('NetworkPolicy')) == 1"
+check::run "networkPolicy.enabled=false: no NetworkPolicy" expect netpol-off "not objs('NetworkPolicy')"
+check::run "full values: OTLP egress derived from otel.endpoint (namespace observability, TCP 4318)" expect full \
+  "np_allows(${APP_POD}, $(nspod observability), 4318) and not np_allows(${APP_POD}, $(nspod observability), 4317)
+   and not np_allows(${APP_POD}, $(nspod other), 4318)"
+# otlp_rule NAME ENDPOINT 'python expression on the rule' [helm args...]: the OTLP egress rule rendered for ENDPOINT.
+otlp_rule() {
+  local name="$1" endpoint="$2" expr="$3"
+  shift 3
+  render "otlp-${name}" --set "otel.endpoint=${endpoint}" "$@"
+  expect "otlp-${name}" "(lambda r: ${expr})(one('NetworkPolicy', 'selfheal-app')['spec']['egress'][1])"
+}
+otlp_derived() {
+  otlp_rule svc http://jaeger "r == {'to': [{'namespaceSelector': {'matchLabels': {'kubernetes.io/metadata.name': '${NS}'}}}], 'ports': [{'port': 80, 'protocol': 'TCP'}]}" &&
+    otlp_rule fqdn https://otel.obs.svc.cluster.local "r['to'][0]['namespaceSelector']['matchLabels']['kubernetes.io/metadata.name'] == 'obs' and r['ports'][0]['port'] == 443" &&
+    otlp_rule ip http://10.1.2.3:4317 "r['to'] == [{'ipBlock': {'cidr': '10.1.2.3/32'}}] and r['ports'][0]['port'] == 4317" &&
+    otlp_rule override http://jaeger.observability:4318 "r['to'] == [{'namespaceSelector': {'matchLabels': {'kubernetes.io/metadata.name': 'tracing'}}}] and r['ports'][0]['port'] == 14318" \
+      --set networkPolicy.egress.otlp.namespace=tracing --set networkPolicy.egress.otlp.port=14318 &&
+    otlp_rule cidr http://otel.example.com:4318 "r['to'] == [{'ipBlock': {'cidr': '203.0.113.0/24'}}] and r['ports'][0]['port'] == 4318" \
+      --set networkPolicy.egress.otlp.cidr=203.0.113.0/24
+}
+check::run "OTLP egress: bare service (own namespace, port 80), FQDN (https: 443), IP (/32), namespace/port/cidr overrides" otlp_derived
+check::run "render fails when otel.endpoint's host names no namespace and no networkPolicy.egress.otlp.cidr/namespace is set" \
+  rejects 'networkPolicy.egress.otlp.cidr' --set otel.endpoint=http://otel.example.com:4318
+check::run "schema rejects an OTLP CIDR without a prefix length" rejects 'cidr' --set networkPolicy.egress.otlp.cidr=10.0.0.1
 check::run "chaos token: Secret created, CHAOS_TOKEN from it, checksum rolls pods" expect chaos-token \
   "one('Secret')['metadata']['name'] == '${RELEASE}-selfheal-app-chaos'
    and env(deploy('stable'))['CHAOS_TOKEN'] == {'secretKeyRef': {'name': '${RELEASE}-selfheal-app-chaos', 'key': 'token'}}
@@ -307,6 +371,9 @@ check::run "helm test pod: test hook, app image's probe subcommand against the S
 # -- schema and render-time checks --------------------------------------------------------------
 check::run "schema rejects a wrong type (replicaCount=two)" rejects 'replicaCount' --set replicaCount=two
 check::run "schema rejects an unknown top-level key (replicas=3)" rejects "replicas" --set replicas=3
+# The app refuses these at start (app/src/config.rs ranges); the schema refuses them at render.
+check::run "schema rejects app.warmupSecs above the app's 3600" rejects 'warmupSecs' --set app.warmupSecs=3601
+check::run "schema rejects app.requestTimeoutMs above the app's 300000" rejects 'requestTimeoutMs' --set app.requestTimeoutMs=300001
 check::run "schema rejects an unknown nested key (canary.tag=x)" rejects "tag" --set canary.tag=x
 check::run "schema rejects a bad enum (image.pullPolicy=Sometimes)" rejects 'pullPolicy' --set image.pullPolicy=Sometimes
 check::run "schema rejects a bad fault profile (app.faultProfile=explode)" rejects 'faultProfile' --set app.faultProfile=explode
@@ -319,7 +386,104 @@ check::run "render fails for HPA minReplicas > maxReplicas" rejects 'minReplicas
 check::run "render fails for an HTTPRoute without parentRefs" rejects 'needs httpRoute.parentRefs' --set httpRoute.enabled=true
 check::run "schema rejects a canary HTTPRoute weight above 100" rejects 'weight' --set canary.httpRoute.weight=101
 check::run "render fails for a canary Ingress without the stable Ingress" rejects 'needs ingress.enabled' --set canary.enabled=true --set canary.ingress.enabled=true
+# renders [helm args...]: helm template succeeds (the control for the rejections).
+renders() { "${HELM}" template "${RELEASE}" "${CHART}" --namespace "${NS}" "$@" >/dev/null; }
+chaos_exposed_refused() {
+  rejects 'chaos.enabled with ingress.enabled and no chaos.token.*Set chaos.token=' --set chaos.enabled=true --set ingress.enabled=true &&
+    rejects 'chaos.enabled with httpRoute.enabled and no chaos.token' --set chaos.enabled=true --set httpRoute.enabled=true --set 'httpRoute.parentRefs[0].name=gw' &&
+    rejects 'chaos.enabled with service.type=LoadBalancer and no chaos.token' --set chaos.enabled=true --set service.type=LoadBalancer
+}
+check::run "render fails for chaos on + Ingress, HTTPRoute or LoadBalancer without chaos.token (the message says how to fix it)" chaos_exposed_refused
+chaos_exposed_allowed() {
+  renders --set chaos.enabled=true --set ingress.enabled=true --set chaos.token=s3cret &&
+    renders --set chaos.enabled=true --set httpRoute.enabled=true --set 'httpRoute.parentRefs[0].name=gw' --set chaos.existingSecret=tok &&
+    renders --set chaos.enabled=true --set service.type=NodePort &&
+    renders --set chaos.enabled=false --set ingress.enabled=true
+}
+check::run "chaos + Ingress/HTTPRoute renders with chaos.token or chaos.existingSecret; chaos without outside exposure renders" chaos_exposed_allowed
+pdb_blocking_refused() {
+  rejects 'minAvailable \(2\) is not below the 2 pods .*autoscaling.minReplicas.*every node drain' --set podDisruptionBudget.minAvailable=2 &&
+    rejects 'minAvailable \(3\) is not below the 3 pods .*replicaCount' --set autoscaling.enabled=false --set replicaCount=3 --set podDisruptionBudget.minAvailable=3 &&
+    rejects 'minAvailable \(4\) is not below the 3 pods .*autoscaling.minReplicas' --set autoscaling.minReplicas=3 --set podDisruptionBudget.minAvailable=4 &&
+    rejects 'minAvailable 100% .*rounds a percentage up' --set podDisruptionBudget.minAvailable=100% &&
+    rejects 'minAvailable 60% of 2 pods' --set podDisruptionBudget.minAvailable=60% &&
+    rejects 'maxUnavailable 0 lets no pod be evicted' --set podDisruptionBudget.maxUnavailable=0 &&
+    rejects 'maxUnavailable 0% lets no pod be evicted' --set podDisruptionBudget.maxUnavailable=0%
+}
+check::run "render fails for a PDB that blocks every drain: minAvailable >= HPA minReplicas or replicaCount, 100% (or rounding up to all), maxUnavailable 0/0%" pdb_blocking_refused
+pdb_draining_allowed() {
+  renders --set podDisruptionBudget.minAvailable=1 &&
+    renders --set autoscaling.enabled=false --set replicaCount=3 --set podDisruptionBudget.minAvailable=2 &&
+    renders --set autoscaling.minReplicas=3 --set podDisruptionBudget.minAvailable=2 --set replicaCount=1 &&
+    renders --set podDisruptionBudget.minAvailable=50% &&
+    renders --set podDisruptionBudget.maxUnavailable=10% &&
+    renders --set autoscaling.enabled=false --set replicaCount=1 --set podDisruptionBudget.minAvailable=1
+}
+check::run "a PDB that lets one pod go renders (minAvailable 1 of 2, 2 of 3, 50%, maxUnavailable 10%; no PDB for 1 pod)" pdb_draining_allowed
 check::run "kubeVersion constraint rejects Kubernetes 1.29" rejects 'kubeVersion|incompatible|compatible' --kube-version 1.29.0
+
+# -- NOTES.txt ----------------------------------------------------------------------------------
+# notes NAME [helm args...]: NOTES.txt of a client-side dry-run install (no cluster: no metrics API).
+notes() {
+  local name="$1"
+  shift
+  KUBECONFIG=/dev/null "${HELM}" install "${RELEASE}" "${CHART}" --namespace "${NS}" --dry-run=client "$@" \
+    >"${TMP}/notes-${name}.out" 2>&1 || { cat "${TMP}/notes-${name}.out" >&2; return 1; }
+  sed -n '/^NOTES:/,$p' "${TMP}/notes-${name}.out" >"${TMP}/notes-${name}.txt"
+  [[ -s "${TMP}/notes-${name}.txt" ]]
+}
+notes_hpa() {
+  notes hpa && notes nohpa --set autoscaling.enabled=false &&
+    grep -q "the HPA keeps deployment/${RELEASE}-selfheal-app between 2 and 5 pods" "${TMP}/notes-hpa.txt" &&
+    grep -q 'Without metrics-server the HPA waits' "${TMP}/notes-hpa.txt" &&
+    grep -q 'nothing else breaks' "${TMP}/notes-hpa.txt" &&
+    grep -q 'NOTE: this cluster serves no metrics.k8s.io/v1beta1' "${TMP}/notes-hpa.txt" &&
+    ! grep -q 'metrics-server' "${TMP}/notes-nohpa.txt"
+}
+check::run "NOTES.txt (HPA on): what the HPA does, that without metrics-server it waits and nothing breaks, and that this cluster has none" notes_hpa
+
+# -- image pull policy per values file ----------------------------------------------------------
+# pull_policy_reasoned FILE POLICY: FILE sets image.pullPolicy to POLICY with a comment of at least
+# two lines right above it (the reason), and every rendered container uses it.
+pull_policy_reasoned() {
+  python3 - "${CHART}/$1" "$2" <<'EOF' || return 1
+import sys
+lines = open(sys.argv[1]).read().splitlines()
+start = next(n for n, l in enumerate(lines) if l.startswith("image:"))
+i = next(n for n in range(start + 1, len(lines)) if lines[n].strip().startswith("pullPolicy:"))
+assert lines[i].split(":", 1)[1].strip() == sys.argv[2], f"{lines[i].strip()!r}, want {sys.argv[2]}"
+comment = []
+for l in reversed(lines[:i]):
+    if not l.strip().startswith("#"):
+        break
+    comment.append(l)
+assert len(comment) >= 2, f"{sys.argv[1]}: no reason above image.pullPolicy"
+EOF
+  local args=()
+  [[ "$1" == values.yaml ]] || args=(-f "${CHART}/$1")
+  render "pull-$1" "${args[@]}"
+  expect "pull-$1" "{c['imagePullPolicy'] for o in objs('Deployment') + objs('Pod') for c in containers(o)} == {'$2'}"
+}
+check::run "values.yaml: image.pullPolicy IfNotPresent with its reason above it, used by every container" pull_policy_reasoned values.yaml IfNotPresent
+check::run "values-demo.yaml: image.pullPolicy IfNotPresent with its reason above it, used by every container" pull_policy_reasoned values-demo.yaml IfNotPresent
+check::run "values-openshift.yaml: image.pullPolicy IfNotPresent with its reason above it, used by every container" pull_policy_reasoned values-openshift.yaml IfNotPresent
+
+# -- the controller's manifests (controller/deploy): the same resource rules ----------------------
+controller_resources() {
+  python3 - "${REPO_ROOT}/controller/deploy/deployment.yaml" <<'EOF'
+import sys, yaml
+text = open(sys.argv[1]).read()
+spec = yaml.safe_load(text)["spec"]["template"]["spec"]
+cs = spec.get("initContainers", []) + spec["containers"]
+for c in cs:
+    r = c.get("resources", {})
+    for k in ("requests", "limits"):
+        assert "ephemeral-storage" in r.get(k, {}), f"{c['name']}: no ephemeral-storage in {k}"
+    assert "cpu" in r.get("limits", {}) or "No CPU limit, on purpose" in text, f"{c['name']}: no CPU limit and no comment saying why"
+print(f"    {len(cs)} container(s): ephemeral-storage requested and limited; CPU limit or the reason for none", file=sys.stderr)
+EOF
+}
+check::run "controller/deploy: every container requests and limits ephemeral-storage; a CPU limit or a comment why not" controller_resources
 
 # -- stability across a chart version bump ------------------------------------------------------
 stable_across_bump() {
