@@ -8,6 +8,13 @@
 # and the Deployment compared before and after); a release left pending-upgrade by a killed helm
 # is refused while young, planned by --dry-run without a change, and recovered with --pending-grace 0s; with --prometheus, a high 5xx ratio
 # (from a stand-in Prometheus) fails verification and an unreachable one is skipped.
+# Helm's own failures, made real through a helm wrapper that misdirects only `helm history` and
+# a ResourceQuota that makes the API server refuse a rollback: an unreachable or forbidden
+# `helm history` stops both scripts (exit 6) with the release untouched; a release that never
+# deployed is refused, not uninstalled (exit 1); a release that appears after the script saw
+# "not found" (an install that raced ours) is not uninstalled when "our" first install fails
+# (exit 4); a `helm rollback` the API server refuses once is retried and heals (exit 3), refused
+# twice it exits 4 with the release's history in the summary.
 # Prerequisites: a cluster in KUBECONFIG (hack/cluster.sh up) with localhost/selfheal-app:$IMAGE_TAG
 # imported (hack/image.sh --import app); helm 3 or 4; jq, python3.
 # shellcheck source=e2e/lib.sh
@@ -18,7 +25,7 @@ usage() {
 Usage: e2e/auto-rollback.sh [-h|--help]
 
 Tests self-healing/auto-rollback.sh in a fresh namespace (deleted at exit) and prints
-"auto-rollback: N passed, N failed". Exit status 0 only when every check passed. About 4 minutes.
+"auto-rollback: N passed, N failed". Exit status 0 only when every check passed. About 5 minutes.
 
 Environment:
   KUBECONFIG   cluster to test (default: hack/cluster.sh's, ${CLUSTER_KUBECONFIG})
@@ -68,6 +75,8 @@ fi
 cat >"${TMP}/values.yaml" <<EOF
 image: {repository: ${REPO}, pullPolicy: Never}
 replicaCount: 2
+# Fixed replicas: the checks count them (readyReplicas/spec.replicas 2/2) from the first install on.
+autoscaling: {enabled: false}
 app: {shutdownDelaySecs: 1}
 termination: {preStopSleepSeconds: 1}
 EOF
@@ -108,9 +117,9 @@ bad_flags_exit_2() {
   exits_2 --bogus && exits_2 --release "${REL}" && exits_2 --namespace "${NS}" --timeout 5x &&
     exits_2 --namespace "${NS}" --output yaml && exits_2 --namespace "${NS}" --set novalue &&
     exits_2 --namespace "${NS}" --max-error-ratio 2 && exits_2 --namespace "${NS}" --values /nonexistent.yaml &&
-    exits_2 --namespace "${NS}" --timeout
+    exits_2 --namespace "${NS}" --timeout && exits_2 --namespace "${NS}" --rollback-retry-delay soon
 }
-check::run "bad flags (unknown, missing --namespace, bad duration/output/ratio/--set, missing file or value) exit 2" bad_flags_exit_2
+check::run "bad flags (unknown, missing --namespace, bad duration/output/ratio/--set/retry delay, missing file or value) exit 2" bad_flags_exit_2
 help_exits_0() { "${SCRIPT}" --help >"${TMP}/help" && grep -q -- '--pending-grace' "${TMP}/help" && grep -q -- '--dry-run' "${TMP}/help"; }
 check::run "--help exits 0 and documents the options" help_exits_0
 
@@ -349,6 +358,139 @@ rollback_to_four() {
   get_root | grep -q '"message":"release-2"' && [[ "$(history_json | jq -r 'last | .description')" == "Rollback to 4" ]]
 }
 check::run "rollback-to --revision 4: exit 0, revision 13 is 'Rollback to 4', serves its message, verified" rollback_to_four
+
+# -- Helm's own failures ------------------------------------------------------------------------------------
+# A helm wrapper for the scripts (HELM=...): the real helm for everything but `helm history`, which
+# it sends where HISTORY_FAULT says, so that the real Helm fails for real:
+#   unreachable      an API server address where nothing listens (connection refused)
+#   forbidden        impersonating a user without RBAC ("secrets is forbidden")
+#   first-not-found  only the first call looks in a namespace without the release: Helm's real
+#                    "release: not found", as when another deploy installs it right after the
+#                    script looked; later calls are untouched
+REAL_HELM="$(command -v "${HELM}")"
+FAULTY_HELM="${TMP}/bin/helm"
+mkdir -p "${TMP}/bin"
+cat >"${FAULTY_HELM}" <<EOF
+#!/usr/bin/env bash
+set -o errexit -o nounset -o pipefail
+for a in "\$@"; do
+  [[ "\${a}" == history ]] || continue
+  case "\${HISTORY_FAULT:-}" in
+    unreachable) exec "${REAL_HELM}" "\$@" --kube-apiserver https://127.0.0.1:1 ;;
+    forbidden) exec "${REAL_HELM}" "\$@" --kube-as-user selfheal-e2e-nobody ;;
+    first-not-found) mkdir "${TMP}/first-history-done" 2>/dev/null && exec "${REAL_HELM}" "\$@" --namespace "${NS}-no-release" ;;
+  esac
+  break
+done
+exec "${REAL_HELM}" "\$@"
+EOF
+chmod +x "${FAULTY_HELM}"
+# release_ok: the release is deployed and only GOOD_TAG pods serve.
+release_ok() {
+  [[ "$("${HELM}" status "${REL}" --namespace "${NS}" -o json | jq -r .info.status)" == deployed ]] &&
+    e2e::eventually 60 images_are "${REPO}:${GOOD_TAG}"
+}
+
+history_error_stops() {
+  local before fault want
+  before="$(history_json)"
+  [[ "$(jq length <<<"${before}")" -gt 0 ]] || { log::error "no release to protect"; return 1; }
+  for fault in unreachable forbidden; do
+    case "${fault}" in
+      unreachable) want='Error: kubernetes cluster unreachable' ;;
+      forbidden) want='secrets is forbidden' ;;
+    esac
+    # A bad release on purpose: read as "no release" it would be installed with
+    # --rollback-on-failure, fail, and be uninstalled by the first-install cleanup.
+    HISTORY_FAULT="${fault}" HELM="${FAULTY_HELM}" deploy "history-${fault}" "${BASE[@]}" \
+      --image-tag "${BAD_TAG}" --set app.faultProfile=unready --timeout 30s
+    [[ "$(rc_of "history-${fault}")" == 6 && "$(field "history-${fault}" .result)" == history_error ]] ||
+      { show "history-${fault}"; return 1; }
+    field "history-${fault}" .reason | grep -q "^could not read the history of release ${REL} in ${NS}: helm history failed (exit 1): .*${want}" ||
+      { log::error "reason: $(field "history-${fault}" .reason)"; return 1; }
+    ! grep -qE ' \+ .*(upgrade|rollback|uninstall) ' "${TMP}/history-${fault}.log" ||
+      { log::error "a changing helm command ran"; show "history-${fault}"; return 1; }
+  done
+  HISTORY_FAULT=unreachable HELM="${FAULTY_HELM}" SCRIPT="${REPO_ROOT}/self-healing/rollback-to.sh" \
+    deploy rb-history --namespace "${NS}" --release "${REL}" --revision 4 --output json
+  [[ "$(rc_of rb-history)" == 6 && "$(field rb-history .result)" == history_error ]] || { show rb-history; return 1; }
+  [[ "$(history_json)" == "${before}" ]] || { log::error "history changed"; return 1; }
+  release_ok
+}
+check::run "helm history unreachable or forbidden: auto-rollback and rollback-to exit 6, the release untouched (same history, deployed, ${GOOD_TAG})" \
+  history_error_stops
+
+# A release whose only revision failed (an install without --rollback-on-failure): not uninstalled.
+never_deployed_refused() {
+  local before
+  if "${HELM}" install fresh "${REPO_ROOT}/helm-chart" --namespace "${NS}" --values "${TMP}/values.yaml" \
+    --set "image.tag=${BAD_TAG}" --set app.faultProfile=unready --wait --timeout 15s >"${TMP}/fresh-install.log" 2>&1; then
+    log::error "the unready install should have failed"
+    return 1
+  fi
+  before="$("${HELM}" history fresh --namespace "${NS}" -o json)"
+  [[ "$(jq -r 'map(.status) | join(",")' <<<"${before}")" == failed ]] || { log::error "history of fresh: ${before}"; return 1; }
+  deploy never "${BASE[@]}" --release fresh --image-tag "${GOOD_TAG}" --timeout 60s
+  [[ "$(rc_of never)" == 1 && "$(field never .result)" == error ]] || { show never; return 1; }
+  field never .reason | grep -q '^release fresh has 1 revision(s) but none ever deployed successfully .*never uninstalls a release with history' &&
+    [[ "$("${HELM}" history fresh --namespace "${NS}" -o json)" == "${before}" ]]
+}
+check::run "a release that never deployed (revision 1 failed): refused with exit 1, not uninstalled, history unchanged" never_deployed_refused
+"${HELM}" uninstall fresh --namespace "${NS}" --wait --timeout 60s >/dev/null 2>&1 || true
+
+# "Not found", then the release is there (an install raced ours): Helm upgrades it with
+# --rollback-on-failure, the bad upgrade fails and Helm rolls it back; the script must not
+# uninstall it as its own failed first install.
+raced_release_kept() {
+  local before
+  before="$(history_json | jq length)"
+  rm -rf "${TMP}/first-history-done"
+  HISTORY_FAULT=first-not-found HELM="${FAULTY_HELM}" deploy raced "${BASE[@]}" \
+    --image-tag "${BAD_TAG}" --set app.faultProfile=unready --timeout 30s
+  [[ "$(rc_of raced)" == 4 && "$(field raced .result)" == install_cleanup_failed ]] || { show raced; return 1; }
+  field raced .timeline[].event | grep -q 'first install' || { log::error "not read as a first install"; return 1; }
+  field raced .reason | grep -q 'the release was not removed: its history (.*) is not just the revision 1 this run installed' &&
+    [[ "$(field raced '.release_history | length')" -gt 0 ]] && ! grep -qE ' \+ .* uninstall ' "${TMP}/raced.log" &&
+    [[ "$(history_json | jq length)" -ge "${before}" ]] && release_ok
+}
+check::run "an install that raced ours ('not found', then there): not uninstalled, exit 4 with its history, still deployed" raced_release_kept
+
+# The API server refuses the rollback for real: the last good revision has a PodDisruptionBudget,
+# the bad one drops it, and a ResourceQuota of 0 PDBs (existing ones may stay) refuses its re-creation.
+no_new_pdbs() { "${K[@]}" create quota no-new-pdbs --hard=count/poddisruptionbudgets.policy=0 >/dev/null; }
+BAD_NO_PDB=(--image-tag "${BAD_TAG}" --set app.faultProfile=errors --set podDisruptionBudget.enabled=false --timeout 60s)
+rollback_retry_heals() {
+  local watcher rc=0
+  "${K[@]}" get pdb "${FULL}" >/dev/null || { log::error "the serving revision has no PDB"; return 1; }
+  no_new_pdbs || return 1
+  # Lift the quota while the script waits to retry (as when a blip passes).
+  (e2e::eventually 180 grep -q 'retrying once in' "${TMP}/retry.log" &&
+    "${K[@]}" delete quota no-new-pdbs >/dev/null) &
+  watcher=$!
+  deploy retry "${BASE[@]}" "${BAD_NO_PDB[@]}" --rollback-retry-delay 15s
+  wait "${watcher}" || rc=$?
+  "${K[@]}" delete quota no-new-pdbs --ignore-not-found >/dev/null
+  ((rc == 0)) || { log::error "the script never said it would retry"; show retry; return 1; }
+  [[ "$(rc_of retry)" == 3 && "$(field retry .result)" == rolled_back ]] || { show retry; return 1; }
+  field retry .timeline[].event | grep -q 'failed (Error: .*exceeded quota: no-new-pdbs.*); retrying once in 15s' &&
+    field retry .timeline[].event | grep -q 'succeeded on the retry' &&
+    [[ "$(grep -cE " \+ .* rollback ${REL} [0-9]+ " "${TMP}/retry.log")" == 2 ]] &&
+    "${K[@]}" get pdb "${FULL}" >/dev/null && release_ok
+}
+check::run "helm rollback refused once (quota), retried after --rollback-retry-delay: exit 3, healthy, PDB back" rollback_retry_heals
+rollback_refused_exits_4() {
+  no_new_pdbs || return 1
+  deploy refused "${BASE[@]}" "${BAD_NO_PDB[@]}" --rollback-retry-delay 2s
+  "${K[@]}" delete quota no-new-pdbs --ignore-not-found >/dev/null
+  [[ "$(rc_of refused)" == 4 && "$(field refused .result)" == rollback_failed ]] || { show refused; return 1; }
+  field refused .reason | grep -q 'then helm rollback to revision [0-9]* failed twice (retried after 2s): Error: .*exceeded quota: no-new-pdbs' &&
+    [[ "$(grep -cE " \+ .* rollback ${REL} [0-9]+ " "${TMP}/refused.log")" == 2 ]] &&
+    [[ "$(field refused '.release_history | last | .status')" == failed ]] &&
+    field refused '.release_history | last | .description' | grep -q 'exceeded quota' &&
+    grep -q "STATUS: failed" "${TMP}/refused.log" &&
+    "${HELM}" status "${REL}" --namespace "${NS}" >/dev/null
+}
+check::run "helm rollback refused twice (quota): exit 4 after 2 attempts, the summary holds the release's history, release kept" rollback_refused_exits_4
 
 ((CHECK_FAILED == 0)) || { e2e::dump "${NS}"; "${HELM}" history "${REL}" --namespace "${NS}" >&2 || true; }
 check::summary auto-rollback

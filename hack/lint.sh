@@ -70,6 +70,9 @@ if ((${#RULES[@]})); then
 else
   log::info "no alert rules yet: promtool not run"
 fi
+if [[ -x self-healing/tests/release-lib.sh ]]; then
+  check::run "auto-rollback library unit tests (self-healing/tests/release-lib.sh)" self-healing/tests/release-lib.sh
+fi
 
 # Every Makefile target documents itself in `make help`.
 help_lists_every_target() {

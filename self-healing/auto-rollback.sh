@@ -6,7 +6,9 @@
 # answering through the Service, GET / mostly 2xx, optionally the 5xx ratio in Prometheus) ->
 # on failure `helm rollback` to the last good revision, wait until it is healthy and verify it
 # again -> print a timeline and a summary (text, or JSON for CI).
-# A first install that fails has nothing to roll back to: the release is uninstalled instead.
+# A first install that fails has nothing to roll back to: the release is uninstalled instead, but
+# only when its history is just the revision this run installed (never a release with history).
+# A `helm history` error other than "release: not found" stops the run before any change (exit 6).
 # Prerequisites: helm 3 or 4, kubectl, jq; curl for --prometheus/--pushgateway.
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
@@ -38,7 +40,9 @@ Options:
       --pushgateway URL    push the run's result metrics (selfheal_autorollback_*) to a Pushgateway
       --pending-grace D    a release left pending-install/-upgrade/-rollback for longer than this
                            is treated as interrupted and recovered (default 5m; younger: exit 1,
-                           another deploy may still be running)
+                           another deploy may still be running; an update time that cannot be
+                           read counts as young)
+      --rollback-retry-delay D  a failed 'helm rollback' is retried once after this (default 10s)
       --kube-context NAME  kube context to use (must exist); default: the current context
       --create-namespace   create the namespace on first install
       --output FORMAT      text (default) or json: the summary on stdout (logs go to stderr)
@@ -48,12 +52,16 @@ Options:
 
 Exit status:
   0  deployed and verified
-  1  failed before changing the release (tools, context, cluster, locked release, bad chart)
+  1  failed before changing the release (tools, context, cluster, locked release, bad chart, a
+     release with history but no revision that ever deployed: it is never uninstalled)
   2  usage error
   3  verification failed; rolled back to the last good revision, which is healthy again
-  4  verification failed and the rollback (or the cleanup of a failed first install) did not
-     restore a healthy state: a person has to look
+  4  the rollback failed twice (retried once after --rollback-retry-delay) or is not healthy, or
+     the cleanup of a failed first install is incomplete or was refused (the release has history
+     this run did not create): a person has to look; the summary shows the release's history
   5  a first install failed; nothing to roll back to, the release was uninstalled (clean state)
+  6  'helm history' failed with an error other than "release: not found" (API server
+     unreachable, forbidden, timeout): stopped, nothing changed
 
 Environment:
   KUBECONFIG       cluster to deploy to
@@ -81,6 +89,7 @@ PROMETHEUS=""
 PROMETHEUS_WINDOW=2m
 PUSHGATEWAY="${PUSHGATEWAY_URL:-}"
 PENDING_GRACE=5m
+ROLLBACK_RETRY_DELAY=10s
 KUBE_CONTEXT=""
 CREATE_NAMESPACE=0
 OUTPUT=text
@@ -120,7 +129,8 @@ DRY_RUN="${DRY_RUN:-0}"
 
 # -- state of this run (the summary is built from it; see self-healing/lib/release.sh) -------------
 release::init
-# RESULT: deployed | rolled_back | rollback_failed | install_failed | install_cleanup_failed | dry_run | error
+# RESULT: deployed | rolled_back | rollback_failed | install_failed | install_cleanup_failed | dry_run |
+# history_error | error
 HELM_MAJOR=""
 ROLLBACK_EPOCH=""
 CLUSTER_OK=0 # set once the API server answered: the summary may then ask it what serves
@@ -132,6 +142,7 @@ exit_code_of() {
     rolled_back) echo 3 ;;
     rollback_failed | install_cleanup_failed) echo 4 ;;
     install_failed) echo 5 ;;
+    history_error) echo 6 ;;
     *) echo 1 ;;
   esac
 }
@@ -174,6 +185,8 @@ finish() {
   [[ -z "${2:-}" ]] || REASON="$2"
   local code
   code="$(exit_code_of "${RESULT}")"
+  # A person has to look: show them the release's revisions and status.
+  if ((code == 4)) && [[ "${DRY_RUN}" != 1 ]]; then release::capture_state; fi
   push_metrics
   summary "${code}"
   exit "${code}"
@@ -187,12 +200,30 @@ fail_early() {
   finish error "$1"
 }
 
+# fail_history: `helm history` failed with an error other than "release: not found" (exit 6).
+fail_history() {
+  local why="could not read the history of release ${RELEASE} in ${NAMESPACE}: ${HISTORY_ERROR}; $1"
+  log::error "${why}"
+  timeline "stopped: ${why}"
+  release::serving_state
+  finish history_error "${why}"
+}
+
+# fail_never_deployed: the release has revisions but none that ever deployed. Uninstalling it
+# could delete something a person still needs (the script never removes a release with history).
+fail_never_deployed() {
+  fail_early "release ${RELEASE} has $(jq length <<<"${HISTORY}") revision(s) but none ever deployed successfully (latest: revision ${LATEST_REVISION}, ${LATEST_STATUS}); the script never uninstalls a release with history: look at it (helm -n ${NAMESPACE} history ${RELEASE}) and, if it is safe, remove it (helm -n ${NAMESPACE} uninstall ${RELEASE}), then run again"
+}
+
 # -- helm and cluster helpers --------------------------------------------------------------------------
-# no_release_left: no Helm release and none of its Deployments, Services or Pods.
+# no_release_left: Helm says the release does not exist and the API server lists none of its
+# Deployments, Services or Pods (a failing read is not "gone").
 # shellcheck disable=SC2317 # called through util::wait_for
 no_release_left() {
-  ! "${H[@]}" status "${RELEASE}" >/dev/null 2>&1 &&
-    [[ -z "$("${K[@]}" get deployments,services,pods -l "app.kubernetes.io/instance=${RELEASE}" -o name 2>/dev/null)" ]]
+  local objects
+  release::read_history && [[ "${HISTORY}" == '[]' ]] &&
+    objects="$("${K[@]}" get deployments,services,pods -l "app.kubernetes.io/instance=${RELEASE}" -o name)" &&
+    [[ -z "${objects}" ]]
 }
 
 # -- preflight ------------------------------------------------------------------------------------------
@@ -234,7 +265,8 @@ else
   timeline "start: deploy (chart's image tag, context ${CONTEXT}, timeout ${TIMEOUT_S}s)"
 fi
 
-HISTORY="$(release::history)"
+release::read_history ||
+  fail_history "stopped before changing anything (only Helm's 'Error: release: not found' is read as no release)"
 LATEST_STATUS="$(jq -r 'last | .status // empty' <<<"${HISTORY}")"
 LATEST_REVISION="$(jq -r 'last | .revision // empty' <<<"${HISTORY}")"
 PREVIOUS_REVISION="$(release::last_good_revision "${HISTORY}")"
@@ -245,37 +277,34 @@ else
 fi
 
 # -- an interrupted run left the release pending-*: recover before deploying ----------------------------
+# Young (or of an age that cannot be read): another deploy may still be running, leave it alone.
 if [[ "${LATEST_STATUS}" == pending-* ]]; then
-  updated="$(jq -r 'last | .updated' <<<"${HISTORY}")"
-  updated_epoch="$(date -d "${updated}" +%s 2>/dev/null || echo 0)"
-  age=$(($(date +%s) - updated_epoch))
-  if ((age < PENDING_GRACE_S)); then
+  updated="$(jq -r 'last | .updated // empty' <<<"${HISTORY}")"
+  read -r pending_action age <<<"$(release::pending_action "${updated}" "$(date +%s)" "${PENDING_GRACE_S}")"
+  if [[ "${age}" == unknown ]]; then
+    fail_early "revision ${LATEST_REVISION} is ${LATEST_STATUS} and its update time '${updated}' cannot be read: treated as recent (another deploy may still be running); look at it with: helm -n ${NAMESPACE} history ${RELEASE}"
+  fi
+  if [[ "${pending_action}" != recover ]]; then
     fail_early "revision ${LATEST_REVISION} is ${LATEST_STATUS} since ${age}s (< --pending-grace ${PENDING_GRACE_S}s): another deploy may still be running"
-  fi
-  timeline "revision ${LATEST_REVISION} left ${LATEST_STATUS} by an interrupted run ${age}s ago: recovering"
-  if [[ -n "${PREVIOUS_REVISION}" ]]; then
-    if ! util::run "${H[@]}" rollback "${RELEASE}" "${PREVIOUS_REVISION}" --wait --timeout "${TIMEOUT_S}s" >&2; then
-      fail_early "could not roll the ${LATEST_STATUS} release back to revision ${PREVIOUS_REVISION}"
-    fi
-    timeline "recovered: rolled back to revision ${PREVIOUS_REVISION} (the last good one)"
-  else
-    if ! util::run "${H[@]}" uninstall "${RELEASE}" --wait --timeout "${TIMEOUT_S}s" >&2; then
-      fail_early "could not uninstall the ${LATEST_STATUS} release (nothing to roll back to)"
-    fi
-    timeline "recovered: uninstalled the interrupted first install (nothing to roll back to)"
-  fi
-  if [[ "${DRY_RUN}" != 1 ]]; then
-    HISTORY="$(release::history)"
-    PREVIOUS_REVISION="$(release::last_good_revision "${HISTORY}")"
   fi
 fi
 
-# A release whose only revisions failed (a first install without --atomic) cannot be upgraded
-# into a meaningful state or rolled back: start over.
-if [[ -n "${LATEST_STATUS}" && -z "${PREVIOUS_REVISION}" && "${LATEST_STATUS}" != pending-* ]]; then
-  timeline "release exists but never deployed successfully (latest: ${LATEST_STATUS}): uninstalling it first"
-  util::run "${H[@]}" uninstall "${RELEASE}" --wait --timeout "${TIMEOUT_S}s" >&2 ||
-    fail_early "could not uninstall the never-deployed release"
+# A release whose revisions all failed (or an interrupted first install) has nothing to roll back
+# to, and uninstalling a release with history is never done here: a person decides.
+[[ -z "${LATEST_STATUS}" || -n "${PREVIOUS_REVISION}" ]] || fail_never_deployed
+
+if [[ "${LATEST_STATUS}" == pending-* ]]; then
+  timeline "revision ${LATEST_REVISION} left ${LATEST_STATUS} by an interrupted run ${age}s ago: recovering"
+  if ! release::rollback "${PREVIOUS_REVISION}"; then
+    release::serving_state
+    finish rollback_failed "could not roll the ${LATEST_STATUS} release back to revision ${PREVIOUS_REVISION} (tried twice): ${ROLLBACK_ERROR}"
+  fi
+  timeline "recovered: rolled back to revision ${PREVIOUS_REVISION} (the last good one)"
+  if [[ "${DRY_RUN}" != 1 ]]; then
+    release::read_history ||
+      fail_history "stopped after recovering the pending release (it now runs the manifests of revision ${PREVIOUS_REVISION}); nothing deployed"
+    PREVIOUS_REVISION="$(release::last_good_revision "${HISTORY}")"
+  fi
 fi
 
 # -- deploy ------------------------------------------------------------------------------------------------
@@ -326,7 +355,11 @@ if ! util::run "${H[@]}" "${HELM_ARGS[@]}" >&2 2>"${HELM_ERR}"; then
   cat "${HELM_ERR}" >&2
   REASON="helm upgrade --install failed after $(($(date +%s) - DEPLOY_EPOCH))s: $(grep -m1 '^Error:' "${HELM_ERR}" | cut -c1-300 || true)"
 fi
-DEPLOYED_REVISION="$(jq -r 'last | .revision // empty' <<<"$(release::history)")"
+if release::read_history; then
+  DEPLOYED_REVISION="$(jq -r 'last | .revision // empty' <<<"${HISTORY}")"
+else
+  log::warn "could not read the release's history after the deploy: ${HISTORY_ERROR}"
+fi
 if ((DEPLOY_OK)); then
   timeline "helm finished: revision ${DEPLOYED_REVISION} deployed; verifying"
   if release::verify 1; then
@@ -342,8 +375,20 @@ timeline "FAILED: ${REASON}"
 # -- first install: nothing to roll back to, leave a clean state ----------------------------------------------
 if ((FIRST_INSTALL)); then
   log::step "first install failed: nothing to roll back to, removing the release"
-  if "${H[@]}" status "${RELEASE}" >/dev/null 2>&1; then
-    "${H[@]}" uninstall "${RELEASE}" --wait --timeout "${TIMEOUT_S}s" >&2 || true
+  # Only the revision this run installed is removed. History this run did not create means the
+  # release existed after all (an install that raced ours, or a history read that lied): keep it.
+  if ! release::read_history; then
+    release::serving_state
+    timeline "NOT uninstalling: the history of ${RELEASE} cannot be read (${HISTORY_ERROR})"
+    finish install_cleanup_failed "${REASON}; the release was not removed: its history could not be read (${HISTORY_ERROR})"
+  fi
+  if [[ "${HISTORY}" != '[]' ]] && ! release::only_this_install "${HISTORY}"; then
+    release::serving_state
+    timeline "NOT uninstalling: ${RELEASE} has revisions $(jq -r 'map(.revision) | join(",")' <<<"${HISTORY}"), not just the revision 1 this run installed"
+    finish install_cleanup_failed "${REASON}; the release was not removed: its history ($(jq -r '(if length > 5 then "..., " else "" end) + (.[-5:] | map("\(.revision) \(.status)") | join(", "))' <<<"${HISTORY}")) is not just the revision 1 this run installed, so someone else installed or upgraded it meanwhile; a person has to look"
+  fi
+  if [[ "${HISTORY}" != '[]' ]]; then
+    util::run "${H[@]}" uninstall "${RELEASE}" --wait --timeout "${TIMEOUT_S}s" >&2 || true
   fi
   if util::wait_for "release ${RELEASE} and its objects gone" "${TIMEOUT_S}" no_release_left; then
     SERVING_REVISION=""
@@ -360,10 +405,9 @@ FAIL_REASON="${REASON}"
 log::step "rolling back ${RELEASE} to revision ${PREVIOUS_REVISION}"
 ROLLBACK_EPOCH="$(date +%s)"
 timeline "helm rollback to revision ${PREVIOUS_REVISION} started"
-if ! util::run "${H[@]}" rollback "${RELEASE}" "${PREVIOUS_REVISION}" --wait --timeout "${TIMEOUT_S}s" >&2; then
+if ! release::rollback "${PREVIOUS_REVISION}"; then
   release::serving_state
-  timeline "helm rollback failed"
-  finish rollback_failed "${FAIL_REASON}; then helm rollback to revision ${PREVIOUS_REVISION} failed"
+  finish rollback_failed "${FAIL_REASON}; then helm rollback to revision ${PREVIOUS_REVISION} failed twice (retried after ${ROLLBACK_RETRY_DELAY_S}s): ${ROLLBACK_ERROR}"
 fi
 REASON=""
 [[ -z "${PROMETHEUS}" ]] || timeline "verifying the rollback without the Prometheus query: its ${PROMETHEUS_WINDOW} window still holds the failed revision's errors"

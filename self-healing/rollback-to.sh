@@ -23,6 +23,7 @@ Options:
       --revision N         revision to roll back to (required; see: helm -n NS history NAME)
       --timeout DURATION   Helm wait and rollout budget, e.g. 90s, 5m (default 5m)
       --kube-context NAME  kube context to use (default: the current one)
+      --rollback-retry-delay D  a failed 'helm rollback' is retried once after this (default 10s)
       --output FORMAT      text (default) or json: the summary on stdout (logs go to stderr)
       --dry-run            check the release and the revision, print the plan, change nothing
   -h, --help               this help
@@ -31,7 +32,10 @@ Exit status:
   0  rolled back to N and verified
   1  nothing changed: tools, cluster, no such release or revision
   2  usage error
-  4  rolled back, but the result did not become healthy: a person has to look
+  4  helm rollback failed twice (retried once) or the result did not become healthy: a person
+     has to look; the summary shows the release's history
+  6  'helm history' failed with an error other than "release: not found" (API server
+     unreachable, forbidden, timeout): stopped, nothing changed
 
 Environment:
   KUBECONFIG  cluster;  HELM  helm binary (default: helm on PATH);  DRY_RUN=1  same as --dry-run
@@ -45,6 +49,7 @@ NAMESPACE=""
 RELEASE=selfheal-app
 REVISION=""
 TIMEOUT=5m
+ROLLBACK_RETRY_DELAY=10s
 KUBE_CONTEXT=""
 OUTPUT=text
 HELM="${HELM:-helm}"
@@ -75,7 +80,9 @@ finish() {
   RESULT="$1"
   [[ -z "${2:-}" ]] || REASON="$2"
   local code
-  case "${RESULT}" in rolled_back | dry_run) code=0 ;; rollback_failed) code=4 ;; *) code=1 ;; esac
+  case "${RESULT}" in rolled_back | dry_run) code=0 ;; rollback_failed) code=4 ;; history_error) code=6 ;; *) code=1 ;; esac
+  # A person has to look: show them the release's revisions and status.
+  if ((code == 4)); then release::capture_state; fi
   release::summary rollback-to "${code}" "$(jq -n -c --arg target "${REVISION}" '{target_revision: ($target | tonumber)}')"
   exit "${code}"
 }
@@ -88,7 +95,12 @@ fail_early() {
 
 util::require_tools "${HELM}" kubectl jq
 "${K[@]}" get --raw /readyz >/dev/null 2>&1 || fail_early "the API server is not reachable (KUBECONFIG=${KUBECONFIG:-unset})"
-HISTORY="$("${H[@]}" history "${RELEASE}" --max 1000 -o json 2>/dev/null)" || fail_early "release ${RELEASE} not found in namespace ${NAMESPACE}"
+if ! release::read_history; then
+  log::error "could not read the history of release ${RELEASE} in ${NAMESPACE}: ${HISTORY_ERROR}"
+  timeline "stopped before changing anything: could not read the release's history"
+  finish history_error "could not read the history of release ${RELEASE} in ${NAMESPACE}: ${HISTORY_ERROR}; stopped before changing anything"
+fi
+[[ "${HISTORY}" != '[]' ]] || fail_early "release ${RELEASE} not found in namespace ${NAMESPACE}"
 PREVIOUS_REVISION="$(jq -r 'last | .revision // empty' <<<"${HISTORY}")"
 jq -e --argjson r "${REVISION}" 'any(.[]; .revision == $r)' <<<"${HISTORY}" >/dev/null ||
   fail_early "revision ${REVISION} is not in the history of ${RELEASE} (kept: $(jq -r 'map(.revision) | join(", ")' <<<"${HISTORY}"))"
@@ -101,8 +113,8 @@ if [[ "${DRY_RUN}" == 1 ]]; then
   finish dry_run
 fi
 
-if ! util::run "${H[@]}" rollback "${RELEASE}" "${REVISION}" --wait --timeout "${TIMEOUT_S}s" >&2; then
-  REASON="helm rollback to revision ${REVISION} failed or timed out"
+if ! release::rollback "${REVISION}"; then
+  REASON="helm rollback to revision ${REVISION} failed twice (retried after ${ROLLBACK_RETRY_DELAY_S}s): ${ROLLBACK_ERROR}"
 fi
 DEPLOYED_REVISION="$("${H[@]}" history "${RELEASE}" --max 1 -o json 2>/dev/null | jq -r 'last | .revision // empty')"
 if [[ -z "${REASON}" ]] && release::verify 1; then

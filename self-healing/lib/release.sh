@@ -4,14 +4,17 @@
 # Source it after hack/lib.sh; parse arguments (release::common_flag), then call release::init.
 #
 # Globals the caller sets before release::init: NAMESPACE, RELEASE, KUBE_CONTEXT (may be empty),
-# HELM, OUTPUT (text|json), DRY_RUN. For release::verify also: TIMEOUT_S, SMOKE_REQUESTS,
-# MAX_ERROR_RATIO, PROMETHEUS (may be empty), PROMETHEUS_WINDOW.
+# HELM, OUTPUT (text|json), DRY_RUN, ROLLBACK_RETRY_DELAY (a duration). For release::verify also:
+# TIMEOUT_S, SMOKE_REQUESTS, MAX_ERROR_RATIO, PROMETHEUS (may be empty), PROMETHEUS_WINDOW; for
+# release::rollback: TIMEOUT_S.
 # Globals this file owns: START_EPOCH, TIMELINE, RESULT, REASON, PREVIOUS_REVISION,
-# DEPLOYED_REVISION, SERVING_REVISION, SERVING_IMAGES, and the command arrays K (kubectl) and H (helm).
+# DEPLOYED_REVISION, SERVING_REVISION, SERVING_IMAGES, HISTORY, HISTORY_ERROR, STATE_HISTORY,
+# ROLLBACK_RETRY_DELAY_S, ROLLBACK_ERROR, and the command arrays K (kubectl) and H (helm).
 
 # release::common_flag ARGS...: parse one flag both scripts take from the front of ARGS into
-# NAMESPACE, RELEASE, TIMEOUT, KUBE_CONTEXT, OUTPUT or DRY_RUN. Sets RELEASE_FLAG_WORDS to the
-# words it used (1 or 2); returns 1 when $1 is not a common flag. Usage in a script's loop:
+# NAMESPACE, RELEASE, TIMEOUT, KUBE_CONTEXT, ROLLBACK_RETRY_DELAY, OUTPUT or DRY_RUN. Sets
+# RELEASE_FLAG_WORDS to the words it used (1 or 2); returns 1 when $1 is not a common flag.
+# Usage in a script's loop:
 #   *) release::common_flag "$@" || util::usage_error "unknown argument: $1"; shift $((RELEASE_FLAG_WORDS - 1)) ;;
 # shellcheck disable=SC2034 # the globals are the caller's
 release::common_flag() {
@@ -21,6 +24,7 @@ release::common_flag() {
     -r | --release) util::need_value "$1" "$#"; RELEASE="$2"; RELEASE_FLAG_WORDS=2 ;;
     --timeout) util::need_value "$1" "$#"; TIMEOUT="$2"; RELEASE_FLAG_WORDS=2 ;;
     --kube-context) util::need_value "$1" "$#"; KUBE_CONTEXT="$2"; RELEASE_FLAG_WORDS=2 ;;
+    --rollback-retry-delay) util::need_value "$1" "$#"; ROLLBACK_RETRY_DELAY="$2"; RELEASE_FLAG_WORDS=2 ;;
     -o | --output) util::need_value "$1" "$#"; OUTPUT="$2"; RELEASE_FLAG_WORDS=2 ;;
     --dry-run) export DRY_RUN=1 ;;
     *) return 1 ;;
@@ -34,6 +38,8 @@ release::valid_names() {
   [[ "${RELEASE}" =~ ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ && ${#RELEASE} -le 53 ]] ||
     util::usage_error "--release must be a DNS-1123 label of at most 53 characters: ${RELEASE}"
   [[ "${OUTPUT}" =~ ^(text|json)$ ]] || util::usage_error "--output must be text or json: ${OUTPUT}"
+  ROLLBACK_RETRY_DELAY_S="$(util::seconds "${ROLLBACK_RETRY_DELAY}")" ||
+    util::usage_error "--rollback-retry-delay must be a duration like 10s or 1m: ${ROLLBACK_RETRY_DELAY}"
 }
 
 release::init() {
@@ -45,6 +51,9 @@ release::init() {
   DEPLOYED_REVISION=""
   SERVING_REVISION=""
   SERVING_IMAGES=""
+  HISTORY=""
+  HISTORY_ERROR=""
+  STATE_HISTORY="" # JSON array of the last revisions, shown in the summary when set (release::capture_state)
   K=(kubectl --namespace "${NAMESPACE}")
   H=("${HELM}" --namespace "${NAMESPACE}")
   if [[ -n "${KUBE_CONTEXT}" ]]; then
@@ -69,7 +78,7 @@ release::summary() {
       --arg release "${RELEASE}" --arg namespace "${NAMESPACE}" --arg result "${RESULT}" \
       --arg reason "${REASON}" --arg previous "${PREVIOUS_REVISION}" --arg deployed "${DEPLOYED_REVISION}" \
       --arg serving "${SERVING_REVISION}" --arg images "${SERVING_IMAGES}" --argjson extra "${extra}" \
-      --argjson exit_code "${code}" --argjson duration "${elapsed}" \
+      --arg state "${STATE_HISTORY}" --argjson exit_code "${code}" --argjson duration "${elapsed}" \
       --argjson dry_run "$([[ "${DRY_RUN:-0}" == 1 ]] && echo true || echo false)" '
       def num: if . == "" then null else tonumber end;
       {release: $release, namespace: $namespace, result: $result, exit_code: $exit_code,
@@ -78,6 +87,7 @@ release::summary() {
        serving_revision: ($serving | num),
        serving_images: ($images | split(" ") | map(select(. != ""))),
        duration_seconds: $duration,
+       release_history: (if $state == "" then null else ($state | fromjson) end),
        timeline: (split("\n") | map(select(. != "") | split("|") |
          {elapsed_seconds: (.[0] | tonumber), time: .[1], event: (.[2:] | join("|"))}))} + $extra'
     return 0
@@ -93,11 +103,118 @@ release::summary() {
   else
     printf 'serving:  nothing (no release)\n'
   fi
+  if [[ -n "${STATE_HISTORY}" ]]; then
+    printf 'history:  (last revisions of the release)\n'
+    jq -r '.[] | "  \(.revision)\t\(.status)\t\(.updated)\t\(.description)"' <<<"${STATE_HISTORY}"
+  fi
 }
 
-# release::history: the release's revisions as JSON ([] when there is no release).
-release::history() {
-  "${H[@]}" history "${RELEASE}" --max 1000 -o json 2>/dev/null || echo '[]'
+# release::history_not_found HELM_STDERR: true when Helm's error says the release does not exist.
+# Helm 3 and 4 print exactly "Error: release: not found" (driver.ErrReleaseNotFound); anything
+# else (API server unreachable, forbidden, timeout, no error text at all) is not "not found".
+release::history_not_found() {
+  grep -qx 'Error: release: not found' <<<"$1"
+}
+
+# release::read_history: the release's revisions as a JSON array in HISTORY ("[]" only when Helm
+# says the release does not exist). Any other failure of `helm history` (API server unreachable,
+# auth, timeout, output that is not a JSON array) leaves HISTORY empty, puts Helm's error in
+# HISTORY_ERROR and returns 1: the caller must stop, never read it as "no release" (that would
+# make a flaky API server look like a first install). Call it directly, not in $(...).
+release::read_history() {
+  local err out rc=0
+  HISTORY=""
+  HISTORY_ERROR=""
+  err="$(mktemp)"
+  out="$("${H[@]}" history "${RELEASE}" --max 1000 -o json 2>"${err}")" || rc=$?
+  if ((rc == 0)) && jq -e 'type == "array"' <<<"${out}" >/dev/null 2>&1; then
+    HISTORY="$(jq -c . <<<"${out}")"
+  elif ((rc != 0)) && release::history_not_found "$(cat "${err}")"; then
+    HISTORY='[]'
+  elif ((rc == 0)); then
+    HISTORY_ERROR="helm history exited 0 but did not print a JSON array: $(head -c 200 <<<"${out}")"
+  else
+    HISTORY_ERROR="$(grep -m1 '^Error:' "${err}" || tail -n 1 "${err}")"
+    HISTORY_ERROR="helm history failed (exit ${rc}): ${HISTORY_ERROR:-no error message}"
+  fi
+  rm -f "${err}"
+  [[ -n "${HISTORY}" ]]
+}
+
+# release::age_seconds TIMESTAMP NOW_EPOCH: seconds from TIMESTAMP to NOW_EPOCH. TIMESTAMP must be
+# an RFC 3339 time with a zone, as Helm prints "updated" ("2026-12-05T11:34:10.410530515Z",
+# "...+01:00"); anything else fails with no output (GNU date would read "" or "1" as a time of today).
+release::age_seconds() {
+  local ts="$1" now="$2" epoch
+  [[ "${ts}" =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}[T\ ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:?[0-9]{2})$ ]] || return 1
+  [[ "${now}" =~ ^[0-9]+$ ]] || return 1
+  epoch="$(date -d "${ts}" +%s 2>/dev/null)" || return 1
+  [[ "${epoch}" =~ ^-?[0-9]+$ ]] || return 1
+  printf '%s\n' "$((now - epoch))"
+}
+
+# release::pending_action UPDATED NOW_EPOCH GRACE_S: what to do with a release left pending-*:
+# "recover AGE" when it is at least GRACE_S old, else "wait AGE" — and "wait unknown" when UPDATED
+# cannot be read: an age we cannot tell is treated as young (another deploy may still be running),
+# never as old (recovering would roll back or remove a release under a running deploy).
+release::pending_action() {
+  local age
+  if ! age="$(release::age_seconds "$1" "$2")"; then
+    echo "wait unknown"
+  elif ((age >= $3)); then
+    echo "recover ${age}"
+  else
+    echo "wait ${age}"
+  fi
+}
+
+# release::only_this_install HISTORY_JSON: true when the history is exactly one revision, number 1:
+# what a first install of this run leaves. Only such a release may be uninstalled by the script;
+# any other history (revisions someone else made, or an install that raced ours) is never removed.
+release::only_this_install() {
+  jq -e 'type == "array" and length == 1 and .[0].revision == 1' <<<"$1" >/dev/null 2>&1
+}
+
+# release::rollback REVISION: `helm rollback RELEASE REVISION --wait`; when it fails, wait
+# ROLLBACK_RETRY_DELAY_S and try exactly once more (an API-server blip, a webhook timeout or a
+# concurrent operation should not leave the release broken). Returns 1 when both attempts failed,
+# with Helm's last error in ROLLBACK_ERROR. Prints each command; DRY_RUN only prints it.
+release::rollback() {
+  local rev="$1" attempt err
+  ROLLBACK_ERROR=""
+  err="$(mktemp)"
+  for attempt in 1 2; do
+    if util::run "${H[@]}" rollback "${RELEASE}" "${rev}" --wait --timeout "${TIMEOUT_S}s" >&2 2>"${err}"; then
+      cat "${err}" >&2
+      rm -f "${err}"
+      ((attempt == 1)) || timeline "helm rollback to revision ${rev} succeeded on the retry"
+      return 0
+    fi
+    cat "${err}" >&2
+    ROLLBACK_ERROR="$(grep -m1 '^Error:' "${err}" | cut -c1-400 || true)"
+    ROLLBACK_ERROR="${ROLLBACK_ERROR:-helm rollback exited non-zero without an error message}"
+    if ((attempt == 1)); then
+      log::warn "helm rollback to revision ${rev} failed: ${ROLLBACK_ERROR}; retrying once in ${ROLLBACK_RETRY_DELAY_S}s"
+      timeline "helm rollback to revision ${rev} failed (${ROLLBACK_ERROR}); retrying once in ${ROLLBACK_RETRY_DELAY_S}s"
+      sleep "${ROLLBACK_RETRY_DELAY_S}"
+    fi
+  done
+  rm -f "${err}"
+  timeline "helm rollback to revision ${rev} failed again on the retry: ${ROLLBACK_ERROR}"
+  return 1
+}
+
+# release::capture_state: for a person who has to look: the release's `helm status` and last
+# revisions on stderr, and the last 5 revisions in STATE_HISTORY for the summary.
+release::capture_state() {
+  log::info "state of release ${RELEASE} in ${NAMESPACE} (helm history, helm status):"
+  if release::read_history; then
+    STATE_HISTORY="$(jq -c '.[-5:] | map({revision, status, updated, description})' <<<"${HISTORY}")"
+    "${H[@]}" history "${RELEASE}" --max 5 >&2 2>/dev/null || true
+    "${H[@]}" status "${RELEASE}" >&2 2>/dev/null || true
+  else
+    log::warn "could not read the release's history: ${HISTORY_ERROR}"
+  fi
 }
 
 # release::last_good_revision HISTORY_JSON: the deployed revision, else the newest superseded one
