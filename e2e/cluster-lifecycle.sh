@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The local cluster's lifecycle contract: a second `hack/cluster.sh up` changes nothing (same
 # processes); etcd refuses clients without a certificate from its own CA; `down` leaves no
-# process, container shim, mount, bridge, iptables chain or state behind, and gives back the
-# host's own chains and sysctls exactly as `up` found them; a failed apt step of hack/tools.sh
+# process, container shim, mount, bridge, iptables chain, nftables table (the NetworkPolicy
+# agent's, even after it was killed) or state behind, and gives back the host's own chains, tables
+# and sysctls exactly as `up` found them; a failed apt step of hack/tools.sh
 # leaves no policy-rc.d behind. It ends with the cluster DOWN: run it last.
 # Prerequisites: root, a cluster started by hack/cluster.sh up (not minikube).
 # shellcheck source=e2e/lib.sh
@@ -29,8 +30,11 @@ before="$(pids_now)"
 out="$("${CLUSTER}" up 2>&1)"
 after="$(pids_now)"
 check::run "second up reports nothing to do" grep -q "already up" <<<"${out}"
-same_processes() { [[ "${before}" == "${after}" ]] && (($(wc -w <<<"${before}") == 7)); }
-check::run "second up keeps the same 7 processes (${before})" same_processes
+same_processes() { [[ "${before}" == "${after}" ]] && (($(wc -w <<<"${before}") == 8)); }
+check::run "second up keeps the same 8 processes (${before})" same_processes
+NETPOL_TABLE=kube-network-policies
+netpol_table() { nft list table inet "${NETPOL_TABLE}" >/dev/null 2>&1; }
+check::run "the NetworkPolicy agent's nftables table (inet ${NETPOL_TABLE}) is in place" netpol_table
 
 log::step "etcd serves TLS only, to clients with a certificate from its own CA"
 PKI="${CLUSTER_STATE}/pki"
@@ -69,11 +73,15 @@ check::run "no container shim of this cluster is left" no_shims
 check::run "no mount under the cluster state is left" no_mounts
 check::run "the pod bridge is gone" no_bridge
 check::run "no KUBE-/CNI- iptables chains are left (IPv4 and IPv6)" no_chains
+check::run "the NetworkPolicy agent removed its nftables table on TERM" bash -c "! nft list table inet '${NETPOL_TABLE}' >/dev/null 2>&1"
 check::run "the cluster state directory is removed" test ! -e "${CLUSTER_STATE}"
 
-log::step "the host's own chains and sysctls survive 'up' and 'down'"
+log::step "the host's own chains, nftables tables and sysctls survive 'up' and 'down'"
 # Chains named like the cluster's (so a cleanup by name would take them), with a jump from a
-# built-in chain; and bridge netfilter off, which 'up' turns on and 'down' must turn off again.
+# built-in chain; an nftables table of the host's own; and bridge netfilter off, which 'up' turns
+# on and 'down' must turn off again. Between the two, the NetworkPolicy agent is killed (-9), so
+# its table stays behind for 'down' to remove.
+KEEP_NFT=selfheal-keep-test
 KEEP_FILTER=KUBE-KEEP-TEST KEEP_NAT=CNI-KEEP-TEST
 forward_before="$(sysctl -n net.ipv4.ip_forward)"
 bridge_nf_before="$(sysctl -n net.bridge.bridge-nf-call-iptables 2>/dev/null || echo absent)"
@@ -82,6 +90,7 @@ remove_markers() {
   iptables -t filter -F "${KEEP_FILTER}" 2>/dev/null && iptables -t filter -X "${KEEP_FILTER}" 2>/dev/null
   iptables -t nat -D POSTROUTING -s 192.0.2.0/24 -j "${KEEP_NAT}" 2>/dev/null || true
   iptables -t nat -F "${KEEP_NAT}" 2>/dev/null && iptables -t nat -X "${KEEP_NAT}" 2>/dev/null
+  nft delete table inet "${KEEP_NFT}" 2>/dev/null || true
   [[ "${bridge_nf_before}" == absent ]] || sysctl -qw "net.bridge.bridge-nf-call-iptables=${bridge_nf_before}"
   return 0
 }
@@ -90,6 +99,7 @@ iptables -t filter -N "${KEEP_FILTER}" && iptables -t filter -A "${KEEP_FILTER}"
 iptables -t filter -A FORWARD -j "${KEEP_FILTER}"
 iptables -t nat -N "${KEEP_NAT}" && iptables -t nat -A "${KEEP_NAT}" -j RETURN
 iptables -t nat -A POSTROUTING -s 192.0.2.0/24 -j "${KEEP_NAT}"
+nft add table inet "${KEEP_NFT}"
 bridge_nf_set=0
 if [[ "${bridge_nf_before}" != absent ]]; then
   sysctl -qw net.bridge.bridge-nf-call-iptables=0
@@ -98,6 +108,8 @@ fi
 "${CLUSTER}" up >/dev/null
 bridge_nf_on() { [[ "$(sysctl -n net.bridge.bridge-nf-call-iptables)" == 1 ]]; }
 check::run "up turned bridge netfilter on" bridge_nf_on
+kill -9 "$(cat "${CLUSTER_STATE}/pids/kube-network-policies.pid")"
+check::run "a killed NetworkPolicy agent leaves its table (fail-closed)" e2e::eventually 5 netpol_table
 "${CLUSTER}" down
 markers_kept() {
   iptables -t filter -C FORWARD -j "${KEEP_FILTER}" && iptables -t filter -C "${KEEP_FILTER}" -j RETURN &&
@@ -105,6 +117,8 @@ markers_kept() {
 }
 check::run "chains ${KEEP_FILTER} and ${KEEP_NAT}, their rules and the jumps into them survive down" markers_kept
 check::run "every chain the cluster made is gone (IPv4 and IPv6)" no_chains
+check::run "down removed the killed agent's nftables table" bash -c "! nft list table inet '${NETPOL_TABLE}' >/dev/null 2>&1"
+check::run "the host's nftables table ${KEEP_NFT} survives down" nft list table inet "${KEEP_NFT}"
 check::run "net.ipv4.ip_forward is back to ${forward_before}" test "$(sysctl -n net.ipv4.ip_forward)" == "${forward_before}"
 if ((bridge_nf_set)); then
   check::run "net.bridge.bridge-nf-call-iptables is back to 0" test "$(sysctl -n net.bridge.bridge-nf-call-iptables)" == 0

@@ -7,6 +7,8 @@
 # Prerequisites: Linux, root. Elsewhere, use minikube (see README).
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=hack/cluster/host.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cluster/host.sh"
 
 usage() {
   cat <<EOF
@@ -36,7 +38,7 @@ EOF
 }
 
 # Components in start order; down stops them in reverse.
-COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kube-network-policies)
 PKI="${CLUSTER_STATE}/pki"
 PIDS="${CLUSTER_STATE}/pids"
 LOGS="${CLUSTER_STATE}/logs"
@@ -46,6 +48,10 @@ SERVICE_IP=10.96.0.1
 DNS_IP=10.96.0.10
 POD_CIDR=10.244.0.0/24
 BRIDGE=selfheal0
+# NetworkPolicy agent: the nftables table (inet family) it owns and the nfqueue number it reads.
+NETPOL_TABLE=kube-network-policies
+NETPOL_QUEUE=100
+NETPOL_METRICS_PORT=9080
 CNI_BIN_DIR=/usr/lib/cni
 APISERVER_PORT=6443
 ETCD_PORT=2379
@@ -111,13 +117,14 @@ cluster::ensure_tools() {
   for t in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
     [[ -x "${SELFHEAL_BIN}/${t}" ]] || need=1
   done
-  for t in containerd runc etcd ctr iptables openssl conntrack; do
+  for t in containerd runc etcd ctr iptables nft openssl conntrack; do
     command -v "${t}" >/dev/null || need=1
   done
   [[ -x "${CNI_BIN_DIR}/bridge" ]] || need=1
   ((need)) && util::run "${REPO_ROOT}/hack/tools.sh" install apt kubernetes
   [[ -x "${SELFHEAL_BIN}/coredns" ]] || util::run "${REPO_ROOT}/hack/tools.sh" install coredns
   [[ -x "${SELFHEAL_BIN}/metrics-server" ]] || util::run "${REPO_ROOT}/hack/tools.sh" install metrics-server
+  [[ -x "${SELFHEAL_BIN}/kube-network-policies" ]] || util::run "${REPO_ROOT}/hack/tools.sh" install kube-network-policies
   return 0
 }
 
@@ -197,6 +204,7 @@ cluster::pki() {
   cluster::cert scheduler system:kube-scheduler ""
   cluster::cert kubelet "system:node:${NODE_NAME}" system:nodes
   cluster::cert kube-proxy system:kube-proxy ""
+  cluster::cert kube-network-policies system:kube-network-policies ""
   cluster::cert front-proxy-client front-proxy-client "" "" front-proxy-ca
   cluster::cert etcd-server selfheal-etcd "" "DNS:localhost,IP:127.0.0.1" etcd-ca
   cluster::cert etcd-peer selfheal-etcd-peer "" "DNS:localhost,IP:127.0.0.1" etcd-ca
@@ -206,6 +214,7 @@ cluster::pki() {
   cluster::kubeconfig "${CLUSTER_STATE}/scheduler.kubeconfig" system:kube-scheduler scheduler
   cluster::kubeconfig "${CLUSTER_STATE}/kubelet.kubeconfig" "system:node:${NODE_NAME}" kubelet
   cluster::kubeconfig "${CLUSTER_STATE}/kube-proxy.kubeconfig" system:kube-proxy kube-proxy
+  cluster::kubeconfig "${CLUSTER_STATE}/kube-network-policies.kubeconfig" system:kube-network-policies kube-network-policies
   printf '%s\n' "${HOST_IP}" >"${CLUSTER_STATE}/host-ip"
 }
 
@@ -228,101 +237,7 @@ cluster::config() {
   cluster::render kube-proxy.yaml "${ETC}/kube-proxy.yaml"
   cluster::render coredns.yaml "${ETC}/coredns.yaml"
   cluster::render metrics-server.yaml "${ETC}/metrics-server.yaml"
-}
-
-# ---------------------------------------------------------------------------------------------
-# The host: `up` records what it is about to change (iptables chains and rules, sysctls) before
-# it changes anything, and `down` undoes exactly that. A chain or rule that was there before `up`
-# — another Kubernetes, a firewall, a VPN — is left as it was, whatever its name.
-# ---------------------------------------------------------------------------------------------
-HOST_RECORD="${CLUSTER_STATE}/host-before"
-HOST_SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables)
-IPTABLES_TABLES=(nat filter mangle raw)
-
-# cluster::record_host: once per cluster life (a second `up` keeps the first record: that one
-# saw the host before anything was changed).
-cluster::record_host() {
-  [[ "${DRY_RUN:-0}" == 1 || -f "${HOST_RECORD}/complete" ]] && return 0
-  rm -rf "${HOST_RECORD}"
-  mkdir -p "${HOST_RECORD}"
-  local cmd table key
-  for cmd in iptables ip6tables; do
-    command -v "${cmd}" >/dev/null || continue
-    for table in "${IPTABLES_TABLES[@]}"; do
-      "${cmd}" -t "${table}" -S >"${HOST_RECORD}/${cmd}-${table}" 2>/dev/null || rm -f "${HOST_RECORD}/${cmd}-${table}"
-    done
-  done
-  for key in "${HOST_SYSCTLS[@]}"; do
-    # A key that does not exist yet (br_netfilter not loaded) is recorded as absent: nothing to restore.
-    printf '%s=%s\n' "${key}" "$(sysctl -n "${key}" 2>/dev/null || echo absent)"
-  done >"${HOST_RECORD}/sysctl"
-  touch "${HOST_RECORD}/complete"
-}
-
-cluster::host_network() {
-  cluster::record_host
-  # Pods reach Services through iptables on the bridge: forwarding and bridge netfilter on.
-  # (Kernel modules are loaded but never unloaded: `down` cannot tell who else uses them.)
-  modprobe br_netfilter 2>/dev/null || true
-  modprobe overlay 2>/dev/null || true
-  util::run sysctl -qw net.ipv4.ip_forward=1
-  util::run sysctl -qw net.bridge.bridge-nf-call-iptables=1 ||
-    log::warn "net.bridge.bridge-nf-call-iptables is not settable (br_netfilter missing): Services may not answer from pods"
-}
-
-# cluster::iptables_undo BEFORE NOW: the iptables-restore commands that remove what appeared
-# between the two `iptables -S` listings: chains named KUBE-*/CNI-* (kubelet, kube-proxy, the
-# bridge and portmap plugins) that are new, and the new rules in older chains that jump into
-# them. Rules are compared as whole lines; nothing is evaluated by the shell.
-cluster::iptables_undo() {
-  awk '
-    FILENAME == ARGV[1] { before[$0] = 1; next }
-    $1 == "-N" && !before[$0] && $2 ~ /^(KUBE|CNI)-/ { ours[$2] = 1; order[++n] = $2; next }
-    $1 == "-A" { rules[++r] = $0 }
-    END {
-      for (i = 1; i <= r; i++) {
-        nw = split(rules[i], w, " ")
-        target = ""
-        for (j = 1; j < nw; j++) if (w[j] == "-j" || w[j] == "-g") target = w[j + 1]
-        if (!ours[w[2]] && !before[rules[i]] && ours[target]) { sub(/^-A /, "-D ", rules[i]); print rules[i] }
-      }
-      for (i = 1; i <= n; i++) print "-F " order[i]
-      for (i = 1; i <= n; i++) print "-X " order[i]
-    }' "$1" "$2"
-}
-
-cluster::restore_iptables() {
-  local cmd table now undo line
-  [[ -f "${HOST_RECORD}/complete" ]] ||
-    log::warn "no record of the host before 'up' (${HOST_RECORD}): treating every KUBE-*/CNI-* chain as this cluster's"
-  for cmd in iptables ip6tables; do
-    command -v "${cmd}" >/dev/null || continue
-    for table in "${IPTABLES_TABLES[@]}"; do
-      now="$("${cmd}" -t "${table}" -S 2>/dev/null)" || continue
-      undo="$(cluster::iptables_undo <(cat "${HOST_RECORD}/${cmd}-${table}" 2>/dev/null) <(printf '%s\n' "${now}"))"
-      [[ -n "${undo}" ]] || continue
-      log::info "${cmd} -t ${table}: removing $(grep -c '^-X ' <<<"${undo}" || true) chains and $(grep -c '^-D ' <<<"${undo}" || true) jumps this cluster added"
-      if [[ "${DRY_RUN:-0}" == 1 ]]; then
-        while read -r line; do log::info "[dry-run] ${cmd}-restore --noflush -t ${table}: ${line}"; done <<<"${undo}"
-        continue
-      fi
-      # One transaction per table; if it is refused (a rule changed meanwhile), one at a time.
-      printf '*%s\n%s\nCOMMIT\n' "${table}" "${undo}" | "${cmd}-restore" --noflush 2>/dev/null && continue
-      while read -r line; do
-        printf '*%s\n%s\nCOMMIT\n' "${table}" "${line}" | "${cmd}-restore" --noflush ||
-          log::warn "${cmd} -t ${table}: could not apply '${line}'"
-      done <<<"${undo}"
-    done
-  done
-}
-
-cluster::restore_sysctls() {
-  [[ -f "${HOST_RECORD}/sysctl" ]] || return 0
-  local key value
-  while IFS='=' read -r key value; do
-    [[ "${value}" != absent && "$(sysctl -n "${key}" 2>/dev/null)" != "${value}" ]] || continue
-    util::run sysctl -qw "${key}=${value}" || log::warn "could not restore ${key} to ${value}"
-  done <"${HOST_RECORD}/sysctl"
+  cluster::render kube-network-policies.yaml "${ETC}/kube-network-policies.yaml"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -408,6 +323,23 @@ cluster::start_rest() {
   cluster::start kube-proxy "${SELFHEAL_BIN}/kube-proxy" --config="${ETC}/kube-proxy.yaml"
 }
 
+# NetworkPolicy enforcement (the bridge CNI has none): kube-network-policies, a host process like
+# kube-proxy. Its nftables table (inet kube-network-policies) sends the first packet of each new
+# connection from or to a pod selected by some NetworkPolicy to nfqueue NETPOL_QUEUE; the agent
+# answers accept or drop. Fail-closed: while the agent is down and its table is still there, new
+# connections of those pods are dropped (established ones, other pods and root processes on the
+# node, e.g. kubelet probes, are not affected). On TERM it removes its table itself.
+cluster::start_netpol() {
+  util::run cluster::kubectl apply -f "${ETC}/kube-network-policies.yaml" >/dev/null
+  cluster::start kube-network-policies "${SELFHEAL_BIN}/kube-network-policies" \
+    --kubeconfig="${CLUSTER_STATE}/kube-network-policies.kubeconfig" --hostname-override="${NODE_NAME}" \
+    --nfqueue-id="${NETPOL_QUEUE}" --metrics-bind-address="127.0.0.1:${NETPOL_METRICS_PORT}" --v=1
+  [[ "${DRY_RUN:-0}" == 1 ]] && return 0
+  util::wait_for "NetworkPolicy rules (nftables table inet ${NETPOL_TABLE})" 60 \
+    nft list table inet "${NETPOL_TABLE}" || cluster::fail kube-network-policies
+}
+
+
 cluster::node_ready() {
   [[ "$(cluster::kubectl get node "${NODE_NAME}" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" == True ]]
 }
@@ -429,7 +361,7 @@ cluster::fail() {
 
 cluster::preflight() {
   local port
-  for port in "${APISERVER_PORT}" "${ETCD_PORT}" 10250; do
+  for port in "${APISERVER_PORT}" "${ETCD_PORT}" 10250 "${NETPOL_METRICS_PORT}"; do
     if util::port_in_use "${port}"; then
       log::fatal "port ${port} is already in use: another cluster (minikube, kind, a kubelet) may be running here; stop it or use it instead"
     fi
@@ -473,6 +405,7 @@ cluster::up() {
   [[ "${DRY_RUN:-0}" == 1 ]] && return 0
   util::wait_for "node ${NODE_NAME} Ready" 90 cluster::node_ready || cluster::fail kubelet
   util::wait_for "default ServiceAccount" 60 cluster::kubectl get serviceaccount default || cluster::fail kube-controller-manager
+  cluster::start_netpol
   cluster::addons
   util::wait_for "CoreDNS rollout" 120 cluster::kubectl -n kube-system rollout status deployment/coredns --timeout=5s ||
     {
@@ -523,6 +456,7 @@ cluster::down() {
     [[ -z "$(ip netns pids "${ns}" 2>/dev/null)" ]] && util::run ip netns delete "${ns}"
   done
   ip link show "${BRIDGE}" >/dev/null 2>&1 && util::run ip link delete "${BRIDGE}"
+  cluster::remove_netpol_table
   cluster::restore_iptables
   cluster::restore_sysctls
   util::run rm -f /var/lib/cni/results/selfheal-* 2>/dev/null || true

@@ -6,7 +6,7 @@
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ALL_TOOLS=(apt pyyaml kubernetes coredns metrics-server helm actionlint promtool prometheus
+ALL_TOOLS=(apt pyyaml kubernetes coredns metrics-server kube-network-policies helm actionlint promtool prometheus
   prometheus-operator-crds gateway-api-crds)
 # Built only when asked for by name (install jaeger): the default install leaves them out.
 EXTRA_TOOLS=(jaeger traefik)
@@ -28,6 +28,8 @@ Only by name: ${EXTRA_TOOLS[*]}
                   kubectl ${KUBE_VERSION} (from the k8s.io/kubernetes Go module, ~8 min cold)
   coredns         CoreDNS ${COREDNS_VERSION}
   metrics-server  metrics-server ${METRICS_SERVER_VERSION}
+  kube-network-policies
+                  NetworkPolicy agent ${KUBE_NETWORK_POLICIES_VERSION} (nfqueue; patched, see tools::kube_network_policies)
   helm            Helm ${HELM_VERSION}
   actionlint      actionlint ${ACTIONLINT_VERSION}
   promtool        promtool from Prometheus ${PROMETHEUS_VERSION}
@@ -226,6 +228,77 @@ tools::jaeger() {
   log::ok "jaeger ${JAEGER_RELEASE} built in $(($(date +%s) - start))s"
 }
 
+# kube-network-policies needs two patches to run here, so it is built inside a copy of its module:
+# 1. This kernel has no nft_queue (CONFIG_NFT_QUEUE unset: `nft ... queue` fails with ENOENT) but
+#    has xt_NFQUEUE and nft_compat: the queue verdict is emitted as the xtables NFQUEUE target
+#    (revision 3) inside the same nftables rules (`nft list` still shows "queue num 100").
+# 2. Upstream reads only the in-cluster config and stops (removing its nftables table) only on
+#    SIGINT: add --kubeconfig (empty = in-cluster, as before) and stop on SIGTERM too.
+# Every edit is checked; a new version whose code moved fails here instead of building unpatched.
+tools::kube_network_policies() {
+  local version="${KUBE_NETWORK_POLICIES_VERSION}"
+  local dest="${TOOLS_DIR}/kube-network-policies-${version}"
+  tools::cached kube-network-policies "${version}" && return 0
+  util::require_tools go jq perl
+  log::step "building kube-network-policies ${version} (patched, about 1.5 min on 2 cores when cold)"
+  local src work tmp start log="${TOOLS_DIR}/kube-network-policies-${version}.build.log"
+  start="$(date +%s)"
+  src="$(cd "${TOOLS_DIR}" && GOFLAGS=-mod=mod go mod download -json "sigs.k8s.io/kube-network-policies@${version}" | jq -r '.Dir // empty')"
+  [[ -n "${src}" && -f "${src}/cmd/main.go" ]] || log::fatal "sigs.k8s.io/kube-network-policies@${version}: download failed"
+  work="${SELFHEAL_HOME}/build/kube-network-policies-${version}"
+  rm -rf "${work}"
+  mkdir -p "${work}"
+  cp -r "${src}/." "${work}/"
+  chmod -R u+w "${work}"
+  cat >"${work}/pkg/networkpolicy/xtqueue.go" <<'GO'
+package networkpolicy
+
+import (
+	"encoding/binary"
+
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/xt"
+)
+
+// nfQueueTarget is "queue num N [bypass]" as the xtables NFQUEUE target, revision 3
+// (struct xt_NFQ_info_v3 {u16 queuenum; u16 queues_total; u16 flags;}, padded to 8 bytes),
+// which runs through nft_compat on kernels built without nft_queue. (selfheal patch)
+func nfQueueTarget(num int, bypass bool) *expr.Target {
+	info := xt.Unknown(make([]byte, 8))
+	binary.NativeEndian.PutUint16(info[0:], uint16(num))
+	binary.NativeEndian.PutUint16(info[2:], 1) // queues_total
+	if bypass {
+		binary.NativeEndian.PutUint16(info[4:], 0x1) // NFQ_FLAG_BYPASS
+	}
+	return &expr.Target{Name: "NFQUEUE", Rev: 3, Info: &info}
+}
+GO
+  (
+    cd "${work}" || exit 1
+    perl -0pi -e 's/queue := &expr\.Queue\{Num: uint16\(c\.config\.QueueID\)\}\n\tif c\.config\.FailOpen \{\n\t\tqueue\.Flag = expr\.QueueFlagBypass\n\t\}/queue := nfQueueTarget(c.config.QueueID, c.config.FailOpen)/g' pkg/networkpolicy/controller.go
+    perl -pi -e 's/&expr\.Queue\{Num: uint16\(n\.nfQueueID\), Flag: expr\.QueueFlagBypass\}/nfQueueTarget(n.nfQueueID, true)/' pkg/networkpolicy/dnsagent.go
+    perl -pi -e 's/^\tdisableNRI                 bool\n/\tdisableNRI                 bool\n\tkubeconfig                 string\n/;
+      s/^(\tflag\.IntVar\(&queueID.*\n)/$1\tflag.StringVar(&kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty means the in-cluster configuration")\n/;
+      s/config, err := rest\.InClusterConfig\(\)/config, err := clientcmd.BuildConfigFromFlags("", kubeconfig)/;
+      s/^\t"k8s\.io\/client-go\/rest"\n/\t"k8s.io\/client-go\/tools\/clientcmd"\n/;
+      s/os\.Interrupt, unix\.SIGINT\)/os.Interrupt, unix.SIGINT, unix.SIGTERM)/' cmd/main.go
+    [[ "$(grep -c 'nfQueueTarget(' pkg/networkpolicy/controller.go)" == 2 ]] &&
+      grep -q 'nfQueueTarget(n.nfQueueID, true)' pkg/networkpolicy/dnsagent.go &&
+      ! grep -q 'expr\.Queue{' pkg/networkpolicy/controller.go pkg/networkpolicy/dnsagent.go &&
+      grep -q 'clientcmd.BuildConfigFromFlags("", kubeconfig)' cmd/main.go &&
+      grep -q '"kubeconfig", ""' cmd/main.go && grep -q 'unix.SIGTERM' cmd/main.go
+  ) || log::fatal "kube-network-policies ${version}: the local patches no longer apply; see tools::kube_network_policies"
+  tmp="$(mktemp -d "${TOOLS_DIR}/.kube-network-policies.XXXXXX")"
+  if ! (cd "${work}" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "${tmp}/kube-network-policies" ./cmd) >"${log}" 2>&1; then
+    tail -n 30 "${log}" >&2
+    rm -rf "${tmp}"
+    log::fatal "building kube-network-policies ${version} failed (full log: ${log})"
+  fi
+  mv "${tmp}" "${dest}"
+  tools::link "${dest}"
+  log::ok "kube-network-policies ${version} built in $(($(date +%s) - start))s"
+}
+
 tools::pyyaml() {
   if python3 -c 'import yaml' 2>/dev/null; then
     log::info "pyyaml: installed"
@@ -274,6 +347,7 @@ tools::install_one() {
     gateway-api-crds)
       tools::module_files gateway-api-crds "${GATEWAY_API_VERSION}" sigs.k8s.io/gateway-api config/crd/standard
       ;;
+    kube-network-policies) tools::kube_network_policies ;;
     jaeger) tools::jaeger ;;
     # The module needs patches to build here; the script that applies them says why.
     traefik) TRAEFIK_VERSION="${TRAEFIK_VERSION}" "${REPO_ROOT}/canary/build-traefik.sh" ;;
@@ -294,6 +368,7 @@ tools::version_of() {
     prometheus) echo "${PROMETHEUS_VERSION}" ;;
     prometheus-operator-crds) echo "${PROMETHEUS_OPERATOR_VERSION}" ;;
     gateway-api-crds) echo "${GATEWAY_API_VERSION}" ;;
+    kube-network-policies) echo "${KUBE_NETWORK_POLICIES_VERSION}" ;;
     jaeger) echo "${JAEGER_VERSION}" ;;
     traefik) echo "${TRAEFIK_VERSION}" ;;
     *) util::usage_error "unknown tool: $1" ;;

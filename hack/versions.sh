@@ -25,12 +25,16 @@
 : "${JAEGER_RELEASE:=v2.13.0}"
 # Traefik: the router that measures the nginx canary-weight and HTTPRoute weights (e2e/canary.sh).
 : "${TRAEFIK_VERSION:=v3.7.13}"
+# NetworkPolicy enforcement on the bridge CNI: SIG Network's kube-network-policies (nfqueue agent,
+# CNI-agnostic), built with two local patches (hack/tools.sh says why). v0.7.0 and v0.8.0 are served.
+: "${KUBE_NETWORK_POLICIES_VERSION:=v0.8.0}"
 # Pause image tag: must match containerd's sandbox_image.
 : "${PAUSE_IMAGE:=registry.k8s.io/pause:3.10.1}"
 # Debian packages the local cluster runs on (containerd, runc, CNI plugins, etcd) and the
 # static busybox that the test toolbox image is made of.
 # shellcheck disable=SC2034 # read by hack/tools.sh
 SELFHEAL_APT_PACKAGES=(containerd runc containernetworking-plugins etcd-server etcd-client
-  iptables conntrack socat iproute2 ethtool openssl jq busybox-static shellcheck gcc libc6-dev make bc curl)
+  iptables conntrack socat iproute2 ethtool openssl jq busybox-static shellcheck gcc libc6-dev make bc curl nftables)
 export KUBE_VERSION COREDNS_VERSION METRICS_SERVER_VERSION HELM_VERSION ACTIONLINT_VERSION \
-  PROMETHEUS_VERSION PROMETHEUS_OPERATOR_VERSION GATEWAY_API_VERSION JAEGER_VERSION JAEGER_RELEASE TRAEFIK_VERSION PAUSE_IMAGE
+  PROMETHEUS_VERSION PROMETHEUS_OPERATOR_VERSION GATEWAY_API_VERSION JAEGER_VERSION JAEGER_RELEASE TRAEFIK_VERSION PAUSE_IMAGE \
+  KUBE_NETWORK_POLICIES_VERSION
