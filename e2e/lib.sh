@@ -82,7 +82,7 @@ YAML
 # every HealingPolicy in the cluster).
 E2E_CONTROLLER_NS=selfheal-system
 e2e::install_controller() {
-  local reuse=0 manifest obj created=() existing dir="${2:-controller/deploy}"
+  local reuse=0 manifest obj dir="${2:-controller/deploy}"
   case "${1:-}" in
     own) ;;
     reuse) reuse=1 ;;
@@ -99,16 +99,25 @@ e2e::install_controller() {
   manifest="$(mktemp)"
   util::trap_add "rm -f '${manifest}'"
   kubectl kustomize "${REPO_ROOT}/${dir}" >"${manifest}"
-  existing="$(kubectl get -f "${manifest}" -o name --ignore-not-found 2>/dev/null || true)"
+  e2e::remove_at_exit "${manifest}"
+  log::step "installing selfheal-controller (kubectl apply -k ${dir}); removed at exit: ${E2E_CREATED[*]}"
+  kubectl apply -f "${manifest}" >/dev/null
+}
+
+# e2e::remove_at_exit MANIFEST: before MANIFEST is applied (by the test or by a script under
+# test), arrange that its namespace and cluster-scoped objects that do not exist yet are deleted
+# at exit (listed in E2E_CREATED); objects that were there before are left alone.
+e2e::remove_at_exit() {
+  local obj existing
+  E2E_CREATED=()
+  existing="$(kubectl get -f "$1" -o name --ignore-not-found 2>/dev/null || true)"
   while read -r obj; do
     case "${obj}" in
       namespace/* | clusterrole.* | clusterrolebinding.* | customresourcedefinition.* | validatingadmissionpolicy*)
-        grep -qxF "${obj}" <<<"${existing}" || created+=("${obj}") ;;
+        grep -qxF "${obj}" <<<"${existing}" || E2E_CREATED+=("${obj}") ;;
     esac
-  done < <(kubectl apply --dry-run=client -o name -f "${manifest}")
-  util::trap_add "kubectl delete ${created[*]} --ignore-not-found --wait=false >/dev/null 2>&1 || true"
-  log::step "installing selfheal-controller (kubectl apply -k ${dir}); removed at exit: ${created[*]}"
-  kubectl apply -f "${manifest}" >/dev/null
+  done < <(kubectl apply --dry-run=client -o name -f "$1")
+  util::trap_add "kubectl delete ${E2E_CREATED[*]} --ignore-not-found --wait=false >/dev/null 2>&1 || true"
 }
 
 # e2e::not_terminating KIND/NAME: the object is absent or not being deleted.
