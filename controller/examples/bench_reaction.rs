@@ -25,9 +25,10 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use selfheal_controller::config::Config;
+use selfheal_controller::context::Context;
 use selfheal_controller::leader::Leadership;
 use selfheal_controller::metrics::Metrics;
-use selfheal_controller::reconcile::{self, Context};
+use selfheal_controller::run;
 use tokio::sync::mpsc;
 
 fn env_num(name: &str, default: usize) -> usize {
@@ -181,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     // NB: the controller's own client (no built-in 429 retry, request counter), as in main.rs.
-    let ctl_client = reconcile::client(&metrics).await?;
+    let ctl_client = run::client(&metrics).await?;
     let ctx = Arc::new(Context::new(
         ctl_client,
         cfg,
@@ -190,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let synced_at = Instant::now();
-    let controller = tokio::spawn(reconcile::run(ctx, ready.clone(), async move {
+    let controller = tokio::spawn(run::run(ctx, ready.clone(), async move {
         let _ = stop_rx.await;
     }));
     while !ready.load(Ordering::Relaxed) {

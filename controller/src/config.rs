@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::healers::zombie::rule::ZombieRule;
 use crate::leader::LeaderConfig;
 use crate::policy::{Action, Policy};
-use crate::zombie::ZombieRule;
 
 /// Namespaces the controller never acts in, whatever its flags say: the cluster's own (its own
 /// namespace is added at runtime). `--exclude-namespaces` adds to these; it cannot remove them.

@@ -66,6 +66,16 @@ impl Leadership {
         self.0.borrow().current_at(Instant::now())
     }
 
+    /// `Err(NotLeader)` unless this process leads right now: asked right before every write, as
+    /// a term can run out between the decision and the call (a stopped process, a slow call).
+    pub fn ensure(&self, write: &'static str) -> Result<()> {
+        if self.is_current() {
+            return Ok(());
+        }
+        warn!(write, "leader term ran out before the write: not sent");
+        Err(Error::NotLeader(write))
+    }
+
     /// The term as the elector last set it (it may have run out since: see [`Term::current_at`]).
     pub fn term(&self) -> Term {
         *self.0.borrow()

@@ -1,24 +1,29 @@
-//! `selfheal-controller`: recycles pods whose containers restart too often, safely.
+//! `selfheal-controller`: heals pods and workloads — recycles pods whose containers restart too
+//! often or whose signals (memory trend, error rate, pool exhaustion) say they are unhealthy,
+//! reaps zombie pods, and runs CircuitBreakers — safely.
 //!
-//! The binary (`src/main.rs`) only wires these modules together; the cluster tests in `tests/`
-//! drive the same library API in-process.
+//! The binary (`src/main.rs`) only wires these modules together: the pod reconciler
+//! ([`run::run`] with a [`context::Context`]) and the CircuitBreakers ([`circuit_breaker::run`]
+//! with [`circuit_breaker::Breakers`]) run as sibling tasks. The cluster tests in `tests/` drive
+//! the same library API in-process. Layers, each importing only those below it: `run` →
+//! `reconcile` → `act` → `context` → rules, resources, signals and caches.
 
-/// The circuit breaker's state machine (pure).
-pub mod breaker;
-/// The `CircuitBreaker` custom resource: types, CEL validation, CRD generation.
-pub mod breaker_crd;
-/// Runs every CircuitBreaker: asks its query, steps its machine, scales, records.
-pub mod breaker_loop;
+/// Carrying out a decision: evict, restart or scale, evidence, reports of pods left alone.
+pub mod act;
+/// CircuitBreakers: the custom resource, the state machine (pure), and the loop that runs them.
+pub mod circuit_breaker;
 /// Command-line flags and environment variables.
 pub mod config;
-/// The `HealingPolicy` custom resource: types, CEL validation, CRD generation.
-pub mod crd;
-/// Connection-pool exhaustion: saturation confirmed by readiness or latency (pure).
-pub mod exhaustion;
-/// Per-workload recycle history and per-pod restart-rate tracking (pure, no I/O).
+/// The pod reconciler's context: client, flags, caches, observations, history, bookkeeping.
+pub mod context;
+/// Kubernetes Events on the objects the controller acts on and their owners.
+pub mod events;
+/// One folder per healer: its pure rule and its signal source.
+pub mod healers;
+/// HealingPolicies: the custom resource, which policy selects a pod, and the status (pure).
+pub mod healing_policy;
+/// Per-workload recycle history (pure), and its ConfigMap so a failover keeps it.
 pub mod history;
-/// The recycle history in a ConfigMap, so a restart or failover keeps cooldowns and give-ups.
-pub mod history_store;
 /// `/metrics`, `/healthz` and `/readyz` on their own port.
 pub mod http;
 /// Leader election on a `coordination.k8s.io/v1` Lease.
@@ -29,20 +34,14 @@ pub mod metrics;
 pub mod owner;
 /// The pure decision: recycle, skip, wait or give up.
 pub mod policy;
-/// Asks Prometheus the HealingPolicies' errorRate and poolExhaustion queries.
-pub mod promql;
-/// Force-deletes zombie pods (I/O around [`zombie`]).
-pub mod reaper;
-/// Kubernetes I/O: watch, evidence, Events, evictions.
+/// One reconcile of one pod: decide, then act or say why not.
 pub mod reconcile;
-/// Reads the working set of pods under a memory-trend policy from the metrics API.
-pub mod sampler;
-/// HealingPolicy selection and status, pure.
-pub mod status;
-/// The memory-leak trend: samples, the rule, the verdict (pure).
-pub mod trend;
-/// Zombie pods: Terminating on a node that cannot finish them (pure).
-pub mod zombie;
+/// The pod reconciler's run: API client, watches, trimmed caches, signal sources, status writer.
+pub mod run;
+/// What the signal sources observed (memory samples, PromQL answers), kept for the reconciler.
+pub mod signals;
+/// The pod and HealingPolicy caches, and which policy governs a pod.
+pub mod watched;
 
 /// Builders for pods and policies used by the unit tests.
 #[cfg(test)]
@@ -135,7 +134,8 @@ impl Error {
 /// Result with the controller's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub use reconcile::{Context, run};
+pub use context::Context;
+pub use run::run;
 
 #[cfg(test)]
 mod tests {

@@ -11,12 +11,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use selfheal_controller::circuit_breaker::{self, Breakers};
 use selfheal_controller::config::{Command, Config, CrdKind, LogFormat};
+use selfheal_controller::context::Context;
+use selfheal_controller::healing_policy;
 use selfheal_controller::http::{self, HttpState};
 use selfheal_controller::leader::{LeaderElector, Leadership};
 use selfheal_controller::metrics::Metrics;
-use selfheal_controller::reconcile::{self, Context};
-use selfheal_controller::{breaker_crd, crd};
+use selfheal_controller::run;
 use tokio::sync::watch;
 
 #[tokio::main]
@@ -24,8 +26,8 @@ async fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     if let Some(Command::Crdgen { kind }) = cfg.command {
         let yaml = match kind {
-            CrdKind::HealingPolicy => crd::crd_yaml(),
-            CrdKind::CircuitBreaker => breaker_crd::crd_yaml(),
+            CrdKind::HealingPolicy => healing_policy::resource::crd_yaml(),
+            CrdKind::CircuitBreaker => circuit_breaker::resource::crd_yaml(),
         };
         print!("{}", yaml.context("serialising the CRD")?);
         return Ok(());
@@ -55,12 +57,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let metrics = Arc::new(Metrics::new());
-    // NB: the same client the cluster tests use (`reconcile::client_from`): kube's retry layer
+    // NB: the same client the cluster tests use (`run::client_from`): kube's retry layer
     // off, so a PodDisruptionBudget's 429 reaches the reconciler as `RecycleBlocked` instead of
     // being retried inside the client for minutes, and every request counted by verb.
-    let client = reconcile::client(&metrics)
-        .await
-        .context("loading kubeconfig")?;
+    let client = run::client(&metrics).await.context("loading kubeconfig")?;
     let ready = Arc::new(AtomicBool::new(false));
     let alive = Arc::new(AtomicBool::new(true));
     // Two stop signals: the controller stops first, the Lease is released only after it has.
@@ -94,17 +94,29 @@ async fn main() -> anyhow::Result<()> {
         },
         on(&server_stop_rx),
     ));
+    // The CircuitBreakers share nothing with the pod reconciler: a sibling task, its own inputs.
+    let breakers = Arc::new(Breakers::new(
+        client.clone(),
+        cfg.clone(),
+        metrics.clone(),
+        leadership.clone(),
+    ));
+    let mut breaker = tokio::spawn(circuit_breaker::run(breakers, on(&stop_rx)));
     let ctx = Arc::new(Context::new(client, cfg, metrics, leadership));
-    let mut controller = tokio::spawn(reconcile::run(ctx, ready, on(&stop_rx)));
+    let mut controller = tokio::spawn(run::run(ctx, ready, on(&stop_rx)));
 
     // Every task runs until shutdown: one that ends (or panics) first is a failure. A process
     // whose reconciler died must not go on renewing the Lease and answering its liveness probe.
-    let mut controller_ended = false;
+    let (mut controller_ended, mut breaker_ended) = (false, false);
     let failure = tokio::select! {
         () = shutdown_signal() => None,
         r = &mut controller => {
             controller_ended = true;
             Some(format!("the controller loop ended ({})", ended(r.map(|()| Ok(())))))
+        }
+        r = &mut breaker => {
+            breaker_ended = true;
+            Some(format!("the circuit breaker loop ended ({})", ended(r.map(|()| Ok(())))))
         }
         r = async {
             match elector.as_mut() {
@@ -120,10 +132,14 @@ async fn main() -> anyhow::Result<()> {
     if let Some(why) = failure {
         alive.store(false, Ordering::Relaxed);
         tracing::error!(%why, "a controller loop stopped: stepping down and exiting with an error");
+        // Nothing of the reconciler or the breakers may still be writing once the Lease is released.
         if !controller_ended {
-            // Nothing of the reconciler may still be writing once the Lease is released.
             controller.abort();
             let _ = tokio::time::timeout(Duration::from_secs(5), &mut controller).await;
+        }
+        if !breaker_ended {
+            breaker.abort();
+            let _ = tokio::time::timeout(Duration::from_secs(5), &mut breaker).await;
         }
         let _ = release_tx.send(true);
         if let Some(elector) = elector {
@@ -136,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     controller.await.context("controller task")?;
+    breaker.await.context("circuit breaker task")?;
     let _ = release_tx.send(true);
     if let Some(elector) = elector {
         elector.await.context("leader election task")?;

@@ -18,7 +18,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use selfheal_controller::breaker_crd::{CircuitBreaker, CircuitBreakerStatus};
+use selfheal_controller::circuit_breaker::{CircuitBreaker, CircuitBreakerStatus};
 
 const SLOW: Duration = Duration::from_secs(180);
 

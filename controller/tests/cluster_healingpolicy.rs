@@ -17,7 +17,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::{Api, Client, ResourceExt};
-use selfheal_controller::crd::{HealingPolicy, HealingPolicyStatus};
+use selfheal_controller::healing_policy::{HealingPolicy, HealingPolicyStatus};
 
 const SLOW: Duration = Duration::from_secs(180);
 

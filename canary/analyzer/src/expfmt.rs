@@ -130,15 +130,9 @@ fn parse_labels<'a>(
     }
 }
 
-/// Parses a sample value or bucket bound (`1.5`, `+Inf`, `NaN`).
-pub fn parse_value(s: &str) -> std::result::Result<f64, String> {
-    match s {
-        "+Inf" | "Inf" => Ok(f64::INFINITY),
-        "-Inf" => Ok(f64::NEG_INFINITY),
-        "NaN" => Ok(f64::NAN),
-        _ => s.parse::<f64>().map_err(|_| format!("invalid value {s:?}")),
-    }
-}
+/// Parses a sample value or bucket bound (`1.5`, `+Inf`, `NaN`): the same floats the query API
+/// answers with.
+pub use selfheal_promql::parse_value;
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();

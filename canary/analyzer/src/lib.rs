@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 pub mod analysis;
 /// A small Prometheus text-format parser.
 pub mod expfmt;
-/// The per-track window from Prometheus' query API.
+/// The per-track window from Prometheus' query API (through `selfheal-promql`).
 pub mod prometheus;
 /// The per-track window from two scrapes of the pods.
 pub mod window;
@@ -51,23 +51,9 @@ pub enum Error {
     /// The scrape directory has no `after/*.prom` file.
     #[error("{0}: no after/*.prom scrape (expected DIR/before/POD.prom and DIR/after/POD.prom)")]
     NoScrapes(PathBuf),
-    /// Prometheus could not be reached.
-    #[error("querying Prometheus at {url}: {source}")]
-    PrometheusUnreachable {
-        /// Base URL.
-        url: String,
-        /// The HTTP client's error.
-        #[source]
-        source: reqwest::Error,
-    },
-    /// Prometheus answered, but not with a usable instant vector.
-    #[error("Prometheus query {query:?}: {reason}")]
-    PrometheusAnswer {
-        /// The PromQL query.
-        query: String,
-        /// What was wrong with the answer.
-        reason: String,
-    },
+    /// Prometheus could not be reached, or did not answer with a usable instant vector.
+    #[error(transparent)]
+    Prometheus(#[from] selfheal_promql::Error),
 }
 
 impl Error {
@@ -79,8 +65,10 @@ impl Error {
             Error::BadBucket { .. } => "bad_bucket",
             Error::ReadScrapes { .. } => "read_scrapes",
             Error::NoScrapes(_) => "no_scrapes",
-            Error::PrometheusUnreachable { .. } => "prometheus_unreachable",
-            Error::PrometheusAnswer { .. } => "prometheus_answer",
+            Error::Prometheus(selfheal_promql::Error::Unreachable { .. }) => {
+                "prometheus_unreachable"
+            }
+            Error::Prometheus(selfheal_promql::Error::Answer { .. }) => "prometheus_answer",
         }
     }
 }

@@ -152,10 +152,16 @@ fn run(args: &Analyze) -> anyhow::Result<u8> {
                 window: args.window.clone(),
                 filter: filter.clone(),
             };
-            (
-                format!("prometheus:{url}"),
-                prometheus::fetch(&q, Duration::from_secs(args.timeout_secs)),
-            )
+            // NB: the query client is async; one small runtime for the two queries of a run.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let fetched = runtime.block_on(prometheus::fetch(
+                &q,
+                Duration::from_secs(args.timeout_secs),
+            ));
+            (format!("prometheus:{url}"), fetched)
         }
         (None, None) => anyhow::bail!("give --scrapes DIR or --prometheus URL"),
     };

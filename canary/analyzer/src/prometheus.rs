@@ -6,10 +6,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use selfheal_promql::{Client, parse_value, parse_vector};
 
+use crate::Result;
 use crate::window::{BUCKETS, INFO, REQUESTS, RouteFilter, TrackWindow};
-use crate::{Error, Result};
 
 /// Where and what to ask.
 #[derive(Debug, Clone)]
@@ -63,51 +63,6 @@ pub fn queries(q: &Query) -> (String, String) {
     )
 }
 
-#[derive(Debug, Deserialize)]
-struct Response {
-    status: String,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    data: Option<Data>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Data {
-    #[serde(rename = "resultType")]
-    result_type: String,
-    result: Vec<Series>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Series {
-    metric: BTreeMap<String, String>,
-    value: (f64, String),
-}
-
-/// Parses one instant-vector answer into (labels, value) pairs.
-fn parse_vector(body: &str, query: &str) -> Result<Vec<(BTreeMap<String, String>, f64)>> {
-    let bad = |reason: String| Error::PrometheusAnswer {
-        query: query.to_owned(),
-        reason,
-    };
-    let r: Response = serde_json::from_str(body).map_err(|e| bad(e.to_string()))?;
-    if r.status != "success" {
-        return Err(bad(r.error.unwrap_or(r.status)));
-    }
-    let data = r.data.ok_or_else(|| bad("no data".into()))?;
-    if data.result_type != "vector" {
-        return Err(bad(format!("expected a vector, got {}", data.result_type)));
-    }
-    data.result
-        .into_iter()
-        .map(|s| {
-            let v = crate::expfmt::parse_value(&s.value.1).map_err(bad)?;
-            Ok((s.metric, v))
-        })
-        .collect()
-}
-
 /// Builds the windows from the two answers (bodies of `/api/v1/query`).
 pub fn windows_from_answers(
     requests_body: &str,
@@ -124,7 +79,7 @@ pub fn windows_from_answers(
     for (labels, v) in parse_vector(buckets_body, &bq)? {
         let track = labels.get("track").cloned().unwrap_or_default();
         let le = labels.get("le").map_or("", String::as_str);
-        let bound = crate::expfmt::parse_value(le).map_err(|reason| Error::PrometheusAnswer {
+        let bound = parse_value(le).map_err(|reason| selfheal_promql::Error::Answer {
             query: bq.clone(),
             reason,
         })?;
@@ -137,51 +92,20 @@ pub fn windows_from_answers(
     Ok(tracks)
 }
 
-/// The body of one instant query (`GET {url}/api/v1/query`, plain HTTP, bounded by `timeout`).
-fn get(url: &str, query: &str, timeout: Duration) -> Result<String> {
-    let unreachable = |e| Error::PrometheusUnreachable {
-        url: url.to_owned(),
-        source: e,
-    };
-    let client = reqwest::blocking::Client::builder()
-        .timeout(timeout)
-        .build()
-        .map_err(unreachable)?;
-    let endpoint = format!("{}/api/v1/query", url.trim_end_matches('/'));
-    let full = reqwest::Url::parse_with_params(&endpoint, &[("query", query)]).map_err(|e| {
-        Error::PrometheusAnswer {
-            query: query.to_owned(),
-            reason: format!("bad URL {endpoint}: {e}"),
-        }
-    })?;
-    // Prometheus answers 400/422 with a JSON error body: read it either way.
-    client
-        .get(full)
-        .send()
-        .and_then(reqwest::blocking::Response::text)
-        .map_err(unreachable)
-}
-
-/// One instant query whose answer is a vector: its (labels, value) pairs. Blocking; async
-/// callers run it on a blocking thread (`selfheal-controller`'s errorRate trigger does).
-pub fn instant_vector(
-    url: &str,
-    query: &str,
-    timeout: Duration,
-) -> Result<Vec<(BTreeMap<String, String>, f64)>> {
-    parse_vector(&get(url, query, timeout)?, query)
-}
-
-/// Asks the server (plain HTTP GET, bounded by `timeout`).
-pub fn fetch(q: &Query, timeout: Duration) -> Result<BTreeMap<String, TrackWindow>> {
+/// Asks the server (two instant queries over plain HTTP, each bounded by `timeout`).
+pub async fn fetch(q: &Query, timeout: Duration) -> Result<BTreeMap<String, TrackWindow>> {
+    let client = Client::new(&q.url, timeout)?;
     let (rq, bq) = queries(q);
-    windows_from_answers(&get(&q.url, &rq, timeout)?, &get(&q.url, &bq, timeout)?, q)
+    let requests = client.query_body(&rq).await?;
+    let buckets = client.query_body(&bq).await?;
+    windows_from_answers(&requests, &buckets, q)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::Error;
 
     fn query(selector: &str) -> Query {
         Query {
@@ -236,15 +160,29 @@ mod tests {
         assert!(err.contains("parse error at char 3"), "{err}");
         assert!(err.contains("http_requests_total"), "{err}");
         let err = windows_from_answers("not json", "{}", &query("")).unwrap_err();
-        assert!(matches!(err, Error::PrometheusAnswer { .. }));
+        assert!(
+            matches!(
+                err,
+                Error::Prometheus(selfheal_promql::Error::Answer { .. })
+            ),
+            "{err}"
+        );
+        assert_eq!(err.metric_label(), "prometheus_answer");
     }
 
-    #[test]
-    fn an_unreachable_server_is_an_error() {
+    #[tokio::test]
+    async fn an_unreachable_server_is_an_error() {
         let mut q = query("");
         // Port 9 (discard) on loopback: nothing listens there in a test sandbox.
         q.url = "http://127.0.0.1:9".into();
-        let err = fetch(&q, Duration::from_secs(2)).unwrap_err();
-        assert!(matches!(err, Error::PrometheusUnreachable { .. }), "{err}");
+        let err = fetch(&q, Duration::from_secs(2)).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Prometheus(selfheal_promql::Error::Unreachable { .. })
+            ),
+            "{err}"
+        );
+        assert_eq!(err.metric_label(), "prometheus_unreachable");
     }
 }

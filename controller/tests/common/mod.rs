@@ -20,11 +20,14 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use selfheal_controller::circuit_breaker::{self, Breakers};
 use selfheal_controller::config::Config;
-use selfheal_controller::crd::{HealingPolicy, HealingPolicySpec};
+use selfheal_controller::context::Context;
+use selfheal_controller::events::REPORTING_CONTROLLER;
+use selfheal_controller::healing_policy::{HealingPolicy, HealingPolicySpec};
 use selfheal_controller::leader::Leadership;
 use selfheal_controller::metrics::Metrics;
-use selfheal_controller::reconcile::{self, Context, REPORTING_CONTROLLER};
+use selfheal_controller::run;
 use tokio::sync::oneshot;
 
 mod app;
@@ -278,7 +281,14 @@ pub fn start_with(config: kube::Config, cfg: Config) -> Running {
         .with_test_writer()
         .try_init();
     let metrics = Arc::new(Metrics::new());
-    let client = reconcile::client_from(config, &metrics).expect("controller client");
+    let client = run::client_from(config, &metrics).expect("controller client");
+    // As in main.rs: the CircuitBreakers run beside the pod reconciler, with their own inputs.
+    let breakers = Arc::new(Breakers::new(
+        client.clone(),
+        cfg.clone(),
+        metrics.clone(),
+        Leadership::always(),
+    ));
     let ctx = Arc::new(Context::new(
         client,
         cfg,
@@ -286,13 +296,12 @@ pub fn start_with(config: kube::Config, cfg: Config) -> Running {
         Leadership::always(),
     ));
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    tokio::spawn(reconcile::run(
-        ctx,
-        Arc::new(AtomicBool::new(false)),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let stop = async move {
+        let _ = stop_rx.await;
+    }
+    .shared();
+    tokio::spawn(circuit_breaker::run(breakers, stop.clone()));
+    tokio::spawn(run::run(ctx, Arc::new(AtomicBool::new(false)), stop));
     Running {
         metrics,
         stop: Some(stop_tx),

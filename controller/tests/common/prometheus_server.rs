@@ -121,12 +121,7 @@ async fn start(config: &str) -> Prometheus {
 
 /// The values of an instant query (`None` when it failed).
 pub async fn query(url: &str, q: &str) -> Option<Vec<f64>> {
-    let (url, q) = (url.to_owned(), q.to_owned());
-    tokio::task::spawn_blocking(move || {
-        selfheal_canary::prometheus::instant_vector(&url, &q, Duration::from_secs(2)).ok()
-    })
-    .await
-    .ok()
-    .flatten()
-    .map(|s| s.into_iter().map(|(_, v)| v).collect())
+    let client = selfheal_promql::Client::new(url, Duration::from_secs(2)).ok()?;
+    let series = client.instant_vector(q).await.ok()?;
+    Some(series.into_iter().map(|(_, v)| v).collect())
 }

@@ -6,7 +6,7 @@
 //! - its readiness fails (the app's `/ready` fails while every connection is held), or
 //! - with a latency query configured, its latency is over the threshold.
 //!
-//! Pure: the saturation and latency answers come from Prometheus through [`crate::promql`];
+//! Pure: the saturation and latency answers come from Prometheus through [`crate::healers::promql`];
 //! readiness is the pod's own Ready condition; time is passed in.
 
 use std::collections::HashMap;

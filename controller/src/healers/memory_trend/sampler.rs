@@ -2,7 +2,7 @@
 //!
 //! Every `--memory-sample-secs` the sampler lists `PodMetrics` (`metrics.k8s.io/v1beta1`, served
 //! by metrics-server) in each namespace that has a HealingPolicy with a `memoryTrend` trigger —
-//! one list call per namespace, never one per pod — hands the readings to the context, and asks
+//! one list call per namespace, never one per pod — keeps the readings in [`crate::signals::Signals`], and asks
 //! the reconciler to look at every pod whose series now reads as a leak. The decision stays in
 //! the reconciler: the sampler only measures.
 //!
@@ -14,14 +14,30 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::Api;
 use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::reconcile::Context;
-use crate::trend::parse_bytes;
+use crate::healers::memory_trend::rule::{Sample, parse_bytes};
+use crate::metrics::Metrics;
+use crate::signals::Signals;
+use crate::watched::Watched;
+
+/// What the sampler reads and where it keeps what it read.
+pub struct MemorySampler {
+    /// The API client (metrics API lists).
+    pub client: Client,
+    /// `memory_metrics_reads_total`, `memory_sampled_pods`.
+    pub metrics: Arc<Metrics>,
+    /// Which namespaces and pods a memory-trend policy governs.
+    pub watched: Arc<Watched>,
+    /// Where the samples go.
+    pub signals: Arc<Signals>,
+    /// `--memory-sample-secs`.
+    pub period: Duration,
+}
 
 /// One `PodMetrics` object: the working set of each container of one pod at one time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,21 +87,47 @@ pub fn reading(obj: &DynamicObject) -> Option<Reading> {
     })
 }
 
+/// Keep a reading of a cached pod that a memory-trend policy governs. Returns the pod when its
+/// series now reads as a leak, so the reconciler looks at it.
+fn observe(
+    watched: &Watched,
+    signals: &Signals,
+    ns: &str,
+    reading: &Reading,
+    now: Timestamp,
+) -> Option<ObjectRef<Pod>> {
+    let pod = watched
+        .pods()?
+        .get(&ObjectRef::new(&reading.pod).within(ns))?;
+    let gov = watched.governing(&pod).ok()?;
+    let rule = gov.policy.memory_trend?;
+    let uid = pod.uid()?;
+    for (container, bytes) in &reading.containers {
+        let sample = Sample {
+            at: reading.at,
+            bytes: *bytes,
+        };
+        signals.observe_memory(&uid, container, sample, rule.window);
+    }
+    signals
+        .leak(&pod, &rule, now)
+        .map(|_| ObjectRef::from_obj(&*pod))
+}
+
 /// Sample until the task is dropped. `wake` carries the pods that now read as leaking.
-pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<Pod>>) {
-    let period = Duration::from_secs(ctx.config().memory_sample_secs.max(1));
-    let mut tick = tokio::time::interval(period);
+pub async fn run(s: MemorySampler, wake: mpsc::Sender<ObjectRef<Pod>>) {
+    let mut tick = tokio::time::interval(s.period.max(Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
         tick.tick().await;
-        let namespaces = ctx.memory_trend_namespaces();
+        let namespaces = s.watched.memory_trend_namespaces();
         for ns in &namespaces {
             let api: Api<DynamicObject> =
-                Api::namespaced_with(ctx.client().clone(), ns, &pod_metrics_resource());
+                Api::namespaced_with(s.client.clone(), ns, &pod_metrics_resource());
             match api.list(&ListParams::default()).await {
                 Ok(list) => {
-                    ctx.metrics
+                    s.metrics
                         .memory_metrics_reads_total
                         .with_label_values(&["ok"])
                         .inc();
@@ -94,7 +136,7 @@ pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<Pod>>) {
                     }
                     let now = Timestamp::now();
                     for r in list.items.iter().filter_map(reading) {
-                        if let Some(pod) = ctx.observe_memory(ns, &r, now) {
+                        if let Some(pod) = observe(&s.watched, &s.signals, ns, &r, now) {
                             debug!(pod = %r.pod, namespace = %ns, "memory trend reads as a leak");
                             // NB: a full queue means reconciles are already pending; the next
                             // round sends it again.
@@ -103,7 +145,7 @@ pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<Pod>>) {
                     }
                 }
                 Err(e) => {
-                    ctx.metrics
+                    s.metrics
                         .memory_metrics_reads_total
                         .with_label_values(&["error"])
                         .inc();
@@ -113,8 +155,10 @@ pub async fn run(ctx: Arc<Context>, wake: mpsc::Sender<ObjectRef<Pod>>) {
                 }
             }
         }
-        let sampled = ctx.forget_gone_pods();
-        ctx.metrics
+        // Drop the samples of pods no longer in the cache.
+        let live = s.watched.live_uids();
+        let sampled = s.signals.retain(|uid| live.contains(uid));
+        s.metrics
             .memory_sampled_pods
             .set(i64::try_from(sampled).unwrap_or(i64::MAX));
     }

@@ -15,7 +15,6 @@
 //! any lease duration), so a hung call cannot keep an old term's "history read" flag alive.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -23,9 +22,10 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
-use crate::crd::FIELD_MANAGER;
-use crate::history::Stored;
-use crate::reconcile::Context;
+use crate::healing_policy::resource::FIELD_MANAGER;
+use crate::history::{SharedHistory, Stored};
+use crate::leader::Leadership;
+use crate::metrics::Metrics;
 use crate::{Error, Result};
 
 /// The ConfigMap key holding the JSON.
@@ -98,34 +98,51 @@ impl HistoryStore {
     }
 }
 
+/// What keeping the history in its ConfigMap needs.
+pub struct HistorySync {
+    /// The API client.
+    pub client: Client,
+    /// The controller's own namespace (`--pod-namespace`).
+    pub namespace: String,
+    /// The ConfigMap (`--history-configmap`; empty: the history stays in memory).
+    pub name: String,
+    /// Only the leader reads and saves.
+    pub leader: Leadership,
+    /// Failures are counted in `reconcile_errors_total`.
+    pub metrics: Arc<Metrics>,
+    /// The history the reconciler records into.
+    pub history: Arc<SharedHistory>,
+}
+
 /// Load the history at the start of every leader term, then save it after every change, until
 /// the task is dropped. Without `--history-configmap` the history stays in memory.
-pub async fn run(ctx: Arc<Context>) {
-    let name = ctx.config().history_configmap.clone();
+pub async fn run(sync: &HistorySync) {
+    let name = sync.name.clone();
+    let history = &sync.history;
     if name.is_empty() {
-        ctx.history_ready.store(true, Ordering::Relaxed);
+        history.set_ready(true);
         return std::future::pending().await;
     }
-    let mut store = HistoryStore::new(ctx.client().clone(), &ctx.config().pod_namespace, &name);
+    let mut store = HistoryStore::new(sync.client.clone(), &sync.namespace, &name);
     let mut tick = tokio::time::interval(SAVE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if !ctx.is_leader() {
+        if !sync.leader.is_current() {
             // The next term starts by reading what the leader of this one saved.
-            ctx.history_ready.store(false, Ordering::Relaxed);
+            history.set_ready(false);
             continue;
         }
-        if !ctx.history_ready.load(Ordering::Relaxed) {
+        if !history.is_ready() {
             match store.load().await {
                 Ok(stored) => {
                     info!(configmap = %name, workloads = stored.workloads.len(), "loaded the recycle history");
-                    ctx.merge_history(&stored);
-                    ctx.history_ready.store(true, Ordering::Relaxed);
+                    history.merge(&stored);
+                    history.set_ready(true);
                 }
                 Err(e) => {
                     failed(
-                        &ctx,
+                        &sync.metrics,
                         &e,
                         "reading the recycle history failed: nothing acts until it is read (delete the ConfigMap to start afresh)",
                     );
@@ -133,54 +150,62 @@ pub async fn run(ctx: Arc<Context>) {
                 }
             }
         }
-        let Some(snapshot) = ctx.history_if_changed() else {
+        let Some(snapshot) = history.if_changed() else {
             continue;
         };
-        let saved = match ctx.ensure_leader("the recycle history") {
+        let saved = match sync.leader.ensure("the recycle history") {
             Ok(()) => store.save(&snapshot).await,
             Err(e) => Err(e),
         };
         if let Err(e) = saved {
-            ctx.history_changed_again();
+            history.changed_again();
             if e.is_conflict() {
                 // Someone saved since we read: read it again (and merge) before the next save.
-                ctx.history_ready.store(false, Ordering::Relaxed);
+                history.set_ready(false);
                 info!(configmap = %name, "the recycle history changed since it was read; merging it again");
                 continue;
             }
-            failed(&ctx, &e, "saving the recycle history failed; retrying");
+            failed(
+                &sync.metrics,
+                &e,
+                "saving the recycle history failed; retrying",
+            );
         }
     }
 }
 
 /// Save what changed once more as the controller stops (an action that finished during the
 /// graceful shutdown is less than [`SAVE_EVERY`] old), while this process still leads.
-pub async fn flush(ctx: &Context) {
-    let name = ctx.config().history_configmap.clone();
-    if name.is_empty() || !ctx.history_ready.load(Ordering::Relaxed) || !ctx.is_leader() {
+pub async fn flush(sync: &HistorySync) {
+    let (name, history) = (&sync.name, &sync.history);
+    if name.is_empty() || !history.is_ready() || !sync.leader.is_current() {
         return;
     }
-    let Some(snapshot) = ctx.history_if_changed() else {
+    let Some(snapshot) = history.if_changed() else {
         return;
     };
-    let mut store = HistoryStore::new(ctx.client().clone(), &ctx.config().pod_namespace, &name);
+    let mut store = HistoryStore::new(sync.client.clone(), &sync.namespace, name);
     // NB: read first (the version, and anything merged meanwhile), then save the union.
     let saved = match store.load().await {
         Ok(stored) => {
-            ctx.merge_history(&stored);
-            let all = ctx.history_if_changed().unwrap_or(snapshot);
+            history.merge(&stored);
+            let all = history.if_changed().unwrap_or(snapshot);
             store.save(&all).await
         }
         Err(e) => Err(e),
     };
     match saved {
         Ok(()) => info!(configmap = %name, "saved the recycle history on the way out"),
-        Err(e) => failed(ctx, &e, "saving the recycle history on the way out failed"),
+        Err(e) => failed(
+            &sync.metrics,
+            &e,
+            "saving the recycle history on the way out failed",
+        ),
     }
 }
 
-fn failed(ctx: &Context, e: &Error, what: &str) {
-    ctx.metrics
+fn failed(metrics: &Metrics, e: &Error, what: &str) {
+    metrics
         .reconcile_errors_total
         .with_label_values(&[e.metric_label()])
         .inc();

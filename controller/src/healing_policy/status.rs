@@ -1,48 +1,13 @@
-//! Which HealingPolicy governs a pod, and what each policy's status says — pure, so both are
-//! tested without a cluster. `reconcile.rs` writes the result with server-side apply.
+//! What each HealingPolicy's status says — pure, so it is tested without a cluster. The status
+//! writer (`run/status_writer.rs`) writes the result with server-side apply.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::ResourceExt;
-use kube::core::{Selector, SelectorExt};
 
-use crate::crd::{HealingPolicy, HealingPolicyStatus, LastAction};
+use crate::healing_policy::resource::{HealingPolicy, HealingPolicyStatus, LastAction};
 use crate::policy::Policy;
-
-/// The selector of a policy, or `None` when it is empty or malformed: such a policy selects
-/// nothing (the CEL rule refuses an empty one; this is the second line of defence).
-pub fn selector(hp: &HealingPolicy) -> Option<Selector> {
-    let sel = Selector::try_from(hp.spec.selector.clone()).ok()?;
-    (!sel.selects_all()).then_some(sel)
-}
-
-/// Whether `hp` selects `pod` (same namespace, labels match).
-pub fn selects(hp: &HealingPolicy, pod: &Pod) -> bool {
-    hp.namespace() == pod.namespace()
-        && selector(hp)
-            .is_some_and(|s| s.matches(pod.metadata.labels.as_ref().unwrap_or(&Default::default())))
-}
-
-/// The policy that decides for `pod`: of those selecting it, the first by name (a stable,
-/// documented tie-break; the others report the pod as not governed by them).
-pub fn governing<'a>(
-    policies: impl IntoIterator<Item = &'a Arc<HealingPolicy>>,
-    pod: &Pod,
-) -> Option<&'a Arc<HealingPolicy>> {
-    policies
-        .into_iter()
-        .filter(|hp| selects(hp, pod))
-        .min_by(|a, b| a.name_any().cmp(&b.name_any()))
-}
-
-/// `namespace/name` of a policy: key of its [`PolicyRecord`].
-pub fn key(hp: &HealingPolicy) -> String {
-    format!("{}/{}", hp.namespace().unwrap_or_default(), hp.name_any())
-}
 
 /// What the controller did under one policy (kept by the leader, in memory).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -148,7 +113,7 @@ pub fn condition(
 /// `matched` the pods it governs now.
 pub fn compute(
     hp: &HealingPolicy,
-    policy: &Result<Policy, crate::crd::SpecError>,
+    policy: &Result<Policy, crate::healing_policy::SpecError>,
     rec: &PolicyRecord,
     matched: u32,
     prometheus: bool,
@@ -156,7 +121,7 @@ pub fn compute(
 ) -> HealingPolicyStatus {
     let previous = hp.status.as_ref().map_or(&[][..], |s| &s.conditions[..]);
     let generation = hp.metadata.generation;
-    let selector_text = selector(hp).map(|s| s.to_string());
+    let selector_text = super::selection::selector(hp).map(|s| s.to_string());
     let (ready, degraded, window) = match policy {
         Err(e) => (
             condition(
@@ -271,8 +236,10 @@ pub fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::HealingPolicySpec;
-    use crate::fixtures::{NOW, at, pod, policy};
+    use std::sync::Arc;
+
+    use crate::fixtures::{NOW, at, policy};
+    use crate::healing_policy::resource::HealingPolicySpec;
 
     fn hp(name: &str, yaml: &str) -> Arc<HealingPolicy> {
         let spec: HealingPolicySpec = serde_saphyr::from_str(yaml).expect("spec parses");
@@ -283,24 +250,6 @@ mod tests {
     }
 
     const WEB: &str = "selector: {matchLabels: {app: web}}\ntriggers: {crashLoopBackOff: true}\naction: {type: evict}\n";
-
-    #[test]
-    fn the_first_matching_policy_by_name_governs_a_pod() {
-        let p = pod().labelled("app", "web").build();
-        let b = hp("b-web", WEB);
-        let a = hp("a-web", WEB);
-        let other = hp(
-            "0-db",
-            "selector: {matchLabels: {app: db}}\ntriggers: {oomKilled: true}\naction: {type: evict}\n",
-        );
-        let all = [b.clone(), other, a.clone()];
-        assert_eq!(
-            governing(&all, &p).map(|h| h.name_any()),
-            Some("a-web".into())
-        );
-        let unlabelled = pod().build();
-        assert!(governing(&all, &unlabelled).is_none());
-    }
 
     #[test]
     fn absorbing_a_status_keeps_the_newer_action_and_never_lowers_give_ups() {
@@ -340,35 +289,6 @@ mod tests {
             Some("theirs")
         );
         assert_eq!(rec.give_ups, 3);
-    }
-
-    #[test]
-    fn a_policy_never_selects_pods_of_another_namespace() {
-        let p = pod().in_namespace("other").labelled("app", "web").build();
-        assert!(!selects(&hp("web", WEB), &p));
-    }
-
-    #[test]
-    fn match_expressions_select_too() {
-        let h = hp(
-            "web",
-            "selector: {matchExpressions: [{key: tier, operator: In, values: [front, api]}]}\ntriggers: {oomKilled: true}\naction: {type: evict}\n",
-        );
-        assert!(selects(&h, &pod().labelled("tier", "api").build()));
-        assert!(!selects(&h, &pod().labelled("tier", "db").build()));
-        assert_eq!(
-            selector(&h).map(|s| s.to_string()),
-            Some("tier in (api,front)".into())
-        );
-    }
-
-    #[test]
-    fn an_empty_selector_selects_nothing() {
-        let h = hp(
-            "all",
-            "selector: {}\ntriggers: {oomKilled: true}\naction: {type: evict}\n",
-        );
-        assert!(!selects(&h, &pod().labelled("app", "web").build()));
     }
 
     fn cond<'a>(s: &'a HealingPolicyStatus, t: &str) -> &'a Condition {
@@ -451,7 +371,7 @@ mod tests {
     #[test]
     fn an_unconvertible_spec_is_not_ready() {
         let h = hp("web", WEB);
-        let err = Err(crate::crd::SpecError {
+        let err = Err(crate::healing_policy::SpecError {
             field: "spec.cooldown",
             message: "bad".into(),
         });

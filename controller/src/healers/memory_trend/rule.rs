@@ -9,7 +9,7 @@
 //! - the latest sample is above `limit_share` of the container's memory limit (a slow climb far
 //!   from the limit is growth, not an emergency).
 //!
-//! Pure: samples come from the metrics API through [`crate::sampler`]; time is passed in.
+//! Pure: samples come from the metrics API through [`crate::healers::memory_trend::sampler`]; time is passed in.
 
 use std::collections::{HashMap, VecDeque};
 

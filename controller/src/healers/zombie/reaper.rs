@@ -1,10 +1,12 @@
 //! The zombie reaper's I/O: look up the node of an overdue Terminating pod and force-delete the
-//! pod when [`crate::zombie::judge`] says so, with an Event on the pod and its owner and a metric.
+//! pod when [`crate::healers::zombie::rule::judge`] says so, with an Event on the pod and its owner and a metric.
 //!
 //! Backoff: a pod is judged once when its deletion deadline plus `--zombie-after-secs` passes,
 //! deleted once (a failure requeues through the reconciler's exponential backoff), and a pod
 //! left alone on a healthy node is looked at again only after another `--zombie-after-secs`.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod};
@@ -12,16 +14,85 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::reconcile::Context;
-use crate::zombie::{self, Holds, NodeState, Verdict};
+use crate::events::Events;
+use crate::healers::zombie::rule::{self as zombie, Holds, NodeState, Verdict, ZombieRule};
+use crate::leader::Leadership;
+use crate::metrics::Metrics;
+use crate::owner::OwnerResolver;
 use crate::{Error, Result};
 
+/// Pod UIDs reported as left alone are forgotten when there are more than this.
+const REPORTED_MAX: usize = 20_000;
+
+/// What reaping needs: the API, the rule, and where to say what it did.
+pub struct Reaper {
+    /// The API client.
+    pub client: Client,
+    /// `--zombie-*` flags.
+    pub rule: ZombieRule,
+    /// `--dry-run`: say what would be deleted, delete nothing.
+    pub dry_run: bool,
+    /// Counters of force deletes and refusals.
+    pub metrics: Arc<Metrics>,
+    /// Events on the pod and its owner.
+    pub events: Events,
+    /// Only the leader deletes.
+    pub leader: Leadership,
+    /// The pod's owner, for the owner's Event.
+    pub owners: Arc<OwnerResolver>,
+    /// Pods already reported as left alone (said once, not at every look).
+    reported: Mutex<HashSet<String>>,
+}
+
+impl Reaper {
+    /// A reaper that has reported nothing yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: Client,
+        rule: ZombieRule,
+        dry_run: bool,
+        metrics: Arc<Metrics>,
+        events: Events,
+        leader: Leadership,
+        owners: Arc<OwnerResolver>,
+    ) -> Self {
+        Self {
+            client,
+            rule,
+            dry_run,
+            metrics,
+            events,
+            leader,
+            owners,
+            reported: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// True the first time this is asked for a pod UID: a zombie left alone on a healthy node
+    /// is reported once, not at every look.
+    fn first_report(&self, uid: &str) -> bool {
+        let mut seen = self
+            .reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.len() > REPORTED_MAX {
+            seen.clear();
+        }
+        seen.insert(uid.to_owned())
+    }
+
+    /// Handle a Terminating pod: reap it, wait for it to become overdue, or leave it.
+    pub async fn handle(&self, pod: &Pod, now: Timestamp) -> Result<Action> {
+        handle(self, pod, now).await
+    }
+}
+
 /// Handle a Terminating pod: reap it, wait for it to become overdue, or leave it.
-pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> {
-    let rule = ctx.config().zombie_rule();
+async fn handle(ctx: &Reaper, pod: &Pod, now: Timestamp) -> Result<Action> {
+    let rule = ctx.rule;
     let Some(until) = zombie::due(pod, &rule) else {
         return Ok(Action::await_change());
     };
@@ -32,7 +103,7 @@ pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> 
     let Some(node_name) = zombie::node_of(pod) else {
         return Ok(Action::await_change());
     };
-    let node = Api::<Node>::all(ctx.client().clone())
+    let node = Api::<Node>::all(ctx.client.clone())
         .get_opt(node_name)
         .await
         .map_err(Error::NodeLookupFailed)?;
@@ -74,7 +145,7 @@ pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> 
             Ok(Action::requeue(look_again))
         }
         Verdict::Reap { overdue } => {
-            let workload = ctx.owner_of(pod).await?;
+            let workload = ctx.owners.resolve(pod).await?;
             let why = format!(
                 "Terminating {}s past its deletion deadline on node {node_name} ({}), whose kubelet cannot finish it",
                 overdue.as_secs(),
@@ -91,18 +162,19 @@ pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> 
                     .with_label_values(&["force_delete", outcome])
                     .inc();
             };
-            if ctx.config().dry_run {
+            if ctx.dry_run {
                 count("dry_run");
                 let note = format!("dry-run: would force-delete: {why}");
                 info!(node = node_name, "{note}");
-                ctx.publish_both(
-                    &pod.object_ref(&()),
-                    workload.as_ref(),
-                    (EventType::Normal, "ForceDeleted", "DryRun"),
-                    note.clone(),
-                    format!("pod {name}: {note}"),
-                )
-                .await;
+                ctx.events
+                    .publish_both(
+                        &pod.object_ref(&()),
+                        workload.as_ref(),
+                        (EventType::Normal, "ForceDeleted", "DryRun"),
+                        note.clone(),
+                        format!("pod {name}: {note}"),
+                    )
+                    .await;
                 return Ok(Action::await_change());
             }
             let dp = DeleteParams {
@@ -114,8 +186,8 @@ pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> 
                 }),
                 ..DeleteParams::default()
             };
-            ctx.ensure_leader("a force delete")?;
-            match Api::<Pod>::namespaced(ctx.client().clone(), &ns)
+            ctx.leader.ensure("a force delete")?;
+            match Api::<Pod>::namespaced(ctx.client.clone(), &ns)
                 .delete(&name, &dp)
                 .await
             {
@@ -141,14 +213,15 @@ pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> 
                 "force-deleted zombie pod"
             );
             let note = format!("force-deleted (grace period 0): {why}");
-            ctx.publish_both(
-                &pod.object_ref(&()),
-                workload.as_ref(),
-                (EventType::Warning, "ForceDeleted", "ForceDelete"),
-                note.clone(),
-                format!("pod {name}: {note}"),
-            )
-            .await;
+            ctx.events
+                .publish_both(
+                    &pod.object_ref(&()),
+                    workload.as_ref(),
+                    (EventType::Warning, "ForceDeleted", "ForceDelete"),
+                    note.clone(),
+                    format!("pod {name}: {note}"),
+                )
+                .await;
             Ok(Action::await_change())
         }
     }
@@ -157,13 +230,13 @@ pub async fn handle(ctx: &Context, pod: &Pod, now: Timestamp) -> Result<Action> 
 /// Say once per pod why an overdue Terminating pod is left alone: `not_recycled_total{reason}`
 /// and a `NotRecycled` Event on the pod and its owner.
 async fn leave_alone(
-    ctx: &Context,
+    ctx: &Reaper,
     pod: &Pod,
     label: &'static str,
     type_: EventType,
     note: String,
 ) -> Result<()> {
-    if !ctx.first_zombie_report(&pod.uid().unwrap_or_default()) {
+    if !ctx.first_report(&pod.uid().unwrap_or_default()) {
         return Ok(());
     }
     ctx.metrics
@@ -171,27 +244,28 @@ async fn leave_alone(
         .with_label_values(&[label])
         .inc();
     info!(reason = label, "{note}");
-    let workload = ctx.owner_of(pod).await?;
+    let workload = ctx.owners.resolve(pod).await?;
     // The owner's Event names the pod; the pod's own does not need to.
     let owner_note = format!("pod {}: {note}", pod.name_any());
-    ctx.publish_both(
-        &pod.object_ref(&()),
-        workload.as_ref(),
-        (type_, "NotRecycled", "Skip"),
-        note,
-        owner_note,
-    )
-    .await;
+    ctx.events
+        .publish_both(
+            &pod.object_ref(&()),
+            workload.as_ref(),
+            (type_, "NotRecycled", "Skip"),
+            note,
+            owner_note,
+        )
+        .await;
     Ok(())
 }
 
 /// What of `holds` only one copy may hold, in words (`None`: nothing). A claim that cannot be
 /// found counts as exclusive: its volume may still be attached to the node (fail safe).
-async fn exclusive(ctx: &Context, ns: &str, holds: &Holds) -> Result<Option<String>> {
+async fn exclusive(ctx: &Reaper, ns: &str, holds: &Holds) -> Result<Option<String>> {
     if holds.stateful_set {
         return Ok(Some("a StatefulSet identity".into()));
     }
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client().clone(), ns);
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), ns);
     for claim in &holds.claims {
         let pvc = api.get_opt(claim).await.map_err(Error::ClaimLookupFailed)?;
         let modes = pvc

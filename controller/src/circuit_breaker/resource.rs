@@ -1,8 +1,8 @@
 //! The `CircuitBreaker` custom resource (`selfheal.io/v1alpha1`, namespaced, short name `cb`).
 //!
 //! One breaker guards one Deployment: it asks a PromQL error-ratio query every
-//! `--prometheus-interval-secs` and runs the state machine of [`crate::breaker`]. Its status is
-//! the machine's memory, so a restarted or newly elected controller continues where the last
+//! `--prometheus-interval-secs` and runs the state machine of
+//! [`crate::circuit_breaker::machine`]. Its status is the machine's memory, so a restarted or newly elected controller continues where the last
 //! one stopped. As for HealingPolicy, the Rust types are the source of truth
 //! (`selfheal-controller crdgen circuit-breaker`) and CEL rules refuse bad specs.
 
@@ -11,8 +11,9 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::breaker::{self, Memory, State};
-use crate::crd::{DURATION_PATTERN, SpecError, generated_crd_yaml, parse_duration};
+use crate::circuit_breaker::machine::{self as breaker, Memory, State};
+use crate::healing_policy::duration::{DURATION_PATTERN, SpecError, parse_duration};
+use crate::healing_policy::resource::generated_crd_yaml;
 
 /// Transitions kept in status.
 pub const TRANSITIONS_KEPT: usize = 10;
@@ -208,7 +209,7 @@ pub struct TransitionRecord {
 }
 
 impl CircuitBreakerSpec {
-    /// The pure rule of [`crate::breaker`].
+    /// The pure rule of [`crate::circuit_breaker::machine`].
     pub fn rule(&self) -> Result<breaker::Rule, SpecError> {
         Ok(breaker::Rule {
             threshold: self.threshold,
@@ -257,7 +258,10 @@ impl CircuitBreakerStatus {
 
 /// The CRD as YAML, exactly what `selfheal-controller crdgen circuit-breaker` prints.
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
-    generated_crd_yaml::<CircuitBreaker>("crdgen circuit-breaker", "controller/src/breaker_crd.rs")
+    generated_crd_yaml::<CircuitBreaker>(
+        "crdgen circuit-breaker",
+        "controller/src/circuit_breaker/resource.rs",
+    )
 }
 
 #[cfg(test)]
@@ -266,7 +270,7 @@ mod tests {
     use k8s_openapi::jiff::{SignedDuration, Timestamp};
     use kube::CustomResourceExt;
 
-    const COMMITTED: &str = include_str!("../deploy/crd/selfheal.io_circuitbreakers.yaml");
+    const COMMITTED: &str = include_str!("../../deploy/crd/selfheal.io_circuitbreakers.yaml");
 
     #[test]
     fn committed_crd_yaml_is_what_crdgen_generates() {
@@ -348,5 +352,13 @@ mod tests {
         let json = serde_json::to_string(&crd).expect("json");
         assert!(json.contains("targetRef.kind must be Deployment"), "{json}");
         assert!(json.contains("maxOpenFor must not be shorter than openFor"));
+    }
+
+    #[test]
+    fn state_names_in_status_round_trip_and_unknown_reads_closed() {
+        for s in [State::Closed, State::Open, State::HalfOpen] {
+            assert_eq!(State::parse(s.name()), s);
+        }
+        assert_eq!(State::parse("Bogus"), State::Closed);
     }
 }

@@ -5,15 +5,20 @@
 //! - [`RestartTracker`]: restart counts observed per pod over time, for the restart-rate trigger.
 //!
 //! The workload history also lives in a ConfigMap ([`Stored`], written by
-//! [`crate::history_store`]): a restarted or newly elected controller merges it before it acts, so
+//! [`crate::history::store`]): a restarted or newly elected controller merges it before it acts, so
 //! a failover does not reset a cooldown or a give-up. The restart counts stay in memory: a new
 //! leader under-counts a rate for one window, which delays an action, never repeats one.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
+
+/// The recycle history in a ConfigMap, so a restart or failover keeps cooldowns and give-ups.
+pub mod store;
 
 /// Identity of a workload: `kind/namespace/name` of the top controlling owner.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,6 +98,53 @@ impl WorkloadHistory {
     pub fn oldest_since(&self, now: Timestamp, window: SignedDuration) -> Option<Timestamp> {
         let from = now - window;
         self.recycles.iter().copied().find(|t| *t >= from)
+    }
+}
+
+/// The recycle history shared by the reconciler and [`crate::history::store`], and whether this
+/// leader term has read the stored one yet (nothing acts before, or a cooldown could be forgotten).
+#[derive(Default)]
+pub struct SharedHistory {
+    history: Mutex<History>,
+    ready: AtomicBool,
+}
+
+impl SharedHistory {
+    /// The history, locked.
+    pub fn lock(&self) -> MutexGuard<'_, History> {
+        // NB: nothing panics while holding the lock; recover the data rather than wedge.
+        self.history
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether this term's stored history has been read.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Say whether this term's stored history has been read.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Take in a stored recycle history (start of a leader term).
+    pub fn merge(&self, stored: &Stored) {
+        let mut h = self.lock();
+        h.merge(stored);
+        // The union may hold more than what was stored: save it too.
+        h.record_changed();
+    }
+
+    /// The history to save, when something was recorded since the last call.
+    pub fn if_changed(&self) -> Option<Stored> {
+        let mut h = self.lock();
+        h.take_changed().then(|| h.snapshot())
+    }
+
+    /// A save failed: offer the history again next time.
+    pub fn changed_again(&self) {
+        self.lock().record_changed();
     }
 }
 

@@ -1,4 +1,4 @@
-//! Kubernetes I/O around [`crate::breaker`]: watch the CircuitBreakers, and every
+//! Kubernetes I/O around [`crate::circuit_breaker::machine`]: watch the CircuitBreakers, and every
 //! `--prometheus-interval-secs` (leader only) read each one afresh, ask its query, step its state
 //! machine, scale its Deployment, and record the transition as Events, a metric and status.
 //!
@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, future};
+use futures::{FutureExt, StreamExt, future};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -27,16 +27,58 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::breaker::{self, Inputs, State, Step};
-use crate::breaker_crd::{CircuitBreaker, CircuitBreakerStatus, TransitionRecord};
-use crate::crd::FIELD_MANAGER;
+use crate::circuit_breaker::machine::{self as breaker, Inputs, State, Step};
+use crate::circuit_breaker::resource::{CircuitBreaker, CircuitBreakerStatus, TransitionRecord};
+use crate::config::Config;
+use crate::events::Events;
+use crate::healers::promql;
+use crate::healing_policy::resource::FIELD_MANAGER;
+use crate::healing_policy::status::condition;
 use crate::leader::Leadership;
-use crate::reconcile::Context;
-use crate::status::condition;
-use crate::{Error, Result, owner, promql};
+use crate::metrics::Metrics;
+use crate::policy::{self, Policy};
+use crate::{Error, Result, owner};
+
+/// What the breaker loop needs: it shares nothing with the pod reconciler but the process.
+pub struct Breakers {
+    client: Client,
+    cfg: Config,
+    /// `--namespaces` / `--exclude-namespaces`, as a policy reads them.
+    scope: Policy,
+    metrics: Arc<Metrics>,
+    events: Events,
+    leader: Leadership,
+    /// The client for `--prometheus-url` (`None`: no breaker is evaluated).
+    prom: Option<selfheal_promql::Client>,
+}
+
+impl Breakers {
+    /// The breakers' inputs; `leader` says whether this replica may act.
+    pub fn new(client: Client, cfg: Config, metrics: Arc<Metrics>, leader: Leadership) -> Self {
+        let events = Events::new(
+            client.clone(),
+            cfg.pod_name.clone(),
+            leader.clone(),
+            metrics.clone(),
+        );
+        Self {
+            prom: promql::client(cfg.prometheus_url.as_deref()),
+            scope: cfg.policy(),
+            client,
+            cfg,
+            metrics,
+            events,
+            leader,
+        }
+    }
+
+    fn in_scope(&self, ns: &str) -> bool {
+        policy::in_scope(&self.scope, ns)
+    }
+}
 
 /// Why a breaker is not evaluated (`Ready=False`), or `Evaluated`.
 struct Readiness {
@@ -55,13 +97,14 @@ impl Readiness {
     }
 }
 
-/// Watch and evaluate until the task is dropped.
-pub async fn run(ctx: Arc<Context>) {
-    if !ctx.config().circuit_breakers {
-        return future::pending().await;
+/// Watch and evaluate every CircuitBreaker until `shutdown` resolves (only wait for it without
+/// `--circuit-breakers`).
+pub async fn run(ctx: Arc<Breakers>, shutdown: impl Future<Output = ()>) {
+    if !ctx.cfg.circuit_breakers {
+        return shutdown.await;
     }
     let (reader, writer) = reflector::store::<CircuitBreaker>();
-    let api: Api<CircuitBreaker> = Api::all(ctx.client().clone());
+    let api: Api<CircuitBreaker> = Api::all(ctx.client.clone());
     let watch = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer)
@@ -74,13 +117,13 @@ pub async fn run(ctx: Arc<Context>) {
     tokio::select! {
         () = watch => {}
         () = evaluate_all(ctx, reader) => {}
+        () = shutdown.fuse() => info!("circuit breakers stopped"),
     }
 }
 
-async fn evaluate_all(ctx: Arc<Context>, reader: Store<CircuitBreaker>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(
-        ctx.config().prometheus_interval_secs.max(1),
-    ));
+async fn evaluate_all(ctx: Arc<Breakers>, reader: Store<CircuitBreaker>) {
+    let mut tick =
+        tokio::time::interval(Duration::from_secs(ctx.cfg.prometheus_interval_secs.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -96,7 +139,7 @@ async fn evaluate_all(ctx: Arc<Context>, reader: Store<CircuitBreaker>) {
                 .and_then(|s| s.state.as_deref())
                 .map_or(State::Closed, State::parse);
             *counts.entry(state).or_default() += 1;
-            if !ctx.is_leader() {
+            if !ctx.leader.is_current() {
                 continue;
             }
             if let Err(e) = round(&ctx, &cached).await {
@@ -131,11 +174,9 @@ fn key(cb: &CircuitBreaker) -> String {
 
 /// One round for the breaker `cached` names, on a fresh read of it: the cache may not have seen
 /// this controller's last write yet, and deciding on an old status would step the machine twice.
-async fn round(ctx: &Context, cached: &CircuitBreaker) -> Result<()> {
-    let api: Api<CircuitBreaker> = Api::namespaced(
-        ctx.client().clone(),
-        &cached.namespace().unwrap_or_default(),
-    );
+async fn round(ctx: &Breakers, cached: &CircuitBreaker) -> Result<()> {
+    let api: Api<CircuitBreaker> =
+        Api::namespaced(ctx.client.clone(), &cached.namespace().unwrap_or_default());
     let Some(cb) = api
         .get_opt(&cached.name_any())
         .await
@@ -143,12 +184,12 @@ async fn round(ctx: &Context, cached: &CircuitBreaker) -> Result<()> {
     else {
         return Ok(());
     };
-    let mut w = StatusWriter::new(api, &cb, ctx.leadership().clone());
+    let mut w = StatusWriter::new(api, &cb, ctx.leader.clone());
     evaluate(ctx, &cb, &mut w).await
 }
 
 /// One round for one breaker, writing through `w`.
-async fn evaluate(ctx: &Context, cb: &CircuitBreaker, w: &mut StatusWriter) -> Result<()> {
+async fn evaluate(ctx: &Breakers, cb: &CircuitBreaker, w: &mut StatusWriter) -> Result<()> {
     let now = Timestamp::now();
     let ns = cb.namespace().unwrap_or_default();
     let mut status = cb.status.clone().unwrap_or_default();
@@ -159,7 +200,7 @@ async fn evaluate(ctx: &Context, cb: &CircuitBreaker, w: &mut StatusWriter) -> R
             return w.put(status, &r, now).await;
         }
     };
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client().clone(), &ns);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let target = &cb.spec.target_ref.name;
     let Some(dep) = deployments
         .get_opt(target)
@@ -177,7 +218,7 @@ async fn evaluate(ctx: &Context, cb: &CircuitBreaker, w: &mut StatusWriter) -> R
         reason: "Evaluated",
         message: format!("guarding Deployment {target}"),
     };
-    if let Some(hpa) = owner::autoscaler_of(ctx.client(), &ns, target)
+    if let Some(hpa) = owner::autoscaler_of(&ctx.client, &ns, target)
         .await
         .map_err(Error::TargetLookupFailed)?
     {
@@ -195,7 +236,7 @@ async fn evaluate(ctx: &Context, cb: &CircuitBreaker, w: &mut StatusWriter) -> R
     // died, or the scale or the write after it failed): finish it before deciding anything,
     // otherwise the half-done scale would read as someone else's manual override.
     if let Some(n) = status.pending_scale {
-        let dry_run = cb.spec.dry_run || ctx.config().dry_run;
+        let dry_run = cb.spec.dry_run || ctx.cfg.dry_run;
         if dry_run || status.observed_generation != cb.metadata.generation {
             // The spec changed since the intent (another target, dry-run on): drop it; the
             // next round decides afresh from what it sees.
@@ -219,16 +260,22 @@ async fn evaluate(ctx: &Context, cb: &CircuitBreaker, w: &mut StatusWriter) -> R
         info!(breaker = %key(cb), replicas = n, "finished a recorded scale");
         return w.put(status, &guarding, now).await;
     }
-    let Some(url) = ctx.config().prometheus_url.clone() else {
+    let Some(prom) = ctx.prom.as_ref() else {
         let r = Readiness::not(
             "NoPrometheus",
             "the controller runs without --prometheus-url".to_owned(),
         );
         return w.put(status, &r, now).await;
     };
-    let ratio = promql::ask(ctx, &url, "circuit_breaker", &key(cb), &cb.spec.query)
-        .await
-        .and_then(|s| promql::answer(s.into_iter().map(|(_, v)| v)));
+    let ratio = promql::ask(
+        prom,
+        &ctx.metrics,
+        "circuit_breaker",
+        &key(cb),
+        &cb.spec.query,
+    )
+    .await
+    .and_then(|s| promql::answer(s.into_iter().map(|(_, v)| v)));
     status.last_ratio = Some(ratio.map_or_else(|| "no answer".to_owned(), |r| format!("{r:.3}")));
 
     let mem = status.memory();
@@ -238,7 +285,7 @@ async fn evaluate(ctx: &Context, cb: &CircuitBreaker, w: &mut StatusWriter) -> R
         .as_ref()
         .and_then(|s| s.ready_replicas)
         .unwrap_or(0);
-    let dry_run = cb.spec.dry_run || ctx.config().dry_run;
+    let dry_run = cb.spec.dry_run || ctx.cfg.dry_run;
     // NB: in dry-run nothing is scaled, so the machine sees the replicas it would have set.
     let replicas = match (dry_run, mem.state) {
         (true, State::Open) => 0,
@@ -301,7 +348,7 @@ async fn evaluate(ctx: &Context, cb: &CircuitBreaker, w: &mut StatusWriter) -> R
 /// Scale `target` to `n`; when that fails, say so in status (which keeps the recorded intent,
 /// so the next round tries again) and return the error.
 async fn scale_or_say(
-    ctx: &Context,
+    ctx: &Breakers,
     deployments: &Api<Deployment>,
     target: &str,
     n: i32,
@@ -309,7 +356,7 @@ async fn scale_or_say(
     status: &CircuitBreakerStatus,
     now: Timestamp,
 ) -> Result<()> {
-    ctx.ensure_leader("a CircuitBreaker scale")?;
+    ctx.leader.ensure("a CircuitBreaker scale")?;
     let patch = serde_json::json!({"spec": {"replicas": n}});
     let Err(e) = deployments
         .patch_scale(target, &PatchParams::default(), &Patch::Merge(&patch))
@@ -324,7 +371,7 @@ async fn scale_or_say(
 }
 
 /// The Events of a transition, on the breaker and on its target.
-async fn announce(ctx: &Context, cb: &CircuitBreaker, dep: &Deployment, tr: &TransitionRecord) {
+async fn announce(ctx: &Breakers, cb: &CircuitBreaker, dep: &Deployment, tr: &TransitionRecord) {
     let (type_, reason) = match State::parse(&tr.to) {
         State::Open => (EventType::Warning, "CircuitOpened"),
         State::HalfOpen => (EventType::Normal, "CircuitHalfOpened"),
@@ -332,8 +379,10 @@ async fn announce(ctx: &Context, cb: &CircuitBreaker, dep: &Deployment, tr: &Tra
     };
     let note = format!("{} → {} ({}): {}", tr.from, tr.to, tr.reason, tr.message);
     let (cb_ref, dep_ref) = (cb.object_ref(&()), dep.object_ref(&()));
-    let on_breaker = ctx.publish(&cb_ref, type_, reason, "Scale", note.clone());
-    let on_target = ctx.publish(
+    let on_breaker = ctx
+        .events
+        .publish(&cb_ref, type_, reason, "Scale", note.clone());
+    let on_target = ctx.events.publish(
         &dep_ref,
         type_,
         reason,

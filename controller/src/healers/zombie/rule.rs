@@ -12,7 +12,7 @@
 //! (the Kubernetes non-graceful node shutdown rule). A node that is merely NotReady may come
 //! back with the old containers still writing, while the replacement starts elsewhere.
 //!
-//! Pure: the node's state and what the pod holds are passed in; [`crate::reaper`] does the I/O.
+//! Pure: the node's state and what the pod holds are passed in; [`crate::healers::zombie::reaper`] does the I/O.
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 
@@ -113,7 +113,7 @@ pub enum Verdict {
 }
 
 /// What a pod holds that only one copy may hold at a time, as far as the pod itself tells:
-/// a StatefulSet identity, or claims whose access modes [`crate::reaper`] reads.
+/// a StatefulSet identity, or claims whose access modes [`crate::healers::zombie::reaper`] reads.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Holds {
     /// Controlled by a StatefulSet (a stable name and identity the replacement takes over).

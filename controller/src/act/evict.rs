@@ -1,0 +1,106 @@
+//! Eviction through the Eviction API, so PodDisruptionBudgets are honoured. A refusal (429) is
+//! never forced: the pod is retried with exponential backoff, however often it changes meanwhile.
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::SignedDuration;
+use kube::Api;
+use kube::api::EvictParams;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use tracing::{debug, info, warn};
+
+use super::case::Case;
+use crate::{Error, Result};
+
+impl Case<'_> {
+    /// Evict the pod; `evidence` goes into the owner's Event.
+    pub(crate) async fn evict(&self, evidence: &str) -> Result<Action> {
+        let Case {
+            ctx,
+            reason,
+            restarts,
+            why,
+            by,
+            owner_name,
+            name,
+            ns,
+            uid,
+            now,
+            ..
+        } = self;
+        if let Err(e) = ctx.ensure_leader("an eviction") {
+            self.unreserve();
+            return Err(e);
+        }
+        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+        // NB: evict, not delete, so PodDisruptionBudgets are honoured.
+        match api.evict(name, &EvictParams::default()).await {
+            Ok(_) => {
+                ctx.metrics
+                    .recycles_total
+                    .with_label_values(&[ns, reason.label()])
+                    .inc();
+                self.count("done");
+                self.record_done(false);
+                ctx.state().blocked.remove(uid);
+                info!(workload = %owner_name, reason = reason.label(), restarts, "evicted pod");
+                let note = format!(
+                    "evicted ({why}, {restarts} restarts) so {owner_name} replaces it ({by})"
+                );
+                ctx.events
+                    .publish_both(
+                        self.pod_ref,
+                        self.workload,
+                        (EventType::Normal, "Recycled", "Evict"),
+                        note,
+                        format!("evicted pod {name} ({why}, {restarts} restarts). {evidence}"),
+                    )
+                    .await;
+                Ok(Action::await_change())
+            }
+            Err(kube::Error::Api(status)) if status.code == 429 => {
+                self.unreserve();
+                self.count("blocked");
+                ctx.metrics.evictions_blocked_total.inc();
+                let (attempt, delay) = {
+                    let mut st = ctx.state();
+                    let entry = st.blocked.entry(uid.clone()).or_insert((0, *now));
+                    let attempt = entry.0.saturating_add(1);
+                    let delay = ctx.backoff(attempt);
+                    *entry = (
+                        attempt,
+                        *now + SignedDuration::try_from(delay).unwrap_or_default(),
+                    );
+                    (attempt, delay)
+                };
+                warn!(workload = %owner_name, attempt, ?delay, message = %status.message, "eviction blocked by disruption budget");
+                let note = format!(
+                    "eviction refused ({why}): {}; retry {attempt} in {}s, never forced",
+                    status.message,
+                    delay.as_secs()
+                );
+                ctx.events
+                    .publish_both(
+                        self.pod_ref,
+                        self.workload,
+                        (EventType::Warning, "RecycleBlocked", "Evict"),
+                        note.clone(),
+                        format!("pod {name}: {note}"),
+                    )
+                    .await;
+                Ok(Action::requeue(delay))
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                self.unreserve();
+                debug!("pod gone before eviction");
+                Ok(Action::await_change())
+            }
+            Err(e) => {
+                self.unreserve();
+                self.count("failed");
+                self.record_failed(format!("evicting {name} failed: {e}"));
+                Err(Error::EvictFailed(e))
+            }
+        }
+    }
+}
