@@ -1,47 +1,72 @@
 #!/usr/bin/env bash
-# Builds the container images the project runs, without Docker: a static binary goes into a
-# single-layer docker-archive tarball (hack/mkimage.py) under ~/.cache/selfheal/images, which is
-# then imported into the local cluster's containerd, loaded into minikube, or left as a file.
-# With --docker, `docker build` makes the same image from the Dockerfile instead.
-# Prerequisites: cargo (app, controller), python3, ctr (for --import), go tools from hack/tools.sh.
+# Builds the container images the project runs, without Docker: static binaries go into a
+# single-layer image per platform, packed as ONE OCI image index per image (hack/mkimage.py) in a
+# tarball under ~/.cache/selfheal/images, which is then imported into the local cluster's
+# containerd (its own platform), loaded into minikube, or left as a file.
+# app, controller and toolbox are built for linux/amd64 and linux/arm64 by default (arm64 is
+# cross-compiled: aarch64-unknown-linux-musl linked by Debian's gcc-aarch64-linux-gnu); the
+# cluster add-ons (pause, coredns, metrics-server) for this machine's platform only.
+# With --docker, `docker buildx build` makes app/controller from their Dockerfiles instead.
+# Prerequisites: cargo + rustup (app, controller), python3, ctr (for --import); the arm64
+# toolchain and busybox come from hack/tools.sh (installed here when missing).
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 PROJECT_IMAGES=(app controller)
 TEST_IMAGES=(toolbox)
 CLUSTER_IMAGES=(pause coredns metrics-server)
+DEFAULT_PLATFORMS=linux/amd64,linux/arm64
 
 usage() {
   cat <<EOF
 Usage: hack/image.sh [options] IMAGE...
 
-Images:
+Images (one tarball each: ${IMAGES_DIR}/IMAGE.tar, an OCI image index):
   app             localhost/selfheal-app:\${IMAGE_TAG}          (static Rust binary, FROM scratch, uid 65532)
   controller      localhost/selfheal-controller:\${IMAGE_TAG}   (same layout)
   toolbox         localhost/selfheal-toolbox:dev       (static busybox: sh, nc, httpd, nslookup; for tests)
-  pause           ${PAUSE_IMAGE}       (pod sandbox, from hack/images/pause.c)
-  coredns         localhost/coredns:${COREDNS_VERSION}
-  metrics-server  localhost/metrics-server:${METRICS_SERVER_VERSION}
+  pause           ${PAUSE_IMAGE}       (pod sandbox, from hack/images/pause.c; host platform only)
+  coredns         localhost/coredns:${COREDNS_VERSION}              (host platform only)
+  metrics-server  localhost/metrics-server:${METRICS_SERVER_VERSION}      (host platform only)
+  traefik         localhost/traefik:${TRAEFIK_VERSION}             (e2e/canary.sh's router; host platform only)
   project         = ${PROJECT_IMAGES[*]};  cluster = ${CLUSTER_IMAGES[*]} ${TEST_IMAGES[*]}
 
 Options:
-  --import        import into the local cluster's containerd (hack/cluster.sh) after building
-  --minikube      load into the current minikube after building (minikube image load)
-  --docker        build app/controller with 'docker build' from their Dockerfile instead
-  --tag TAG       tag for app and controller (default: \${IMAGE_TAG:-dev})
-  --dry-run       print what would be built and imported, change nothing
-  -h, --help      this help
+  --platforms LIST  platforms of app, controller and toolbox, comma-separated
+                    (default: ${DEFAULT_PLATFORMS}; with --docker: this machine's, linux/$(image::host_arch)).
+                    Supported: linux/amd64 (x86_64-unknown-linux-gnu, +crt-static) and
+                    linux/arm64 (aarch64-unknown-linux-musl). The first one is what 'docker load'
+                    of the tarball takes (manifest.json); ctr reads the whole index.
+  --import          import into the local cluster's containerd (hack/cluster.sh) after building,
+                    this machine's platform (ctr images import --platform linux/$(image::host_arch))
+  --minikube        load into the current minikube after building: the tarball
+                    (minikube image load FILE), or with --docker the image by reference
+  --docker          build app/controller with 'docker buildx build --load' from their Dockerfile
+                    instead (the image stays in docker); a multi-platform --load needs Docker's
+                    containerd image store
+  --tag TAG         tag for app and controller (default: \${IMAGE_TAG:-dev})
+  --dry-run         print what would be built and imported, with the platforms, change nothing
+  -h, --help        this help
 
 Environment:
-  IMAGE_TAG       default tag for app and controller (dev)
-  SELFHEAL_HOME   cache root; tarballs go to \$SELFHEAL_HOME/images (${IMAGES_DIR})
+  IMAGE_TAG         default tag for app and controller (dev)
+  SELFHEAL_HOME     cache root; tarballs go to \$SELFHEAL_HOME/images (${IMAGES_DIR})
+  CARGO_TARGET_DIR  cargo's target directory (default: the workspace's target/)
 
-Example:
+Examples:
   hack/image.sh --import app controller
+  hack/image.sh --platforms linux/arm64 --dry-run app
 EOF
 }
 
-TARGET=x86_64-unknown-linux-gnu
+# image::host_arch: this machine's architecture, as OCI platforms name it.
+image::host_arch() {
+  case "$(uname -m)" in
+    x86_64 | amd64) echo amd64 ;;
+    aarch64 | arm64) echo arm64 ;;
+    *) log::fatal "unsupported machine $(uname -m): images are built for amd64 and arm64 only" ;;
+  esac
+}
 
 image::ref() {
   case "$1" in
@@ -51,61 +76,133 @@ image::ref() {
     pause) echo "${PAUSE_IMAGE}" ;;
     coredns) echo "localhost/coredns:${COREDNS_VERSION}" ;;
     metrics-server) echo "localhost/metrics-server:${METRICS_SERVER_VERSION}" ;;
+    traefik) echo "localhost/traefik:${TRAEFIK_VERSION}" ;;
     *) util::usage_error "unknown image: $1" ;;
   esac
 }
 
 image::tarball() { echo "${IMAGES_DIR}/$1.tar"; }
 
-# image::pack NAME ROOTDIR mkimage-args...: write the tarball atomically.
-image::pack() {
-  local name="$1" root="$2"
-  shift 2
-  util::run python3 "${REPO_ROOT}/hack/mkimage.py" --root "${root}" --tag "$(image::ref "${name}")" \
-    --out "$(image::tarball "${name}")" "$@" >/dev/null
+# image::archs NAME: the architectures NAME is built for, one a line.
+image::archs() {
+  case "$1" in
+    app | controller | toolbox) printf '%s\n' "${ARCHS[@]}" ;;
+    *) image::host_arch ;;
+  esac
 }
 
-# image::rust_build NAME...: the static release binaries of these images in one cargo call, so
-# the serial tail of one (codegen, LTO, link) overlaps the other's instead of following it.
+# image::rust_target ARCH: the Rust target of the static binaries for that architecture.
+# amd64 stays glibc with +crt-static (what the local cluster has always run and the bench
+# measures); arm64 is musl, which rustup ships with its own libc and crt objects, so one Debian
+# cross gcc is all it needs (no arm64 glibc).
+image::rust_target() {
+  case "$1" in
+    amd64) echo x86_64-unknown-linux-gnu ;;
+    arm64) echo aarch64-unknown-linux-musl ;;
+    *) util::usage_error "no Rust target for linux/$1 (supported: amd64, arm64)" ;;
+  esac
+}
+
+# image::rust_env ARCH: the environment (VAR=value, one a line) that builds that target statically.
+# Per-target variables, so one cargo call builds every platform.
+image::rust_env() {
+  case "$1" in
+    amd64)
+      echo "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS=-C target-feature=+crt-static"
+      if [[ "$(image::host_arch)" != amd64 ]]; then
+        echo "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc"
+        echo "CC_x86_64_unknown_linux_gnu=x86_64-linux-gnu-gcc"
+        echo "AR_x86_64_unknown_linux_gnu=x86_64-linux-gnu-ar"
+      fi
+      ;;
+    arm64)
+      echo "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_RUSTFLAGS=-C link-self-contained=yes"
+      echo "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc"
+      echo "CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc"
+      echo "AR_aarch64_unknown_linux_musl=aarch64-linux-gnu-ar"
+      ;;
+  esac
+}
+
+# image::rust_toolchain ARCH: the Rust target and the C cross compiler for it are installed.
+image::rust_toolchain() {
+  local arch="$1"
+  case "${arch}" in
+    arm64) util::run "${REPO_ROOT}/hack/tools.sh" install rust-arm64 ;;
+    amd64)
+      [[ "$(image::host_arch)" == amd64 ]] ||
+        util::require_tools x86_64-linux-gnu-gcc # apt: gcc-x86-64-linux-gnu libc6-dev-amd64-cross (not tested here)
+      ;;
+  esac
+}
+
+image::target_dir() {
+  if [[ -n "${CARGO_TARGET_DIR:-}" ]]; then
+    printf '%s\n' "${CARGO_TARGET_DIR}"
+  else
+    cargo metadata --format-version 1 --no-deps --manifest-path "${REPO_ROOT}/Cargo.toml" | jq -r .target_directory
+  fi
+}
+
+# image::rust_build NAME...: the static release binaries of these images, for every platform, in
+# one cargo call, so the serial tail of one (codegen, LTO, link) overlaps the others' instead of
+# following it. A warm build (same sources, same target dir) compiles nothing.
 image::rust_build() {
-  local args=() name
+  local args=() envs=() name arch line
   for name in "$@"; do args+=(-p "selfheal-${name}"); done
+  for arch in "${ARCHS[@]}"; do
+    image::rust_toolchain "${arch}"
+    args+=(--target "$(image::rust_target "${arch}")")
+    while read -r line; do envs+=("${line}"); done < <(image::rust_env "${arch}")
+  done
   util::require_tools cargo
-  log::step "building ${args[*]} (static, release)"
-  RUSTFLAGS='-C target-feature=+crt-static' util::run cargo build --release --locked \
-    --manifest-path "${REPO_ROOT}/Cargo.toml" "${args[@]}" --target "${TARGET}"
+  log::step "building ${*/#/selfheal-} for ${PLATFORMS} (static, release)"
+  local t0
+  t0="$(date +%s)"
+  util::run env "${envs[@]}" cargo build --release --locked --manifest-path "${REPO_ROOT}/Cargo.toml" "${args[@]}"
+  log::info "cargo build took $(($(date +%s) - t0))s"
+  RUST_BUILT+=("$@")
 }
 
 # A Rust binary of the workspace, static so the image needs no libc: FROM scratch.
 image::rust() {
   local name="$1" bin="selfheal-$1"
   util::require_tools cargo python3 jq
-  log::step "building ${bin} (static, release)"
-  RUSTFLAGS='-C target-feature=+crt-static' util::run cargo build --release --locked \
-    --manifest-path "${REPO_ROOT}/Cargo.toml" -p "${bin}" --target "${TARGET}"
-  local root
-  root="$(mktemp -d)"
-  util::trap_add "rm -rf '${root}'"
-  if [[ "${DRY_RUN:-0}" != 1 ]]; then
-    local target_dir
-    target_dir="$(cargo metadata --format-version 1 --no-deps --manifest-path "${REPO_ROOT}/Cargo.toml" | jq -r .target_directory)"
-    install -m 0755 "${target_dir}/${TARGET}/release/${bin}" "${root}/${bin}"
-  fi
+  [[ " ${RUST_BUILT[*]} " == *" ${name} "* ]] || image::rust_build "${name}"
+  local target_dir="" arch root roots=()
+  [[ "${DRY_RUN:-0}" == 1 ]] || target_dir="$(image::target_dir)"
+  for arch in "${ARCHS[@]}"; do
+    root="$(mktemp -d)"
+    util::trap_add "rm -rf '${root}'"
+    if [[ "${DRY_RUN:-0}" != 1 ]]; then
+      install -m 0755 "${target_dir}/$(image::rust_target "${arch}")/release/${bin}" "${root}/${bin}"
+    fi
+    roots+=(--root "linux/${arch}=${root}")
+  done
   local port=8080
   [[ "${name}" == controller ]] && port=8081
-  image::pack "${name}" "${root}" --entrypoint "/${bin}" --user 65532:65532 --port "${port}" \
+  image::pack "${name}" "${roots[@]}" --entrypoint "/${bin}" --user 65532:65532 --port "${port}" \
     --label "org.opencontainers.image.source=https://github.com/selfheal-io/selfheal" \
     --label "org.opencontainers.image.title=${bin}"
+}
+
+# image::pack NAME mkimage-args...: write the tarball atomically.
+image::pack() {
+  local name="$1"
+  shift
+  util::run python3 "${REPO_ROOT}/hack/mkimage.py" --tag "$(image::ref "${name}")" \
+    --out "$(image::tarball "${name}")" "$@" >/dev/null
 }
 
 image::docker() {
   local name="$1"
   util::require_tools docker
-  log::step "building $(image::ref "${name}") with docker"
-  util::run docker build -f "${REPO_ROOT}/${name}/Dockerfile" -t "$(image::ref "${name}")" "${REPO_ROOT}"
+  log::step "building $(image::ref "${name}") for ${PLATFORMS} with docker buildx"
+  util::run docker buildx build --platform "${PLATFORMS}" --load -f "${REPO_ROOT}/${name}/Dockerfile" \
+    -t "$(image::ref "${name}")" "${REPO_ROOT}"
 }
 
-# A Go-built cluster add-on from hack/tools.sh: one static binary at /NAME.
+# A Go-built cluster add-on from hack/tools.sh: one static binary at /NAME, this machine's platform.
 image::addon() {
   local name="$1" bin
   bin="$(command -v "${name}" || true)"
@@ -115,7 +212,7 @@ image::addon() {
   root="$(mktemp -d)"
   util::trap_add "rm -rf '${root}'"
   cp "${bin}" "${root}/${name}"
-  image::pack "${name}" "${root}" --entrypoint "/${name}"
+  image::pack "${name}" --root "linux/$(image::host_arch)=${root}" --entrypoint "/${name}"
 }
 
 image::pause() {
@@ -125,22 +222,58 @@ image::pause() {
   util::trap_add "rm -rf '${root}'"
   util::run gcc -static -Os -o "${root}/pause" "${REPO_ROOT}/hack/images/pause.c"
   util::run strip "${root}/pause"
-  image::pack pause "${root}" --entrypoint /pause --user 65535:65535
+  image::pack pause --root "linux/$(image::host_arch)=${root}" --entrypoint /pause --user 65535:65535
+}
+
+# image::busybox ARCH: path of a static busybox for ARCH: Debian's busybox-static, the host's
+# own package or the same version for the other architecture (hack/tools.sh busybox-ARCH).
+image::busybox() {
+  local arch="$1"
+  if [[ "${arch}" == "$(image::host_arch)" ]]; then
+    [[ -x /bin/busybox ]] || log::fatal "/bin/busybox not found: install it with hack/tools.sh install apt (package busybox-static)"
+    echo /bin/busybox
+    return 0
+  fi
+  local dir
+  dir="$("${REPO_ROOT}/hack/tools.sh" path "busybox-${arch}")"
+  [[ -x "${dir}/busybox" ]] || util::run "${REPO_ROOT}/hack/tools.sh" install "busybox-${arch}" >&2
+  echo "${dir}/busybox"
 }
 
 # busybox-static from Debian: one binary, applets as symlinks.
 image::toolbox() {
-  local busybox=/bin/busybox
-  [[ -x "${busybox}" ]] || log::fatal "${busybox} not found: install it with hack/tools.sh install apt (package busybox-static)"
-  local root applet
+  local arch root applet roots=() busybox
+  for arch in "${ARCHS[@]}"; do
+    busybox="$(image::busybox "${arch}")"
+    root="$(mktemp -d)"
+    util::trap_add "rm -rf '${root}'"
+    mkdir -p "${root}/bin"
+    [[ "${DRY_RUN:-0}" == 1 ]] || cp "${busybox}" "${root}/bin/busybox"
+    for applet in sh sleep httpd nslookup nc cat echo ls kill date true false env hostname; do
+      ln -s busybox "${root}/bin/${applet}"
+    done
+    roots+=(--root "linux/${arch}=${root}")
+  done
+  image::pack toolbox "${roots[@]}" --entrypoint /bin/sh --user 65532:65532
+}
+
+# -- traefik: e2e/canary.sh's in-cluster router ---------------------------------------------------
+# The binary hack/tools.sh builds (canary/build-traefik.sh), this machine's platform. That build
+# links glibc dynamically (cgo), so the loader and the libraries ldd names go in at their paths.
+image::traefik() {
+  local bin root lib
+  bin="$("${REPO_ROOT}/hack/tools.sh" path traefik)/traefik"
+  [[ -x "${bin}" ]] || util::run "${REPO_ROOT}/hack/tools.sh" install traefik
   root="$(mktemp -d)"
   util::trap_add "rm -rf '${root}'"
-  mkdir -p "${root}/bin"
-  cp "${busybox}" "${root}/bin/busybox"
-  for applet in sh sleep httpd nslookup nc cat echo ls kill date true false env hostname; do
-    ln -s busybox "${root}/bin/${applet}"
-  done
-  image::pack toolbox "${root}" --entrypoint /bin/sh --user 65532:65532
+  if [[ "${DRY_RUN:-0}" != 1 ]]; then
+    cp "${bin}" "${root}/traefik"
+    for lib in $(ldd "${bin}" 2>/dev/null | grep -o '/[^ ]*' || true); do
+      mkdir -p "${root}$(dirname "${lib}")"
+      cp -L "${lib}" "${root}${lib}"
+    done
+  fi
+  image::pack traefik --root "linux/$(image::host_arch)=${root}" --entrypoint /traefik --user 65532:65532
 }
 
 image::build() {
@@ -152,36 +285,69 @@ image::build() {
     coredns | metrics-server) image::addon "${name}" ;;
     pause) image::pause ;;
     toolbox) image::toolbox ;;
+    traefik) image::traefik ;;
     *) util::usage_error "unknown image: ${name}" ;;
   esac
   ((USE_DOCKER)) && [[ "${name}" == app || "${name}" == controller ]] && return 0
-  log::ok "$(image::ref "${name}") -> $(image::tarball "${name}")"
+  local archs
+  archs="$(image::archs "${name}" | sed 's|^|linux/|' | paste -sd, -)"
+  log::ok "$(image::ref "${name}") [${archs}] -> $(image::tarball "${name}")"
 }
 
-# image::import NAME: into the local cluster's containerd. The kubelet sees it at once.
+# image::import NAME: this machine's platform of the index, into the local cluster's containerd.
+# The kubelet sees it at once.
 image::import() {
-  local name="$1"
-  [[ -S "${CONTAINERD_SOCK}" ]] || log::fatal "the local cluster's containerd is not running (${CONTAINERD_SOCK}); start it with: hack/cluster.sh up"
-  util::run util::ctr images import --no-unpack=false "$(image::tarball "${name}")" >/dev/null
-  log::ok "imported $(image::ref "${name}") into the local cluster"
+  local name="$1" platform
+  platform="linux/$(image::host_arch)"
+  image::archs "${name}" | grep -qx "${platform#linux/}" ||
+    log::fatal "$(image::tarball "${name}") has no ${platform} image (built for ${PLATFORMS}); the local cluster runs ${platform}"
+  [[ "${DRY_RUN:-0}" == 1 || -S "${CONTAINERD_SOCK}" ]] ||
+    log::fatal "the local cluster's containerd is not running (${CONTAINERD_SOCK}); start it with: hack/cluster.sh up"
+  util::run util::ctr images import --platform "${platform}" "$(image::tarball "${name}")" >/dev/null
+  log::ok "imported $(image::ref "${name}") (${platform}) into the local cluster"
 }
 
+# image::minikube_load NAME: the tarball (minikube imports the node's platform from the index;
+# a docker-runtime node's 'docker load' takes the first of --platforms), or, when docker built
+# it, the image by reference from the local docker daemon.
 image::minikube_load() {
-  util::require_tools minikube
-  util::run minikube image load "$(image::tarball "$1")"
+  [[ "${DRY_RUN:-0}" == 1 ]] || util::require_tools minikube
+  if ((USE_DOCKER)) && [[ "$1" == app || "$1" == controller ]]; then
+    util::run minikube image load --daemon "$(image::ref "$1")"
+  else
+    util::run minikube image load "$(image::tarball "$1")"
+  fi
+}
+
+# image::parse_platforms LIST: set PLATFORMS and ARCHS (linux only, amd64/arm64, no repeats).
+image::parse_platforms() {
+  local p seen=" " list=()
+  ARCHS=()
+  IFS=, read -ra list <<<"$1"
+  ((${#list[@]})) || util::usage_error "--platforms needs at least one platform"
+  for p in "${list[@]}"; do
+    [[ "${p}" =~ ^linux/(amd64|arm64)$ ]] || util::usage_error "unsupported platform '${p}' (supported: linux/amd64, linux/arm64)"
+    [[ "${seen}" != *" ${p} "* ]] || util::usage_error "platform ${p} given twice"
+    seen+="${p} "
+    ARCHS+=("${p#linux/}")
+  done
+  PLATFORMS="$1"
 }
 
 main() {
   IMAGE_TAG="${IMAGE_TAG:-dev}"
   USE_DOCKER=0
-  local do_import=0 do_minikube=0 names=()
+  RUST_BUILT=()
+  local do_import=0 do_minikube=0 names=() platforms=""
   while (($#)); do
     case "$1" in
       -h | --help) usage; exit 0 ;;
       --import) do_import=1 ;;
       --minikube) do_minikube=1 ;;
       --docker) USE_DOCKER=1 ;;
-      --tag) [[ $# -ge 2 ]] || util::usage_error "--tag needs a value"; IMAGE_TAG="$2"; shift ;;
+      --tag) util::need_value "$1" "$#"; IMAGE_TAG="$2"; shift ;;
+      --platforms) util::need_value "$1" "$#"; platforms="$2"; shift ;;
+      --platforms=*) platforms="${1#*=}" ;;
       --dry-run) export DRY_RUN=1 ;;
       project) names+=("${PROJECT_IMAGES[@]}") ;;
       cluster) names+=("${CLUSTER_IMAGES[@]}" "${TEST_IMAGES[@]}") ;;
@@ -192,9 +358,21 @@ main() {
   done
   ((${#names[@]})) || util::usage_error "no image named"
   ((do_import && USE_DOCKER)) && util::usage_error "--import takes the tarball build; with --docker the image is already in docker"
-  mkdir -p "${IMAGES_DIR}"
+  if [[ -z "${platforms}" ]]; then
+    platforms="${DEFAULT_PLATFORMS}"
+    ((USE_DOCKER)) && platforms="linux/$(image::host_arch)"
+  fi
+  image::parse_platforms "${platforms}"
   local n rust=()
-  for n in "${names[@]}"; do [[ "${n}" == app || "${n}" == controller ]] && rust+=("${n}"); done
+  for n in "${names[@]}"; do
+    [[ "${n}" == app || "${n}" == controller ]] && rust+=("${n}")
+    if ((USE_DOCKER)) && [[ "${n}" == app || "${n}" == controller ]]; then
+      log::info "${n}: $(image::ref "${n}") for ${PLATFORMS} -> docker"
+    else
+      log::info "${n}: $(image::ref "${n}") for $(image::archs "${n}" | sed 's|^|linux/|' | paste -sd, -) -> $(image::tarball "${n}")"
+    fi
+  done
+  mkdir -p "${IMAGES_DIR}"
   ((USE_DOCKER || ${#rust[@]} < 2)) || image::rust_build "${rust[@]}"
   for n in "${names[@]}"; do
     image::build "${n}"

@@ -190,7 +190,8 @@ check::summary() {
 CLUSTER_STATE="${SELFHEAL_HOME}/cluster"
 CLUSTER_KUBECONFIG="${CLUSTER_STATE}/kubeconfig"
 CONTAINERD_SOCK="${CLUSTER_STATE}/run/containerd.sock"
-IMAGES_DIR="${SELFHEAL_HOME}/images"
+# IMAGES_DIR can be pointed elsewhere (hack/tests/images.sh builds into a temporary one).
+IMAGES_DIR="${IMAGES_DIR:-${SELFHEAL_HOME}/images}"
 export CLUSTER_STATE CLUSTER_KUBECONFIG CONTAINERD_SOCK IMAGES_DIR
 
 # util::ctr args...: ctr against the local cluster's containerd, in the namespace the kubelet uses.

@@ -1,17 +1,26 @@
 #!/usr/bin/env python3
-"""Write a single-layer container image as a docker-archive tarball, without Docker.
+"""Write a single-layer, multi-platform container image as an OCI layout tarball, without Docker.
 
-The result is what `docker save` writes (manifest.json, a config JSON, one layer.tar); both
-`ctr -n k8s.io images import` and `docker load` accept it. The layer is reproducible: files are
-sorted, owned by root and stamped with mtime 0, so the same inputs give the same image digest.
+One tarball holds one image: an OCI image index with one manifest per platform, each with its
+own config ("architecture"/"os" of that platform) and one layer. The archive is an OCI image
+layout (oci-layout, index.json, blobs/sha256/...) with a docker-archive manifest.json beside it,
+as `docker save` (Docker 25+) writes it:
+  - `ctr -n k8s.io images import [--platform linux/ARCH]` reads the OCI layout (index.json wins
+    over manifest.json) and names the image after index.json's `io.containerd.image.name`;
+  - `docker load` (classic store) reads manifest.json, which describes the first platform given.
+Every layer is reproducible: files are sorted, owned by root and stamped with mtime 0, so the
+same inputs give the same digests.
 
 Usage:
-  mkimage.py --root DIR --tag REPO:TAG --out FILE.tar --entrypoint /bin [--cmd ARG ...]
-             [--user UID] [--port 8080] [--env KEY=VALUE ...] [--label KEY=VALUE ...]
+  mkimage.py --root [OS/ARCH=]DIR [--root OS/ARCH=DIR ...] --tag REPO:TAG --out FILE.tar
+             --entrypoint /bin [--cmd ARG ...] [--user UID] [--port 8080]
+             [--env KEY=VALUE ...] [--label KEY=VALUE ...]
+  mkimage.py --inspect FILE.tar     print the image's name and platforms as JSON
 
-DIR holds the image's files (e.g. DIR/selfheal-app). /etc/passwd and /etc/group are written with
-root, nobody and `nonroot` (uid/gid 65532) so a numeric non-root USER has a name; /tmp, /proc,
-/sys and /dev exist as empty directories.
+--root DIR without a platform means linux/amd64. DIR holds that platform's files (e.g.
+DIR/selfheal-app); every ELF file in it must be built for that architecture (checked).
+/etc/passwd and /etc/group are written with root, nobody and `nonroot` (uid/gid 65532) so a
+numeric non-root USER has a name; /tmp, /proc, /sys and /dev exist as empty directories.
 """
 
 import argparse
@@ -19,6 +28,8 @@ import hashlib
 import io
 import json
 import os
+import re
+import struct
 import sys
 import tarfile
 
@@ -29,21 +40,65 @@ PASSWD = (
 )
 GROUP = b"root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n"
 
+MT_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_CONFIG = "application/vnd.oci.image.config.v1+json"
+MT_LAYER = "application/vnd.oci.image.layer.v1.tar"
+EPOCH = "1970-01-01T00:00:00Z"
+
+# ELF e_machine of each GOARCH-style architecture the images are built for.
+ELF_MACHINE = {"amd64": 62, "arm64": 183, "arm": 40, "386": 3, "ppc64le": 21, "s390x": 22, "riscv64": 243}
+PLATFORM_RE = re.compile(r"^(?P<os>[a-z0-9]+)/(?P<arch>[a-z0-9]+)(?:/(?P<variant>v[0-9]+))?$")
+
+
+def parse_platform(s):
+    m = PLATFORM_RE.match(s)
+    if not m:
+        raise ValueError(f"{s}: expected OS/ARCH[/VARIANT], e.g. linux/arm64")
+    p = {"architecture": m["arch"], "os": m["os"]}
+    if m["variant"]:
+        p["variant"] = m["variant"]
+    return p
+
+
+def platform_name(p):
+    return "/".join(x for x in (p["os"], p["architecture"], p.get("variant")) if x)
+
+
+def parse_root(s):
+    head, sep, tail = s.partition("=")
+    if sep and PLATFORM_RE.match(head):
+        return parse_platform(head), tail
+    return {"architecture": "amd64", "os": "linux"}, s
+
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True, help="directory whose contents become the image's /")
-    p.add_argument("--tag", required=True, help="image reference, e.g. localhost/selfheal-app:dev")
-    p.add_argument("--out", required=True, help="tarball to write")
-    p.add_argument("--entrypoint", required=True, nargs="+", help="ENTRYPOINT (exec form)")
+    p.add_argument("--inspect", metavar="FILE.tar", help="print name and platforms of an image tarball, then exit")
+    p.add_argument("--root", action="append", default=[], help="[OS/ARCH=]DIR whose contents become that platform's /, repeatable")
+    p.add_argument("--tag", help="image reference, e.g. localhost/selfheal-app:dev")
+    p.add_argument("--out", help="tarball to write")
+    p.add_argument("--entrypoint", nargs="+", help="ENTRYPOINT (exec form)")
     p.add_argument("--cmd", nargs="*", default=[], help="CMD (exec form)")
     p.add_argument("--user", default="", help="USER, numeric uid[:gid] (empty = root)")
     p.add_argument("--port", action="append", default=[], help="EXPOSE port (tcp), repeatable")
     p.add_argument("--env", action="append", default=[], help="ENV KEY=VALUE, repeatable")
     p.add_argument("--label", action="append", default=[], help="LABEL KEY=VALUE, repeatable")
     a = p.parse_args(argv)
-    if not os.path.isdir(a.root):
-        p.error(f"--root {a.root}: not a directory")
+    if a.inspect:
+        return a
+    for req in ("root", "tag", "out", "entrypoint"):
+        if not getattr(a, req):
+            p.error(f"--{req} is required")
+    roots = []
+    for r in a.root:
+        plat, d = parse_root(r)
+        if not os.path.isdir(d):
+            p.error(f"--root {r}: not a directory")
+        if any(platform_name(x) == platform_name(plat) for x, _ in roots):
+            p.error(f"--root {r}: platform {platform_name(plat)} given twice")
+        roots.append((plat, d))
+    a.roots = roots
     if ":" not in a.tag.rsplit("/", 1)[-1]:
         p.error(f"--tag {a.tag}: needs an explicit :tag")
     for kv in a.env + a.label:
@@ -57,6 +112,32 @@ def add_bytes(tar, name, data, mode=0o644):
     ti.size = len(data)
     ti.mode = mode
     tar.addfile(ti, io.BytesIO(data))
+
+
+def elf_machine(path):
+    """e_machine of an ELF file, None when the file is not ELF."""
+    with open(path, "rb") as f:
+        head = f.read(20)
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    order = "<" if head[5] == 1 else ">"
+    return struct.unpack(order + "H", head[18:20])[0]
+
+
+def check_arch(root, plat):
+    """Every ELF file under root is built for the platform's architecture."""
+    want = ELF_MACHINE.get(plat["architecture"])
+    bad = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            if os.path.islink(full) or not os.path.isfile(full):
+                continue
+            got = elf_machine(full)
+            if got is not None and want is not None and got != want:
+                bad.append(f"{os.path.relpath(full, root)} (ELF machine {got}, want {want})")
+    if bad:
+        sys.exit(f"mkimage.py: {root} is not {platform_name(plat)}: " + ", ".join(bad))
 
 
 def build_layer(root):
@@ -88,14 +169,22 @@ def build_layer(root):
     return buf.getvalue()
 
 
-def main(argv):
-    a = parse_args(argv)
-    layer = build_layer(a.root)
-    diff_id = "sha256:" + hashlib.sha256(layer).hexdigest()
+def jbytes(obj):
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def sha(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def blob_path(digest):
+    return "blobs/sha256/" + digest[len("sha256:"):]
+
+
+def image_config(a, plat, diff_id):
     config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "created": "1970-01-01T00:00:00Z",
+        **plat,
+        "created": EPOCH,
         "config": {
             "Entrypoint": a.entrypoint,
             "Cmd": a.cmd or None,
@@ -106,20 +195,99 @@ def main(argv):
             "Labels": dict(kv.split("=", 1) for kv in a.label) or None,
         },
         "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "hack/mkimage.py"}],
+        "history": [{"created": EPOCH, "created_by": "hack/mkimage.py"}],
     }
     config["config"] = {k: v for k, v in config["config"].items() if v is not None}
-    cfg = json.dumps(config, separators=(",", ":"), sort_keys=True).encode()
-    cfg_name = hashlib.sha256(cfg).hexdigest() + ".json"
-    layer_name = diff_id[len("sha256:"):] + "/layer.tar"
-    manifest = [{"Config": cfg_name, "RepoTags": [a.tag], "Layers": [layer_name]}]
+    return config
+
+
+def write(a):
+    blobs = {}  # digest -> bytes, in insertion order
+    entries = []  # per platform: manifest descriptor, config digest, layer digest
+
+    def put(data):
+        d = sha(data)
+        blobs.setdefault(d, data)
+        return d
+
+    for plat, root in a.roots:
+        check_arch(root, plat)
+        layer = build_layer(root)
+        layer_d = put(layer)
+        cfg = jbytes(image_config(a, plat, layer_d))
+        cfg_d = put(cfg)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": MT_MANIFEST,
+            "config": {"mediaType": MT_CONFIG, "digest": cfg_d, "size": len(cfg)},
+            "layers": [{"mediaType": MT_LAYER, "digest": layer_d, "size": len(layer)}],
+        }
+        man = jbytes(manifest)
+        man_d = put(man)
+        entries.append(({"mediaType": MT_MANIFEST, "digest": man_d, "size": len(man), "platform": plat}, cfg_d, layer_d))
+
+    index = jbytes({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": [e[0] for e in entries]})
+    index_d = put(index)
+    tag = a.tag.rsplit(":", 1)[1]
+    layout_index = {
+        "schemaVersion": 2,
+        "mediaType": MT_INDEX,
+        "manifests": [{
+            "mediaType": MT_INDEX,
+            "digest": index_d,
+            "size": len(index),
+            "annotations": {"io.containerd.image.name": a.tag, "org.opencontainers.image.ref.name": tag},
+        }],
+    }
+    _, cfg_d, layer_d = entries[0]
+    docker_manifest = [{"Config": blob_path(cfg_d), "RepoTags": [a.tag], "Layers": [blob_path(layer_d)]}]
+
     tmp = a.out + ".tmp"
     with tarfile.open(tmp, "w") as t:
-        add_bytes(t, cfg_name, cfg)
-        add_bytes(t, layer_name, layer)
-        add_bytes(t, "manifest.json", json.dumps(manifest).encode())
+        add_bytes(t, "oci-layout", jbytes({"imageLayoutVersion": "1.0.0"}))
+        for d in ("blobs", "blobs/sha256"):
+            ti = tarfile.TarInfo(d)
+            ti.type = tarfile.DIRTYPE
+            ti.mode = 0o755
+            t.addfile(ti)
+        for d, data in sorted(blobs.items()):
+            add_bytes(t, blob_path(d), data)
+        add_bytes(t, "index.json", jbytes(layout_index))
+        add_bytes(t, "manifest.json", jbytes(docker_manifest))
     os.replace(tmp, a.out)
-    print(f"{a.out} {a.tag} config=sha256:{cfg_name[:-5]} layer={diff_id} size={len(layer)}")
+    plats = ",".join(platform_name(e[0]["platform"]) for e in entries)
+    print(f"{a.out} {a.tag} index={index_d} platforms={plats} size={os.path.getsize(a.out)}")
+
+
+def inspect(path):
+    """The image's name, index digest and, per platform, the manifest and its config's platform."""
+    with tarfile.open(path) as t:
+        def read(name):
+            return t.extractfile(name).read()
+
+        layout = json.loads(read("index.json"))
+        (top,) = layout["manifests"]
+        index = json.loads(read(blob_path(top["digest"])))
+        out = {"name": top.get("annotations", {}).get("io.containerd.image.name"), "index": top["digest"], "platforms": []}
+        for m in index["manifests"]:
+            manifest = json.loads(read(blob_path(m["digest"])))
+            config = json.loads(read(blob_path(manifest["config"]["digest"])))
+            out["platforms"].append({
+                "platform": platform_name(m["platform"]),
+                "manifest": m["digest"],
+                "config_os": config.get("os"),
+                "config_architecture": config.get("architecture"),
+                "layers": [layer["digest"] for layer in manifest["layers"]],
+            })
+    print(json.dumps(out, indent=2))
+
+
+def main(argv):
+    a = parse_args(argv)
+    if a.inspect:
+        inspect(a.inspect)
+    else:
+        write(a)
     return 0
 
 

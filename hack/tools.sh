@@ -7,9 +7,10 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ALL_TOOLS=(apt pyyaml kubernetes coredns metrics-server kube-network-policies helm actionlint promtool prometheus
-  prometheus-operator-crds gateway-api-crds)
+  prometheus-operator-crds gateway-api-crds rust-arm64 busybox-arm64)
 # Built only when asked for by name (install jaeger): the default install leaves them out.
 EXTRA_TOOLS=(jaeger traefik)
+# Not in the lists: busybox-amd64 (for an arm64 machine; same as busybox-arm64 the other way round).
 
 usage() {
   cat <<EOF
@@ -38,6 +39,11 @@ Only by name: ${EXTRA_TOOLS[*]}
                   monitoring.coreos.com CRD YAML from the prometheus-operator ${PROMETHEUS_OPERATOR_VERSION} module
   gateway-api-crds
                   Gateway API standard-channel CRD YAML from sigs.k8s.io/gateway-api ${GATEWAY_API_VERSION}
+  rust-arm64      the aarch64-unknown-linux-musl Rust target (rustup) and Debian's gcc-aarch64-linux-gnu
+                  that links it: the arm64 app and controller images (hack/image.sh)
+  busybox-arm64   Debian's busybox-static for arm64, the same version as the host's busybox-static,
+                  fetched with a private apt state (the host's dpkg architectures are not changed):
+                  the arm64 toolbox image
   jaeger          Jaeger ${JAEGER_RELEASE} (cmd/jaeger, module ${JAEGER_VERSION}; observability/tests/traces.sh),
                   about 12 min on 2 cores when cold
   traefik         Traefik ${TRAEFIK_VERSION}, a router that reads the nginx canary annotations and Gateway API
@@ -299,6 +305,70 @@ GO
   log::ok "kube-network-policies ${version} built in $(($(date +%s) - start))s"
 }
 
+# The Rust target of the arm64 images. rustup keeps it per toolchain, so a toolchain update
+# fetches it again; the check is `rustup target list --installed`, which is quick.
+tools::rust_arm64() {
+  local target=aarch64-unknown-linux-musl
+  # gcc-aarch64-linux-gnu and libc6-dev-arm64-cross (the headers ring's C needs) are in the apt list.
+  tools::apt
+  util::require_tools rustup aarch64-linux-gnu-gcc
+  if rustup target list --installed | grep -qx "${target}"; then
+    log::info "rust-arm64: ${target} installed"
+    return 0
+  fi
+  log::step "adding the Rust target ${target} (rustup)"
+  rustup target add "${target}"
+}
+
+# tools::busybox_version: the installed busybox-static's Debian version without the epoch
+# (1:1.35.0-4+deb12u1+b1 -> 1.35.0-4+deb12u1+b1); the other architecture's copy matches it.
+tools::busybox_version() {
+  local v
+  v="$(dpkg-query -W -f='${Version}' busybox-static 2>/dev/null || true)"
+  [[ -n "${v}" ]] || v=missing
+  printf '%s
+' "${v#*:}"
+}
+
+# tools::busybox_foreign ARCH: Debian's busybox-static .deb for ARCH, the version the host has
+# for its own architecture, unpacked to TOOLS_DIR/busybox-ARCH-VERSION/busybox. The package
+# index comes from the host's apt sources (signatures checked as usual) into a private state
+# directory with APT::Architecture=ARCH, so dpkg's architecture list and the host's own package
+# lists stay as they were. Not linked into bin: it is not this machine's binary.
+tools::busybox_foreign() {
+  local arch="$1" version
+  version="$(tools::busybox_version)"
+  if [[ "${version}" == missing ]]; then
+    tools::apt
+    version="$(tools::busybox_version)"
+  fi
+  local dest="${TOOLS_DIR}/busybox-${arch}-${version}"
+  if [[ -x "${dest}/busybox" ]]; then
+    log::info "busybox-${arch} ${version}: cached"
+    return 0
+  fi
+  util::require_tools apt-get dpkg-deb
+  log::step "fetching Debian's busybox-static ${version} for ${arch}"
+  local state="${SELFHEAL_HOME}/build/apt-${arch}" tmp
+  mkdir -p "${state}/lists/partial" "${state}/cache/archives/partial"
+  local opts=(-o "Dir::State::Lists=${state}/lists" -o "Dir::Cache=${state}/cache"
+    -o "APT::Architecture=${arch}" -o "APT::Architectures::=${arch}")
+  # As root, apt drops to _apt for downloads, which cannot write our directories.
+  [[ "$(id -u)" != 0 ]] || opts+=(-o APT::Sandbox::User=root)
+  # A third-party source without ARCH makes update fail; the Debian one is what we need.
+  apt-get "${opts[@]}" -qq update || log::warn "apt-get update for ${arch} reported errors; trying the download anyway"
+  tmp="$(mktemp -d "${TOOLS_DIR}/.busybox-${arch}.XXXXXX")"
+  if ! (cd "${tmp}" && apt-get "${opts[@]}" -qq download "busybox-static:${arch}=$(dpkg-query -W -f='${Version}' busybox-static)"); then
+    rm -rf "${tmp}"
+    log::fatal "busybox-static:${arch} ${version} not found in the apt sources"
+  fi
+  dpkg-deb -x "${tmp}"/busybox-static_*.deb "${tmp}/x"
+  install -m 0755 "${tmp}/x/bin/busybox" "${tmp}/busybox"
+  rm -rf "${tmp}/x" "${tmp}"/*.deb
+  mv "${tmp}" "${dest}"
+  log::ok "busybox-${arch} ${version}: ${dest}/busybox"
+}
+
 tools::pyyaml() {
   if python3 -c 'import yaml' 2>/dev/null; then
     log::info "pyyaml: installed"
@@ -348,6 +418,8 @@ tools::install_one() {
       tools::module_files gateway-api-crds "${GATEWAY_API_VERSION}" sigs.k8s.io/gateway-api config/crd/standard
       ;;
     kube-network-policies) tools::kube_network_policies ;;
+    rust-arm64) tools::rust_arm64 ;;
+    busybox-arm64 | busybox-amd64) tools::busybox_foreign "${1#busybox-}" ;;
     jaeger) tools::jaeger ;;
     # The module needs patches to build here; the script that applies them says why.
     traefik) TRAEFIK_VERSION="${TRAEFIK_VERSION}" "${REPO_ROOT}/canary/build-traefik.sh" ;;
@@ -369,6 +441,8 @@ tools::version_of() {
     prometheus-operator-crds) echo "${PROMETHEUS_OPERATOR_VERSION}" ;;
     gateway-api-crds) echo "${GATEWAY_API_VERSION}" ;;
     kube-network-policies) echo "${KUBE_NETWORK_POLICIES_VERSION}" ;;
+    rust-arm64) echo "rustup" ;;
+    busybox-arm64 | busybox-amd64) tools::busybox_version ;;
     jaeger) echo "${JAEGER_VERSION}" ;;
     traefik) echo "${TRAEFIK_VERSION}" ;;
     *) util::usage_error "unknown tool: $1" ;;
@@ -393,7 +467,7 @@ main() {
       local t state
       for t in "${ALL_TOOLS[@]}" "${EXTRA_TOOLS[@]}"; do
         state="missing"
-        if [[ "${t}" == apt || "${t}" == pyyaml ]]; then
+        if [[ "${t}" == apt || "${t}" == pyyaml || "${t}" == rust-arm64 ]]; then
           state="(system)"
         elif [[ -d "${TOOLS_DIR}/${t}-$(tools::version_of "${t}")" ]]; then
           state="installed"
