@@ -25,7 +25,7 @@ in this script's header, into ${SELFHEAL_HOME}/tools/traefik-<version>/traefik.
 Environment: TRAEFIK_VERSION, SELFHEAL_HOME.
 
 Example:
-  canary/build-traefik.sh && TRAEFIK=\$(command -v traefik) e2e/canary.sh
+  canary/build-traefik.sh && hack/image.sh --import traefik && e2e/canary.sh
 EOF2
 }
 util::no_arguments "$@"

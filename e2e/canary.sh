@@ -2,14 +2,19 @@
 # Layer 7 on a real cluster: canary/deploy.sh, promote.sh and rollback.sh against a helm-chart/
 # release. The canary manifests (stable + canary nginx Ingress, weighted Gateway API HTTPRoute)
 # are applied server-side, with the Gateway API CRDs from the sigs.k8s.io/gateway-api module;
-# the scripts refuse bad input; the replica-ratio split is measured through kube-proxy; a bad
+# the scripts refuse bad input; the nginx canary-weight and HTTPRoute weights are measured through
+# Traefik running in the cluster; the replica-ratio split is measured through kube-proxy; a bad
 # canary (errors fault profile) is rolled back by the analysis before 100 % while stable keeps
 # serving; a good canary is promoted to stable without a failed request; rollback and promotion
 # are idempotent and leave an Event + annotation on the stable Deployment.
+# From the host, traffic goes to 127.0.0.1 only: NodePorts (kube-proxy serves them on localhost),
+# the API server (kubectl, its pod proxy for Prometheus) — never a ClusterIP or pod IP.
 # Prerequisites: a cluster in KUBECONFIG with localhost/selfheal-app:$IMAGE_TAG imported
-# (hack/image.sh --import app); helm, jq, curl, python3; cargo (builds selfheal-canary and
-# selfheal-demo when missing); Gateway API CRD YAML (hack/tools.sh install gateway-api-crds);
-# traefik (hack/tools.sh install traefik: ~15 min cold; make test builds it in the background).
+# (hack/image.sh --import app); helm, jq, curl, python3; cargo (builds selfheal-canary when
+# missing); Gateway API CRD YAML (hack/tools.sh install gateway-api-crds); traefik
+# (hack/tools.sh install traefik: ~15 min cold; make test builds it in the background), packed
+# as localhost/traefik:$TRAEFIK_VERSION and imported by this test when missing
+# (hack/image.sh --import traefik); prometheus (optional: the PromQL path).
 # needs-tools: traefik
 # shellcheck source=e2e/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -25,12 +30,17 @@ Environment:
   KUBECONFIG     cluster to test (default: hack/cluster.sh's, ${CLUSTER_KUBECONFIG})
   IMAGE_TAG      tag of the imported app image localhost/selfheal-app (default: dev)
   SPLIT_REQUESTS requests sent to measure the replica-ratio split (default 2000)
-  LOAD_VIA       proxy: send the load through kubectl proxy even when the host reaches
-                 ClusterIPs (what minikube does; the kube-proxy split is then not measured)
+  LOAD_VIA       nodeport (default): the load and the router are reached through NodePorts on
+                 127.0.0.1 (on minikube: minikube service --url). proxy: the analysis load
+                 through kubectl proxy (the API server's service proxy) and the router through
+                 kubectl port-forward, for clusters whose NodePorts the host cannot reach; the
+                 kube-proxy split is then not measured (said, not counted)
+  E2E_MINIKUBE_PROFILE  minikube profile whose 'minikube service --url' gives the NodePort
+                 addresses (default: minikube when that is the current context)
   CANARY_ANALYZER  selfheal-canary binary to test (default: cargo build -p selfheal-canary)
-  TRAEFIK        traefik binary for the router checks (default: hack/tools.sh's, built by
-                 hack/tools.sh install traefik; else traefik on PATH). Missing: those checks
-                 fail. TRAEFIK=none leaves them out (said, not counted).
+  TRAEFIK        none: leave the router checks out (said, not counted). Otherwise the router
+                 is localhost/traefik:${TRAEFIK_VERSION} in the cluster, packed from
+                 hack/tools.sh's traefik when the node lacks it; no binary: those checks fail.
   HELM           helm binary (default: helm on PATH, the pinned one first)
 
 Example:
@@ -39,6 +49,13 @@ EOF
 }
 
 util::no_arguments "$@"
+# Where the host sends traffic: loopback only, never a ClusterIP or a pod IP. By default the load
+# goes to NodePorts on 127.0.0.1 (kube-proxy serves them on localhost; on minikube, the address of
+# `minikube service --url`), which kube-proxy balances per connection like the ClusterIP.
+# LOAD_VIA=proxy sends the analysis load through `kubectl proxy` (the API server's service proxy)
+# and reaches the router with `kubectl port-forward`; the replica-ratio split is then not measured.
+LOAD_VIA="${LOAD_VIA:-nodeport}"
+[[ "${LOAD_VIA}" == nodeport || "${LOAD_VIA}" == proxy ]] || util::usage_error "LOAD_VIA must be nodeport or proxy, not '${LOAD_VIA}'"
 
 HELM="${HELM:-helm}"
 export HELM
@@ -263,18 +280,16 @@ gateway_flow() {
 check::run "gateway: deploy.sh at 25 % stores HTTPRoute weights stable 75 / canary 25; rollback.sh restores the single backend" gateway_flow
 
 # -- the weights through a real router: Traefik's ingress-nginx and Gateway API providers -------------
-# Traefik (built from its Go module by canary/build-traefik.sh) reads the same canary Ingress
-# annotations as ingress-nginx and the HTTPRoute weights, and runs on the host: it proxies to pod
-# IPs, which the local cluster's host routes.
-TRAEFIK_BIN="${TRAEFIK:-}"
-if [[ -z "${TRAEFIK_BIN}" ]]; then
-  TRAEFIK_BIN="$("${REPO_ROOT}/hack/tools.sh" path traefik)/traefik"
-  [[ -x "${TRAEFIK_BIN}" ]] || TRAEFIK_BIN="$(command -v traefik 2>/dev/null || true)"
-fi
-ROUTER_PID=""
-# measure_split NAME WANT% HOST [X-CANARY]: SPLIT_REQUESTS through the router; canary share within 3 points.
+# Traefik (built from its Go module by canary/build-traefik.sh, packed by hack/image.sh as
+# localhost/traefik:VERSION) reads the same canary Ingress annotations as ingress-nginx and the
+# HTTPRoute weights. It runs in the cluster (e2e/manifests/traefik.yaml: its own ServiceAccount,
+# RBAC and GatewayClass, watching this namespace only) and proxies to pod IPs from its pod; the
+# host reaches its entry point through the NodePort Service `router`.
+ROUTER_IMAGE="localhost/traefik:${TRAEFIK_VERSION}"
+ROUTER_ADDRESS=""
+# measure_split NAME WANT% HOST [X-CANARY] N: N requests through the router; canary share within 3 points.
 measure_split() {
-  python3 "${TMP}/load.py" "127.0.0.1:${ROUTER_PORT}" "${TMP}/$1.json" 0 "$5" "$3" "${4:-}" || return 1
+  python3 "${TMP}/load.py" "${ROUTER_ADDRESS}" "${TMP}/$1.json" 0 "$5" "$3" "${4:-}" || return 1
   python3 - "${TMP}/$1.json" "$2" "$1" <<'EOF'
 import json, sys
 s, want = json.load(open(sys.argv[1]))["summary"], float(sys.argv[2])
@@ -283,13 +298,32 @@ print(f"    {sys.argv[3]}: {s['tracks']} of {s['total']} requests ({s['failed']}
 sys.exit(0 if s["failed"] == 0 and abs(got - want) <= 3.0 else 1)
 EOF
 }
+# router_image: ROUTER_IMAGE is on the node: imported from hack/tools.sh's traefik binary when
+# missing (hack/image.sh --import traefik; on minikube --minikube).
+router_image() {
+  local minikube
+  minikube="$(e2e::minikube_profile)"
+  if [[ -S "${CONTAINERD_SOCK}" ]] && grep -qx "${ROUTER_IMAGE}" <<<"$(util::ctr images ls -q 2>/dev/null || true)"; then
+    return 0
+  fi
+  if [[ -n "${minikube}" ]] && minikube --profile "${minikube}" image ls 2>/dev/null | grep -qx "${ROUTER_IMAGE}"; then
+    return 0
+  fi
+  if [[ -z "${minikube}" && ! -S "${CONTAINERD_SOCK}" ]]; then
+    log::warn "not the local cluster nor minikube: ${ROUTER_IMAGE} must already be on the nodes"
+    return 0
+  fi
+  if [[ ! -x "$("${REPO_ROOT}/hack/tools.sh" path traefik)/traefik" ]]; then
+    log::error "no traefik binary to pack as ${ROUTER_IMAGE}: build it with hack/tools.sh install traefik (TRAEFIK=none skips)"
+    return 1
+  fi
+  local how=(--import)
+  [[ -z "${minikube}" ]] || how=(--minikube)
+  log::info "packing ${ROUTER_IMAGE}: hack/image.sh ${how[*]} traefik"
+  "${REPO_ROOT}/hack/image.sh" "${how[@]}" traefik >"${TMP}/traefik-image.log" 2>&1 || { tail -5 "${TMP}/traefik-image.log" >&2; return 1; }
+}
 start_router() {
-  ROUTER_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  local server ca
-  server="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')"
-  ca="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')"
-  if [[ -n "${ca}" ]]; then base64 -d <<<"${ca}" >"${TMP}/ca.crt"; else cp "$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')" "${TMP}/ca.crt"; fi
-  # Least privilege: read what the two providers watch, write only route/Ingress status.
+  router_image || return 1
   util::trap_add "kubectl delete clusterrole,clusterrolebinding '${NS}-router' --ignore-not-found >/dev/null 2>&1 || true"
   util::trap_add "kubectl delete gatewayclass '${NS}' --ignore-not-found >/dev/null 2>&1 || true"
   if ! kubectl get ingressclass nginx >/dev/null 2>&1; then
@@ -298,74 +332,35 @@ start_router() {
 {"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass", "metadata": {"name": "nginx"}, "spec": {"controller": "k8s.io/ingress-nginx"}}
 EOF
   fi
-  kubectl apply -f - >/dev/null <<EOF || return 1
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: router, namespace: ${NS}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: ${NS}-router}
-rules:
-  - {apiGroups: [""], resources: [services, secrets, configmaps, namespaces], verbs: [get, list, watch]}
-  - {apiGroups: [discovery.k8s.io], resources: [endpointslices], verbs: [get, list, watch]}
-  - {apiGroups: [networking.k8s.io], resources: [ingresses, ingressclasses], verbs: [get, list, watch]}
-  - {apiGroups: [networking.k8s.io], resources: [ingresses/status], verbs: [update, patch]}
-  - {apiGroups: [gateway.networking.k8s.io], resources: ["*"], verbs: [get, list, watch]}
-  - {apiGroups: [gateway.networking.k8s.io], resources: ["*/status"], verbs: [update, patch]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: ${NS}-router}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: ${NS}-router}
-subjects: [{kind: ServiceAccount, name: router, namespace: ${NS}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: ${NS}}
-spec: {controllerName: traefik.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: e2e-gateway, namespace: ${NS}}
-spec:
-  gatewayClassName: ${NS}
-  listeners: [{name: web, protocol: HTTP, port: ${ROUTER_PORT}}]
-EOF
-  "${K[@]}" create token router --duration 1h >"${TMP}/router.token" || return 1
-  local p provider_flags=()
-  for p in kubernetesingressnginx kubernetesgateway; do
-    provider_flags+=("--providers.${p}=true" "--providers.${p}.endpoint=${server}" "--providers.${p}.token=${TMP}/router.token"
-      "--providers.${p}.certAuthFilePath=${TMP}/ca.crt")
-  done
-  "${TRAEFIK_BIN}" --entryPoints.web.address="127.0.0.1:${ROUTER_PORT}" "${provider_flags[@]}" \
-    --providers.kubernetesingressnginx.watchNamespace="${NS}" --providers.kubernetesgateway.namespaces="${NS}" \
-    --log.level=WARN >"${TMP}/traefik.log" 2>&1 &
-  ROUTER_PID=$!
-  util::trap_add "kill ${ROUTER_PID} 2>/dev/null || true"
-  e2e::eventually 60 bash -c "curl -sf -H 'Host: selfheal.local' http://127.0.0.1:${ROUTER_PORT}/ && curl -sf -H 'Host: route.selfheal.local' http://127.0.0.1:${ROUTER_PORT}/" ||
-    { tail -20 "${TMP}/traefik.log" >&2; return 1; }
-  log::info "$("${TRAEFIK_BIN}" version | head -1 | tr -s ' '), both routes answer on 127.0.0.1:${ROUTER_PORT}"
+  sed -e "s#@NAMESPACE@#${NS}#g" -e "s#@IMAGE@#${ROUTER_IMAGE}#g" "${REPO_ROOT}/e2e/manifests/traefik.yaml" |
+    kubectl apply -f - >/dev/null || return 1
+  if ! "${K[@]}" rollout status deployment/router --timeout=120s >/dev/null; then
+    "${K[@]}" describe pods -l app=router | tail -20 >&2
+    "${K[@]}" logs deployment/router --tail=20 >&2 || true
+    return 1
+  fi
+  if [[ "${LOAD_VIA}" == proxy ]]; then
+    e2e::port_forward "${NS}" service/router 8000 || return 1
+  else
+    e2e::nodeport "${NS}" router || return 1
+  fi
+  ROUTER_ADDRESS="${E2E_ADDRESS}"
+  e2e::eventually 60 bash -c "curl -sf -H 'Host: selfheal.local' http://${ROUTER_ADDRESS}/ && curl -sf -H 'Host: route.selfheal.local' http://${ROUTER_ADDRESS}/" ||
+    { "${K[@]}" logs deployment/router --tail=20 >&2; ROUTER_ADDRESS=""; return 1; }
+  # The namespace-scoped RBAC is enough: no provider was refused anything.
+  if "${K[@]}" logs deployment/router | grep -i forbidden >&2; then ROUTER_ADDRESS=""; return 1; fi
+  log::info "Traefik ${ROUTER_IMAGE} in pod $("${K[@]}" get pods -l app=router -o jsonpath='{.items[0].metadata.name}'): both routes answer on ${ROUTER_ADDRESS} ($([[ "${LOAD_VIA}" == proxy ]] && echo port-forward || echo NodePort))"
 }
 router_canary() {
   "${REPO_ROOT}/canary/deploy.sh" "${C[@]}" --strategy nginx -t "${NEW_TAG}" --weight 10 >/dev/null &&
     "${REPO_ROOT}/canary/deploy.sh" "${C[@]}" --strategy gateway -t "${NEW_TAG}" --weight 25 >/dev/null &&
     start_router
 }
-POD_IP="$("${K[@]}" get pods -l "app.kubernetes.io/instance=${REL}" -o jsonpath='{.items[0].status.podIP}')"
-no_traefik() {
-  log::error "no traefik binary at '${TRAEFIK_BIN}': build it with hack/tools.sh install traefik (or TRAEFIK=path; TRAEFIK=none skips)"
-  return 1
-}
-if [[ "${TRAEFIK_BIN}" == none ]]; then
+if [[ "${TRAEFIK:-}" == none ]]; then
   log::warn "TRAEFIK=none: the nginx annotation and HTTPRoute weights are not measured through a router, not counted"
-elif [[ ! -x "${TRAEFIK_BIN}" ]]; then
-  check::run "router: a traefik binary to measure the nginx and HTTPRoute weights with" no_traefik
-elif ! curl -s --max-time 3 "http://${POD_IP}:8080/health" >/dev/null 2>&1; then
-  log::warn "the host cannot reach pod IPs (minikube?): Traefik on the host cannot proxy to them; router checks not counted"
 else
-  check::run "router: Traefik (ingress-nginx + Gateway API providers) serves the canary Ingress at 10 % and the HTTPRoute at 25 %" router_canary
-  if [[ -n "${ROUTER_PID}" ]]; then
+  check::run "router: Traefik in the cluster (ingress-nginx + Gateway API providers, this namespace only) serves the canary Ingress at 10 % and the HTTPRoute at 25 %" router_canary
+  if [[ -n "${ROUTER_ADDRESS}" ]]; then
     check::run "router, nginx annotations: ${SPLIT_REQUESTS} requests to Host selfheal.local split canary-weight 10 ± 3 %" \
       measure_split nginx-split 10 selfheal.local "" "${SPLIT_REQUESTS}"
     header_routing() { measure_split header-always 100 selfheal.local always 50 && measure_split header-never 0 selfheal.local never 50; }
@@ -378,21 +373,39 @@ else
         e2e::eventually 30 measure_split after-rollback 0 selfheal.local "" 50
     }
     check::run "router: after rollback.sh every request to Host selfheal.local reaches stable (0 of 50 canary)" router_rollback
-    kill "${ROUTER_PID}" 2>/dev/null || true
   fi
+  "${K[@]}" delete deployment router --ignore-not-found --wait=false >/dev/null 2>&1 || true
 fi
 "${REPO_ROOT}/canary/rollback.sh" "${C[@]}" --strategy nginx --reason "e2e: end of router checks" >/dev/null 2>&1 || true
 
+# -- the load's address: a NodePort Service of the test's own on every track of the release ----------
+# (same selector as the all-tracks Service ${FULL}), or kubectl proxy with LOAD_VIA=proxy.
+LOAD_HOST=""
+export LOAD_PATH=/
+if [[ "${LOAD_VIA}" == proxy ]]; then
+  kubectl proxy --port=0 >"${TMP}/proxy.out" 2>&1 &
+  util::trap_add "kill $! 2>/dev/null || true"
+  e2e::eventually 20 grep -q 'Starting to serve on' "${TMP}/proxy.out" || log::fatal "kubectl proxy did not start: $(cat "${TMP}/proxy.out")"
+  LOAD_HOST="$(sed -n 's/.*Starting to serve on //p' "${TMP}/proxy.out")"
+  LOAD_PATH="/api/v1/namespaces/${NS}/services/http:${FULL}:http/proxy/"
+  log::info "load through kubectl proxy: http://${LOAD_HOST}${LOAD_PATH}"
+else
+  "${K[@]}" get service "${FULL}" -o json |
+    jq '{apiVersion, kind, metadata: {name: "load", namespace: .metadata.namespace},
+      spec: {type: "NodePort", selector: .spec.selector, ports: [{name: "http", port: 80, targetPort: "http"}]}}' |
+    kubectl apply -f - >/dev/null || log::fatal "cannot create the NodePort Service load in ${NS}"
+  e2e::nodeport "${NS}" load || log::fatal "no address for the NodePort Service load in ${NS}"
+  LOAD_HOST="${E2E_ADDRESS}"
+  log::info "load through the NodePort Service load (selector $("${K[@]}" get service load -o jsonpath='{.spec.selector}')): http://${LOAD_HOST}/"
+fi
+
 # -- replica ratio through kube-proxy -------------------------------------------------------------
-CLUSTER_IP="$("${K[@]}" get service "${FULL}" -o jsonpath='{.spec.clusterIP}')"
-HOST_REACHES_SERVICES=0
-[[ "${LOAD_VIA:-}" == proxy ]] || ! curl -s --max-time 3 "http://${CLUSTER_IP}/" >/dev/null 2>&1 || HOST_REACHES_SERVICES=1
 replicas_split() {
   "${REPO_ROOT}/canary/deploy.sh" "${C[@]}" --strategy replicas -t "${NEW_TAG}" --weight 25 --message canary-v2 >"${TMP}/split.json" || return 1
-  e2e::eventually 60 bash -c "[[ \$(kubectl -n '${NS}' get endpointslices -l kubernetes.io/service-name=${FULL} -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}') == xxxx ]]" || return 1
+  e2e::eventually 60 bash -c "[[ \$(kubectl -n '${NS}' get endpointslices -l kubernetes.io/service-name=load -o jsonpath='{range .items[*].endpoints[?(@.conditions.ready==true)]}x{end}') == xxxx ]]" || return 1
   # Ready endpoints are not yet kube-proxy's rules: measure once the canary has answered.
-  e2e::eventually 60 bash -c "curl -s --max-time 2 http://${CLUSTER_IP}/ | grep -q '\"track\":\"canary\"'" || return 1
-  python3 "${TMP}/load.py" "${CLUSTER_IP}:80" "${TMP}/split-load.json" 0 "${SPLIT_REQUESTS}" || return 1
+  e2e::eventually 60 bash -c "curl -s --max-time 2 http://${LOAD_HOST}/ | grep -q '\"track\":\"canary\"'" || return 1
+  python3 "${TMP}/load.py" "${LOAD_HOST}" "${TMP}/split-load.json" 0 "${SPLIT_REQUESTS}" || return 1
   python3 - "${TMP}/split-load.json" "$(jq .effective_weight "${TMP}/split.json")" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))["summary"]
@@ -403,28 +416,15 @@ print(f"    measured: {s['tracks']} of {s['total']} requests ({s['failed']} fail
 sys.exit(0 if s["failed"] == 0 and abs(got - want) <= 3.0 else 1)
 EOF
 }
-if ((HOST_REACHES_SERVICES)); then
-  check::run "replicas: 1 canary + 3 stable pods behind one Service; ${SPLIT_REQUESTS} requests to its ClusterIP split 25 % ± 3 % to the canary" replicas_split
+if [[ "${LOAD_VIA}" == nodeport ]]; then
+  check::run "replicas: 1 canary + 3 stable pods behind one Service; ${SPLIT_REQUESTS} requests to its NodePort (${LOAD_HOST}) split 25 % ± 3 % to the canary" replicas_split
 else
-  log::warn "the host cannot reach ClusterIP ${CLUSTER_IP} (minikube?): replica-ratio split not measured, not counted"
+  log::warn "LOAD_VIA=proxy: the API server's service proxy, not kube-proxy, picks the pods: replica-ratio split not measured, not counted"
   "${REPO_ROOT}/canary/deploy.sh" "${C[@]}" --strategy replicas -t "${NEW_TAG}" --weight 25 >/dev/null 2>&1 || true
 fi
 "${REPO_ROOT}/canary/rollback.sh" "${C[@]}" --strategy replicas --reason "e2e: end of split measurement" >/dev/null 2>&1 || true
 
-# -- load on the all-tracks Service while the canary is analysed ---------------------------------
-# From the host straight to the ClusterIP (kube-proxy) on the local cluster; where the host cannot
-# reach Services (minikube), through `kubectl proxy` and the API server's service proxy, which also
-# picks a ready endpoint per request.
-LOAD_HOST="${CLUSTER_IP}:80"
-export LOAD_PATH=/
-if ((!HOST_REACHES_SERVICES)); then
-  kubectl proxy --port=0 >"${TMP}/proxy.out" 2>&1 &
-  util::trap_add "kill $! 2>/dev/null || true"
-  e2e::eventually 20 grep -q 'Starting to serve on' "${TMP}/proxy.out" || log::fatal "kubectl proxy did not start: $(cat "${TMP}/proxy.out")"
-  LOAD_HOST="$(sed -n 's/.*Starting to serve on //p' "${TMP}/proxy.out")"
-  LOAD_PATH="/api/v1/namespaces/${NS}/services/http:${FULL}:http/proxy/"
-  log::info "load through kubectl proxy: http://${LOAD_HOST}${LOAD_PATH}"
-fi
+# -- load on every track while the canary is analysed: the same address ----------------------------
 LOAD_PID=""
 start_load() {
   python3 "${TMP}/load.py" "${LOAD_HOST}" "$1" 40 0 &
@@ -441,20 +441,59 @@ stop_load() {
 
 # -- a bad canary is rolled back by the analysis ------------------------------------------------------
 ROLLBACKS_BEFORE_BAD="$("${K[@]}" get events --field-selector "involvedObject.name=${FULL},reason=CanaryRolledBack" -o json | jq '.items | length')"
-# With a Prometheus binary and pod IPs routed from the host, the bad canary is judged from a real
-# Prometheus (scraping every pod of the release each second, targets from a file) instead of the
-# direct scrapes: the PromQL path of selfheal-canary against a real server.
+# With a Prometheus binary, the bad canary is judged from a real Prometheus on 127.0.0.1
+# (scraping every pod of the release each second) instead of the direct scrapes: the PromQL path
+# of selfheal-canary against a real server. It scrapes through the API server's pod proxy
+# (SERVER/api/v1/namespaces/NS/pods/NAME:8080/proxy/metrics, one file target per pod with its
+# own __metrics_path__ and instance=NAME), as a ServiceAccount allowed only pods/proxy in this
+# namespace: no route to pod IPs needed.
 PROM_BIN="$(command -v prometheus 2>/dev/null || true)"
 PROM_URL=""
+# kubeconfig_ca FILE: the cluster CA of the current context, into FILE.
+kubeconfig_ca() {
+  local ca
+  ca="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')"
+  if [[ -n "${ca}" ]]; then
+    base64 -d <<<"${ca}" >"$1"
+  else
+    cp "$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')" "$1"
+  fi
+}
 start_prometheus() {
-  local port
+  local port server
   port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  server="$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
+  server="${server#https://}"
+  server="${server%%/*}"
+  kubeconfig_ca "${TMP}/ca.crt" || return 1
+  kubectl apply -f - >/dev/null <<EOF || return 1
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: prometheus, namespace: ${NS}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: prometheus, namespace: ${NS}}
+rules: [{apiGroups: [""], resources: [pods/proxy], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: prometheus, namespace: ${NS}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: prometheus}
+subjects: [{kind: ServiceAccount, name: prometheus, namespace: ${NS}}]
+EOF
+  "${K[@]}" create token prometheus --duration 1h >"${TMP}/prometheus.token" || return 1
   "${K[@]}" get pods -l "app.kubernetes.io/instance=${REL},track" -o json |
-    jq --arg ns "${NS}" '[{targets: [.items[] | select(.status.podIP) | .status.podIP + ":8080"], labels: {namespace: $ns}}]' >"${TMP}/targets.json"
+    jq --arg ns "${NS}" --arg server "${server}" '[.items[] | select(.status.phase == "Running" and (.metadata.deletionTimestamp | not)) | .metadata.name as $pod |
+      {targets: [$server], labels: {__metrics_path__: "/api/v1/namespaces/\($ns)/pods/\($pod):8080/proxy/metrics",
+        instance: $pod, namespace: $ns}}]' >"${TMP}/targets.json"
   cat >"${TMP}/prometheus.yml" <<EOF
 global: {scrape_interval: 1s, scrape_timeout: 1s}
 scrape_configs:
   - job_name: canary-e2e
+    scheme: https
+    authorization: {credentials_file: "${TMP}/prometheus.token"}
+    tls_config: {ca_file: "${TMP}/ca.crt"}
     file_sd_configs: [{files: ["${TMP}/targets.json"]}]
 EOF
   "${PROM_BIN}" --config.file="${TMP}/prometheus.yml" --storage.tsdb.path="${TMP}/prom" \
@@ -462,16 +501,19 @@ EOF
   util::trap_add "kill $! 2>/dev/null || true"
   PROM_URL="http://127.0.0.1:${port}"
   e2e::eventually 30 curl -sf "${PROM_URL}/-/ready" || { tail -5 "${TMP}/prometheus.log" >&2; return 1; }
-  log::info "Prometheus at ${PROM_URL} scrapes $(jq '.[0].targets | length' "${TMP}/targets.json") pods every second"
+  # Every target up: the pod proxy answers with this token (a wrong path or RBAC shows here).
+  e2e::eventually 30 bash -c "curl -s '${PROM_URL}/api/v1/targets' | jq -e '[.data.activeTargets[] | select(.health == \"up\")] | length == $(jq length "${TMP}/targets.json")'" ||
+    { curl -s "${PROM_URL}/api/v1/targets" | jq -c '[.data.activeTargets[] | {instance: .labels.instance, health, lastError}]' >&2; return 1; }
+  log::info "Prometheus at ${PROM_URL} scrapes $(jq length "${TMP}/targets.json") pods every second through https://${server}/api/v1/namespaces/${NS}/pods/NAME:8080/proxy/metrics"
 }
 bad_canary() {
   "${REPO_ROOT}/canary/deploy.sh" "${C[@]}" --strategy replicas -t "${NEW_TAG}" --weight 10 --fault-profile errors >/dev/null || return 1
   local source=()
-  if [[ -n "${PROM_BIN}" ]] && curl -s --max-time 3 "http://${POD_IP}:8080/health" >/dev/null 2>&1; then
+  if [[ -n "${PROM_BIN}" ]]; then
     start_prometheus || return 1
     source=(--prometheus "${PROM_URL}")
   else
-    log::warn "no prometheus binary or no route to pod IPs: the bad canary is judged from direct scrapes"
+    log::warn "no prometheus binary (hack/tools.sh install prometheus): the bad canary is judged from direct scrapes"
   fi
   start_load "${TMP}/bad-load.json"
   local rc=0

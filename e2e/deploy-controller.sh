@@ -38,13 +38,18 @@ e2e::remove_at_exit "${TMP}/manifest.yaml"
 # its tag. On the local cluster, give the imported image its digest name the way a pull would, so
 # the Deployment can name it by digest as the workflow does. The kubelet reports it with its next
 # node status (up to a minute).
+WANT_DIGEST="sha256:"
 if [[ -S "${CONTAINERD_SOCK}" ]]; then
   digest="$(util::ctr images ls | awk '$1 == "localhost/selfheal-controller:dev" {print $3}')"
-  [[ -z "${digest}" ]] || util::ctr images tag localhost/selfheal-controller:dev "localhost/selfheal-controller@${digest}" >/dev/null 2>&1 || true
+  if [[ -n "${digest}" ]]; then
+    util::ctr images tag --force localhost/selfheal-controller:dev "localhost/selfheal-controller@${digest}" >/dev/null 2>&1 || true
+    WANT_DIGEST="${digest}"
+  fi
 fi
 DIGEST_REF=""
 node_digest() {
-  DIGEST_REF="$(kubectl get nodes -o json | jq -r '[.items[].status.images[]?.names[]? | select(startswith("localhost/selfheal-controller@sha256:"))][0] // empty')"
+  DIGEST_REF="$(kubectl get nodes -o json | jq -r --arg want "localhost/selfheal-controller@${WANT_DIGEST}" \
+    '[.items[].status.images[]?.names[]? | select(startswith($want))][0] // empty')"
   [[ -n "${DIGEST_REF}" ]]
 }
 e2e::eventually 90 node_digest || log::fatal "localhost/selfheal-controller is not on the node: hack/image.sh --import controller"

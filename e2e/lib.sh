@@ -37,6 +37,59 @@ e2e::eventually() {
   done
 }
 
+# Traffic from the host goes to loopback only (issue 23): a NodePort on 127.0.0.1, a
+# `kubectl port-forward` or the API server's proxy — never a ClusterIP, pod IP or node IP.
+# Both helpers below set E2E_ADDRESS (host:port), which the scripts that source this file read.
+E2E_ADDRESS=""
+
+# e2e::minikube_profile: the minikube profile under test (E2E_MINIKUBE_PROFILE, else "minikube"
+# when that is the current context), or nothing.
+e2e::minikube_profile() {
+  if [[ -n "${E2E_MINIKUBE_PROFILE:-}" ]]; then
+    echo "${E2E_MINIKUBE_PROFILE}"
+  elif [[ "$(kubectl config current-context 2>/dev/null)" == minikube ]]; then
+    echo minikube
+  fi
+}
+
+# e2e::nodeport NS SERVICE: sets E2E_ADDRESS to the host:port where this host reaches the
+# NodePort Service: 127.0.0.1:NODEPORT (kube-proxy serves NodePorts on localhost; hack/cluster.sh
+# sets route_localnet), or, on minikube (e2e::minikube_profile), the address
+# `minikube service --url` prints (it keeps running
+# as a tunnel on some drivers: stopped at exit). Call it directly, not in $(...).
+# shellcheck disable=SC2034 # E2E_ADDRESS is read by the caller
+e2e::nodeport() {
+  local ns="$1" svc="$2" profile out port
+  profile="$(e2e::minikube_profile)"
+  if [[ -z "${profile}" ]]; then
+    port="$(kubectl --namespace "${ns}" get service "${svc}" -o jsonpath='{.spec.ports[0].nodePort}')" || return 1
+    [[ -n "${port}" ]] || { log::error "service ${ns}/${svc} has no nodePort"; return 1; }
+    E2E_ADDRESS="127.0.0.1:${port}"
+    return 0
+  fi
+  util::require_tools minikube
+  out="$(mktemp)"
+  util::trap_add "rm -f '${out}'"
+  minikube --profile "${profile}" service --url --namespace "${ns}" "${svc}" >"${out}" 2>&1 &
+  util::trap_add "kill $! 2>/dev/null || true"
+  e2e::eventually 60 grep -q '^http://' "${out}" || { log::error "minikube service --url ${svc}: $(cat "${out}")"; return 1; }
+  E2E_ADDRESS="$(sed -n 's|^http://||p' "${out}" | head -1)"
+}
+
+# e2e::port_forward NS TARGET PORT: sets E2E_ADDRESS to 127.0.0.1:LOCAL, where
+# `kubectl port-forward TARGET :PORT` (through the API server) listens; stopped at exit.
+# TARGET is service/NAME or pod/NAME; a Service is forwarded to one of its pods.
+# shellcheck disable=SC2034 # E2E_ADDRESS is read by the caller
+e2e::port_forward() {
+  local out
+  out="$(mktemp)"
+  util::trap_add "rm -f '${out}'"
+  kubectl --namespace "$1" port-forward --address 127.0.0.1 "$2" ":$3" >"${out}" 2>&1 &
+  util::trap_add "kill $! 2>/dev/null || true"
+  e2e::eventually 30 grep -q '^Forwarding from 127.0.0.1:' "${out}" || { log::error "kubectl port-forward $2: $(cat "${out}")"; return 1; }
+  E2E_ADDRESS="$(sed -n 's|^Forwarding from \(127.0.0.1:[0-9]*\) .*|\1|p' "${out}" | head -1)"
+}
+
 # e2e::dump NS: what a reader needs when a check failed.
 e2e::dump() {
   log::info "diagnostics for namespace $1:"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Smoke test of the cluster itself: the things every recovery layer relies on. A Deployment of
 # the toolbox image runs and its HTTP probes gate readiness and restart the container; a
-# container that exits non-zero is restarted; a Service answers by ClusterIP and DNS name, from
-# a pod and from the host; metrics-server reports pod usage (the HPA needs it).
+# container that exits non-zero is restarted; a Service answers by ClusterIP and DNS name from a
+# pod, and from the host the way users reach it — its NodePort on 127.0.0.1 and a kubectl
+# port-forward (the host never dials a ClusterIP or pod IP); metrics-server reports pod usage
+# (the HPA needs it).
 # Prerequisites: a cluster in KUBECONFIG with localhost/selfheal-toolbox:dev imported
 # (hack/cluster.sh up does both).
 # shellcheck source=e2e/lib.sh
@@ -85,6 +87,7 @@ apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: ${NS}}
 spec:
+  type: NodePort
   selector: {app: web}
   ports: [{port: 80, targetPort: http}]
 EOF
@@ -125,10 +128,23 @@ from_pod() {
 }
 check::run "Service ClusterIP ${CLUSTER_IP} answers from a pod" e2e::eventually 30 from_pod "${CLUSTER_IP}"
 check::run "Service DNS name answers from a pod" e2e::eventually 30 from_pod "web.${NS}.svc.cluster.local"
-from_host() { curl -fsS -m 3 "http://${CLUSTER_IP}/" | grep -q "^web-"; }
-check::run "Service ClusterIP answers from the host" e2e::eventually 30 from_host
-dns_from_host() { busybox nslookup "web.${NS}.svc.cluster.local" 10.96.0.10 | grep -q "${CLUSTER_IP}"; }
-check::run "cluster DNS resolves the Service name from the host" e2e::eventually 30 dns_from_host
+dns_from_pod() {
+  kubectl -n "${NS}" exec "${CLIENT}" -- nslookup "web.${NS}.svc.cluster.local" | grep -q "Address: *${CLUSTER_IP}\$"
+}
+check::run "cluster DNS resolves the Service name to its ClusterIP ${CLUSTER_IP} (nslookup in a pod)" e2e::eventually 30 dns_from_pod
+# From the host: loopback only. Both web pods answer (hostnames differ): kube-proxy balances.
+# answers_from_host ADDRESS: two distinct hostnames within 40 new connections.
+answers_from_host() {
+  local i seen=""
+  for ((i = 0; i < 40; i++)); do
+    seen+="$(curl -fsS -m 3 "http://$1/")"$'\n' || return 1
+  done
+  grep "^web-" <<<"${seen}" | sort -u | wc -l | grep -qx 2
+}
+web_nodeport() { e2e::nodeport "${NS}" web && e2e::eventually 30 answers_from_host "${E2E_ADDRESS}"; }
+check::run "Service NodePort answers on 127.0.0.1 from the host, from both pods (kube-proxy)" web_nodeport
+from_port_forward() { e2e::port_forward "${NS}" service/web 80 && e2e::eventually 30 bash -c "curl -fsS -m 3 'http://${E2E_ADDRESS}/' | grep -q '^web-'"; }
+check::run "kubectl port-forward service/web answers on 127.0.0.1 (through the API server)" from_port_forward
 
 # -- metrics-server -----------------------------------------------------------------------------
 # The first sample needs about 30 s after a pod starts; kubectl top prints "<name> <cpu>m <mem>Mi".
