@@ -22,6 +22,8 @@ Options:
                   seven recovery layers; 8-11 or leak, pool, breaker, zombie (ops = all four)
                   are the ops healers
   --keep          leave the faulted state in place for inspection (passed to the runner)
+  --setup-only    set up the cluster, images, chart and controller, run no layer (what
+                  'make test' uses to put a demo back after its cluster lifecycle check)
   --out DIR       where the JSON report and the SVG timeline go
                   (default ${SELFHEAL_HOME}/demo/<date-time>)
   --dry-run       print what would be done, change nothing
@@ -41,6 +43,7 @@ TARGET=auto
 NS=selfheal-demo
 LAYERS="${LAYER:-}"
 KEEP=0
+SETUP_ONLY=0
 OUT=""
 while (($#)); do
   case "$1" in
@@ -49,6 +52,7 @@ while (($#)); do
     --namespace) [[ $# -ge 2 ]] || util::usage_error "--namespace needs a value"; NS="$2"; shift ;;
     --layer) [[ $# -ge 2 ]] || util::usage_error "--layer needs a value"; LAYERS="${LAYERS:+${LAYERS},}$2"; shift ;;
     --keep) KEEP=1 ;;
+    --setup-only) SETUP_ONLY=1 ;;
     --out) [[ $# -ge 2 ]] || util::usage_error "--out needs a value"; OUT="$2"; shift ;;
     --dry-run) export DRY_RUN=1 ;;
     *) util::usage_error "unknown argument: $1" ;;
@@ -108,6 +112,10 @@ if [[ "${IMAGE_TAG:-dev}" != dev ]]; then
   util::run kubectl -n selfheal-system set image deployment/selfheal-controller "controller=localhost/selfheal-controller:${IMAGE_TAG}"
 fi
 util::run kubectl -n selfheal-system rollout status deployment/selfheal-controller --timeout=180s
+if ((SETUP_ONLY)); then
+  log::ok "demo set up: release selfheal-app in ${NS}, selfheal-controller in selfheal-system (no layer run: --setup-only)"
+  exit 0
+fi
 
 if ((NEEDS_PROMETHEUS)); then
   if [[ "${TARGET}" == local ]]; then

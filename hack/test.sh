@@ -18,8 +18,13 @@ Usage: hack/test.sh [all|unit|cluster|lint]
 
 Environment:
   KUBECONFIG      for 'cluster': the cluster to test (default: the local cluster's)
-  KEEP_CLUSTER=1  'all' leaves the local cluster running at the end (for debugging)
+  KEEP_CLUSTER=1  'all' leaves the local cluster running at the end and skips the lifecycle
+                  check (which stops it)
   CARGO_TEST_ARGS extra arguments for cargo test (e.g. -- --nocapture)
+
+After 'make demo': 'all' finds the local cluster up and tests on it. It removes the demo's
+controller from selfheal-system first (the tests install their own), runs the lifecycle check
+(which stops the cluster) and then sets the demo up again (hack/demo.sh --setup-only).
 EOF
 }
 
@@ -158,6 +163,35 @@ test::print_summary() {
   ((TOTAL_FAILED == 0 && ${#FAILED_STEPS[@]} == 0))
 }
 
+# -- a demo left on the cluster (`make demo`, then `make test`) --------------------------------------
+# The e2e scripts install their own controller in selfheal-system, and the lifecycle check stops
+# the cluster. So when the cluster was already up, what a demo left there is set aside first and
+# put back at the end (the same setup `make demo` does, fresh), and both steps say so.
+DEMO_NS=selfheal-demo
+DEMO_FOUND=0
+test::set_aside_demo() {
+  local dir
+  export KUBECONFIG="${CLUSTER_KUBECONFIG}"
+  kubectl get namespace "${DEMO_NS}" >/dev/null 2>&1 && DEMO_FOUND=1
+  if kubectl get namespace selfheal-system >/dev/null 2>&1; then
+    DEMO_FOUND=1
+    dir="$(kubectl -n selfheal-system get deployment selfheal-controller \
+      -o jsonpath='{.metadata.annotations.selfheal\.io/installed-from}' 2>/dev/null || true)"
+    [[ -n "${dir}" && -f "${REPO_ROOT}/${dir}/kustomization.yaml" ]] || dir=controller/deploy
+    log::warn "a controller runs in selfheal-system (from ${dir}, e.g. left by 'make demo'): removing it, the tests install their own; the demo's setup is put back at the end"
+    kubectl delete -k "${REPO_ROOT}/${dir}" --ignore-not-found --wait=true --timeout=180s >/dev/null ||
+      log::warn "removing the controller did not finish within 180 s; the e2e scripts wait for it"
+  fi
+  unset KUBECONFIG
+}
+
+# test::restore_demo: after the lifecycle check stopped the cluster, set the demo up again.
+test::restore_demo() {
+  ((DEMO_FOUND)) || return 0
+  log::step "putting the demo back: hack/demo.sh --setup-only (cluster, images, release selfheal-app in ${DEMO_NS}, controller)"
+  test::run demo-restore "${REPO_ROOT}/hack/demo.sh" --setup-only --namespace "${DEMO_NS}"
+}
+
 test::all() {
   local t0
   t0="$(date +%s)"
@@ -178,13 +212,22 @@ test::all() {
   fi
   "${REPO_ROOT}/hack/cluster.sh" up
   unset KUBECONFIG
+  if ((!started)); then
+    log::warn "the local cluster was already up: the tests run on it$([[ "${KEEP_CLUSTER:-0}" == 1 ]] || echo ", and the lifecycle check at the end stops it (everything on it is deleted) and a demo found on it is set up again")"
+    test::set_aside_demo
+  fi
   # The e2e tests deploy the project's own images: build them (static, release) and import them.
   "${REPO_ROOT}/hack/image.sh" --import project
+  # Multi-architecture images (no cluster): both platforms in each index, the arm64 binaries
+  # run under qemu-user (the amd64/arm64 builds above are reused).
+  test::run images "${REPO_ROOT}/hack/tests/images.sh"
   test::cluster
-  if ((started)) && [[ "${KEEP_CLUSTER:-0}" != 1 ]]; then
+  if [[ "${KEEP_CLUSTER:-0}" != 1 ]]; then
     test::run lifecycle "${REPO_ROOT}/e2e/cluster-lifecycle.sh"
+    ((started)) || test::restore_demo
   else
-    log::info "lifecycle test not run: the cluster was already up before the tests (or KEEP_CLUSTER=1), so it stays up"
+    log::info "lifecycle test not run: KEEP_CLUSTER=1 keeps the cluster up"
+    ((started)) || test::restore_demo
   fi
   log::info "all tests took $(($(date +%s) - t0))s"
 }
