@@ -3,7 +3,7 @@
 SHELL := /usr/bin/env bash
 .DEFAULT_GOAL := help
 
-.PHONY: help demo test test-unit lint cluster-up cluster-down images bench
+.PHONY: help demo test test-unit test-cluster lint cluster-up cluster-down images bench
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z0-9-]*:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -11,11 +11,14 @@ help: ## list the targets
 demo: ## set up (local cluster, or the current minikube) and run the seven-layer demo; LAYER=3 for one, LAYER=leak|pool|breaker|zombie|ops for the ops healers
 	hack/demo.sh
 
-test: ## set up and run every test: lint, unit, cluster tests and e2e on the local cluster
+test: ## set up and run every test: make lint, test-unit, then test-cluster on the local cluster
 	hack/test.sh all
 
-test-unit: ## Rust tests that need no cluster
+test-unit: ## tests that need no cluster: Rust unit and integration tests, a live Prometheus
 	hack/test.sh unit
+
+test-cluster: ## against the cluster in KUBECONFIG (local or minikube): images, cluster tests, e2e, demo
+	hack/test.sh cluster
 
 lint: ## rustfmt, clippy -D warnings, shellcheck, actionlint, helm lint, promtool
 	hack/lint.sh

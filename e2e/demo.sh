@@ -25,6 +25,8 @@ timeline. Takes about fifteen minutes. Prints "demo: N passed, N failed".
 Environment:
   KUBECONFIG   cluster to test (default: hack/cluster.sh's, ${CLUSTER_KUBECONFIG})
   DEMO_LAYERS  layers to run (default 1,2,3,4,5,6,7,ops; e.g. DEMO_LAYERS=1,2 or leak for a look)
+  DEMO_REPORT_DIR  where report.json and timeline.svg are kept (default ${SELFHEAL_HOME}/demo/e2e-latest;
+               CI's recovery-time gate reads it there)
 EOF
 }
 
@@ -69,10 +71,12 @@ log::step "selfheal-demo ${ARGS[*]}"
 rc=0
 "${DEMO}" "${ARGS[@]}" || rc=$?
 [[ -s "${TMP}/report.json" ]] || { e2e::dump "${NS}"; log::fatal "the runner wrote no report (exit ${rc})"; }
-# Kept for a look after the run (the SVG is meant to be looked at, not only parsed).
-mkdir -p "${SELFHEAL_HOME}/demo/e2e-latest"
-cp "${TMP}/report.json" "${TMP}/timeline.svg" "${SELFHEAL_HOME}/demo/e2e-latest/" 2>/dev/null || true
-log::info "report and timeline copied to ${SELFHEAL_HOME}/demo/e2e-latest/"
+# Kept for a look after the run (the SVG is meant to be looked at, not only parsed) and, on CI,
+# for the recovery-time gate and the job's artifact.
+REPORT_DIR="${DEMO_REPORT_DIR:-${SELFHEAL_HOME}/demo/e2e-latest}"
+mkdir -p "${REPORT_DIR}"
+cp "${TMP}/report.json" "${TMP}/timeline.svg" "${REPORT_DIR}/" 2>/dev/null || true
+log::info "report and timeline copied to ${REPORT_DIR}/"
 
 if [[ ",${LAYERS}," =~ ,(9|10|pool|breaker|ops), ]]; then
   prometheus_gone() {

@@ -42,13 +42,13 @@ e2e::eventually() {
 # Both helpers below set E2E_ADDRESS (host:port), which the scripts that source this file read.
 E2E_ADDRESS=""
 
-# e2e::minikube_profile: the minikube profile under test (E2E_MINIKUBE_PROFILE, else "minikube"
-# when that is the current context), or nothing.
+# e2e::minikube_profile: the minikube profile under test (E2E_MINIKUBE_PROFILE, else the one
+# minikube::profile reads from the Nodes), or nothing on a cluster that is not minikube.
 e2e::minikube_profile() {
   if [[ -n "${E2E_MINIKUBE_PROFILE:-}" ]]; then
     echo "${E2E_MINIKUBE_PROFILE}"
-  elif [[ "$(kubectl config current-context 2>/dev/null)" == minikube ]]; then
-    echo minikube
+  else
+    minikube::profile
   fi
 }
 
@@ -71,7 +71,8 @@ e2e::nodeport() {
   out="$(mktemp)"
   util::trap_add "rm -f '${out}'"
   minikube --profile "${profile}" service --url --namespace "${ns}" "${svc}" >"${out}" 2>&1 &
-  util::trap_add "kill $! 2>/dev/null || true"
+  # SIGINT: on tunnel drivers (Docker Desktop) that is how minikube closes its ssh tunnel.
+  util::trap_add "kill -INT $! 2>/dev/null || true"
   e2e::eventually 60 grep -q '^http://' "${out}" || { log::error "minikube service --url ${svc}: $(cat "${out}")"; return 1; }
   E2E_ADDRESS="$(sed -n 's|^http://||p' "${out}" | head -1)"
 }

@@ -6,6 +6,9 @@
 # are written under the --out directory). LAYER=leak|pool|breaker|zombie (or ops, all four) runs
 # the ops healers (layers 8-11) instead; pool and breaker get a Prometheus (hack/demo-prometheus.sh
 # on the local cluster, the observability stack's on minikube).
+# On minikube it reads the Node's architecture, loads that platform of the images (refusing
+# anything but amd64/arm64), enables the addons the layers need (hack/lib.sh minikube::*) and
+# sends the load to the address `minikube service --url` prints.
 # Prerequisites: root for the local cluster (Linux), or a running minikube; cargo.
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -15,8 +18,9 @@ usage() {
 Usage: hack/demo.sh [options]
 
 Options:
-  --target T      local | minikube | auto (default auto: minikube when it is the current
-                  kube context and running, else the local cluster)
+  --target T      local | minikube | auto (default auto: minikube when the minikube command
+                  is there and the current kube context's Nodes are a minikube profile's,
+                  else the local cluster)
   --namespace NS  namespace for the demo (default selfheal-demo)
   --layer N       run only layer N (repeatable, or comma-separated: --layer 1,2); default the
                   seven recovery layers; 8-11 or leak, pool, breaker, zombie (ops = all four)
@@ -26,13 +30,27 @@ Options:
                   'make test' uses to put a demo back after its cluster lifecycle check)
   --out DIR       where the JSON report and the SVG timeline go
                   (default ${SELFHEAL_HOME}/demo/<date-time>)
-  --dry-run       print what would be done, change nothing
+  --dry-run       print every command it would run, change nothing (on minikube it still
+                  reads the Nodes, and needs no minikube command)
   -h, --help      this help
+
+On minikube (--target minikube):
+  - images: the Node's architecture (label kubernetes.io/arch, else nodeInfo) picks the
+    platform, linux/amd64 or linux/arm64; any other exits 1. hack/image.sh --minikube builds it
+    (without Docker on Linux; with docker buildx elsewhere) and loads that platform only.
+  - addons: metrics-server when the layers include 5 (HPA) or 8/leak (memory trend); no
+    ingress (layer 7's canary shifts replicas, not Ingress weights).
+  - load: the runner gets --load-url, the first URL of 'minikube service --url' (kept running
+    until the end where the driver needs a tunnel), unless DEMO_LOAD_URL or --load-url is given.
 
 Environment:
   LAYER           same as --layer (make demo LAYER=3, LAYER=1,2, LAYER=leak, LAYER=ops)
   DEMO_ARGS       extra arguments for 'selfheal-demo run' (e.g. DEMO_ARGS='--unready-secs 20')
   IMAGE_TAG       tag of the app and controller images (default dev)
+  IMAGE_BUILD     minikube: tarball (hack/image.sh, no Docker; default on Linux) or docker
+                  (docker buildx; default elsewhere)
+  MINIKUBE_PROFILE  minikube profile (default: the Node's minikube.k8s.io/name label, else minikube)
+  DEMO_LOAD_URL   load target for the runner (skips 'minikube service --url')
 
 Clean up:  helm -n selfheal-demo uninstall selfheal-app; kubectl delete namespace selfheal-demo;
            kubectl delete -k controller/deploy-demo   (and 'make cluster-down' for the local cluster)
@@ -69,12 +87,52 @@ NEEDS_PROMETHEUS=0
 OUT="${OUT:-${SELFHEAL_HOME}/demo/$(date -u +%Y%m%d-%H%M%S)}"
 
 if [[ "${TARGET}" == auto ]]; then
-  TARGET=local
-  if command -v minikube >/dev/null && [[ "$(kubectl config current-context 2>/dev/null)" == minikube ]] &&
-    minikube status >/dev/null 2>&1; then
-    TARGET=minikube
+  have_minikube=no
+  profile=""
+  if command -v minikube >/dev/null; then
+    have_minikube=yes
+    profile="$(minikube::profile)"
   fi
+  TARGET="$(minikube::target "${have_minikube}" "${profile}")"
 fi
+
+# demo::load_url_given: the load target is chosen already (DEMO_LOAD_URL, --load-url in DEMO_ARGS).
+demo::load_url_given() {
+  [[ -n "${DEMO_LOAD_URL:-}" || " ${DEMO_ARGS:-} " == *" --load-url"* ]]
+}
+
+# demo::url_or_exit FILE PID: FILE has an http:// line, or PID (which writes it) is gone.
+# shellcheck disable=SC2317 # called through util::wait_for
+demo::url_or_exit() { grep -q '^http://' "$1" || ! kill -0 "$2" 2>/dev/null; }
+
+# demo::minikube_service_url: LOAD_URL = the first URL `minikube service --url` prints for the
+# app's Service (its NodePort at the node's address, or, with a Docker Desktop driver, a local
+# tunnel that lives as long as the command: it runs in the background and gets SIGINT at exit,
+# which makes minikube close its ssh tunnel).
+demo::minikube_service_url() {
+  local cmd=(minikube --profile "${MK_PROFILE}" service --namespace "${NS}" selfheal-app --url)
+  if [[ "${DRY_RUN:-0}" == 1 ]]; then
+    util::run "${cmd[@]}"
+    LOAD_URL="<first URL printed by minikube service --url>"
+    return 0
+  fi
+  local out
+  out="$(mktemp -d)"
+  util::trap_add "rm -rf '${out}'"
+  log::info "+ ${cmd[*]} &"
+  "${cmd[@]}" >"${out}/stdout" 2>"${out}/stderr" &
+  local pid=$!
+  util::trap_add "kill -INT ${pid} 2>/dev/null || true"
+  util::wait_for "minikube service --url to print the Service's address" 120 \
+    demo::url_or_exit "${out}/stdout" "${pid}" || true
+  LOAD_URL="$(grep -m1 '^http://' "${out}/stdout" || true)"
+  if [[ -z "${LOAD_URL}" ]]; then
+    cat "${out}/stdout" "${out}/stderr" >&2
+    log::fatal "minikube service --url printed no http:// address for ${NS}/selfheal-app (kubectl -n ${NS} get service selfheal-app; minikube --profile ${MK_PROFILE} service list)"
+  fi
+  LOAD_URL="${LOAD_URL%/}/"
+  log::info "load target: ${LOAD_URL}"
+}
 
 log::step "demo on the ${TARGET} cluster, namespace ${NS}"
 if [[ "${TARGET}" == local ]]; then
@@ -82,14 +140,39 @@ if [[ "${TARGET}" == local ]]; then
   export KUBECONFIG="${CLUSTER_KUBECONFIG}"
   util::run "${REPO_ROOT}/hack/image.sh" --import app controller
 else
-  util::require_tools minikube kubectl
+  util::require_tools kubectl
+  if command -v minikube >/dev/null; then
+    mk_version="$(minikube version --short 2>/dev/null || minikube version | head -1)"
+  elif [[ "${DRY_RUN:-0}" == 1 ]]; then
+    mk_version="(no minikube command here: the minikube commands below are what would run)"
+  else
+    util::require_tools minikube
+  fi
+  MK_PROFILE="$(minikube::profile)"
+  MK_PROFILE="${MK_PROFILE:-minikube}"
+  NODE_ARCH="$(minikube::node_arch)" ||
+    log::fatal "cannot read the minikube node's architecture: is minikube running and the current kube context its (minikube start; kubectl config use-context ${MK_PROFILE})?"
+  NODE_PLATFORM="$(minikube::platform "${NODE_ARCH}")" || exit 1
+  IMAGE_BUILD="$(minikube::image_build "$(uname -s)")" || exit 2
   # docker vs containerd defaults changed across minikube releases: say what this one runs.
-  mk_version="$(minikube version --short 2>/dev/null || minikube version | head -1)"
   mk_runtime="$(kubectl get nodes -o jsonpath='{.items[0].status.nodeInfo.containerRuntimeVersion}' 2>/dev/null || echo unknown)"
-  log::info "minikube ${mk_version}, container runtime ${mk_runtime} (images go in with 'minikube image load', which works for both)"
-  util::run minikube addons enable metrics-server
-  util::run minikube addons enable ingress
-  util::run "${REPO_ROOT}/hack/image.sh" --minikube app controller
+  log::info "minikube ${mk_version}, profile ${MK_PROFILE}, node ${NODE_PLATFORM}, container runtime ${mk_runtime}"
+  ADDONS="$(minikube::addons "${LAYERS}")"
+  for addon in ${ADDONS}; do
+    util::run minikube --profile "${MK_PROFILE}" addons enable "${addon}"
+  done
+  if [[ " ${ADDONS} " == *" metrics-server "* ]]; then
+    util::run kubectl --namespace kube-system rollout status deployment/metrics-server --timeout=180s
+  fi
+  image_args=(--minikube --node-arch "${NODE_ARCH}")
+  if [[ "${IMAGE_BUILD}" == docker ]]; then
+    image_args+=(--docker)
+  else
+    image_args+=(--platforms "${NODE_PLATFORM}")
+  fi
+  log::step "images for ${NODE_PLATFORM} (${IMAGE_BUILD} build): hack/image.sh ${image_args[*]} app controller"
+  # Not through util::run: image.sh honours DRY_RUN itself and prints each command it would run.
+  MINIKUBE_PROFILE="${MK_PROFILE}" "${REPO_ROOT}/hack/image.sh" "${image_args[@]}" app controller
 fi
 util::require_tools kubectl cargo
 
@@ -143,6 +226,11 @@ if [[ -n "${LAYERS}" ]]; then ARGS+=(--layer "${LAYERS}"); fi
 # DEMO_ARGS is split on spaces on purpose: it carries several flags.
 # shellcheck disable=SC2206
 [[ -n "${DEMO_ARGS:-}" ]] && ARGS+=(${DEMO_ARGS})
+if [[ "${TARGET}" == minikube ]] && ! demo::load_url_given; then
+  log::step "load target: the address 'minikube service --url' prints for ${NS}/selfheal-app"
+  demo::minikube_service_url
+  ARGS+=(--load-url "${LOAD_URL}")
+fi
 
 log::step "running the layers: ${DEMO_BIN} ${ARGS[*]}"
 util::run mkdir -p "${OUT}"

@@ -2,7 +2,8 @@
 # Builds the container images the project runs, without Docker: static binaries go into a
 # single-layer image per platform, packed as ONE OCI image index per image (hack/mkimage.py) in a
 # tarball under ~/.cache/selfheal/images, which is then imported into the local cluster's
-# containerd (its own platform), loaded into minikube, or left as a file.
+# containerd (its own platform), loaded into minikube (the platform of its Node, as a
+# single-platform tarball), or left as a file.
 # app, controller and toolbox are built for linux/amd64 and linux/arm64 by default (arm64 is
 # cross-compiled: aarch64-unknown-linux-musl linked by Debian's gcc-aarch64-linux-gnu); the
 # cluster add-ons (pause, coredns, metrics-server) for this machine's platform only.
@@ -39,8 +40,15 @@ Options:
                     of the tarball takes (manifest.json); ctr reads the whole index.
   --import          import into the local cluster's containerd (hack/cluster.sh) after building,
                     this machine's platform (ctr images import --platform linux/$(image::host_arch))
-  --minikube        load into the current minikube after building: the tarball
-                    (minikube image load FILE), or with --docker the image by reference
+  --minikube        load into the minikube of the current kube context after building, for the
+                    architecture of its Node (--node-arch): that platform is copied out of the
+                    index into IMAGE-linux-ARCH.tar (mkimage.py --export), which goes to
+                    'minikube image load' (a containerd node imports it, a Docker node
+                    'docker load's it: both get the node's platform). With --docker: the image
+                    is built for the node's platform and loaded by reference (--daemon).
+                    Exits 1 when the node's architecture is not amd64 or arm64.
+  --node-arch ARCH  with --minikube: the node's architecture (amd64, arm64); default: read from
+                    the Node objects (label kubernetes.io/arch, else .status.nodeInfo.architecture)
   --docker          build app/controller with 'docker buildx build --load' from their Dockerfile
                     instead (the image stays in docker); a multi-platform --load needs Docker's
                     containerd image store
@@ -50,12 +58,15 @@ Options:
 
 Environment:
   IMAGE_TAG         default tag for app and controller (dev)
+  MINIKUBE_PROFILE  with --minikube: the profile (default: the minikube.k8s.io/name label of the
+                    Node, else minikube)
   SELFHEAL_HOME     cache root; tarballs go to \$SELFHEAL_HOME/images (${IMAGES_DIR})
   CARGO_TARGET_DIR  cargo's target directory (default: the workspace's target/)
 
 Examples:
   hack/image.sh --import app controller
   hack/image.sh --platforms linux/arm64 --dry-run app
+  hack/image.sh --minikube --node-arch arm64 --platforms linux/arm64 --dry-run app controller
 EOF
 }
 
@@ -307,16 +318,44 @@ image::import() {
   log::ok "imported $(image::ref "${name}") (${platform}) into the local cluster"
 }
 
-# image::minikube_load NAME: the tarball (minikube imports the node's platform from the index;
-# a docker-runtime node's 'docker load' takes the first of --platforms), or, when docker built
-# it, the image by reference from the local docker daemon.
+# image::minikube_tarball NAME: the single-platform tarball --minikube loads.
+image::minikube_tarball() { echo "${IMAGES_DIR}/$1-${MINIKUBE_PLATFORM//\//-}.tar"; }
+
+# image::minikube_load NAME: the node's platform only. `minikube image load FILE` copies the file
+# to the node and runs the runtime's loader on it: `ctr -n=k8s.io images import FILE` (the
+# node's platform of an index) on containerd, `docker load` (manifest.json: ONE platform, the
+# first built) on Docker. The multi-platform tarball would give an arm64 Docker node the amd64
+# image (exec format error), so the node's platform is copied out first. When docker built it,
+# the image (built for the node's platform) goes by reference from the local docker daemon.
 image::minikube_load() {
-  [[ "${DRY_RUN:-0}" == 1 ]] || util::require_tools minikube
-  if ((USE_DOCKER)) && [[ "$1" == app || "$1" == controller ]]; then
-    util::run minikube image load --daemon "$(image::ref "$1")"
-  else
-    util::run minikube image load "$(image::tarball "$1")"
+  local name="$1"
+  if ((USE_DOCKER)) && [[ "${name}" == app || "${name}" == controller ]]; then
+    util::run minikube --profile "${MINIKUBE_PROFILE_NAME}" image load --daemon "$(image::ref "${name}")"
+    return 0
   fi
+  util::run python3 "${REPO_ROOT}/hack/mkimage.py" --export "${MINIKUBE_PLATFORM}" \
+    --from "$(image::tarball "${name}")" --out "$(image::minikube_tarball "${name}")" >/dev/null
+  util::run minikube --profile "${MINIKUBE_PROFILE_NAME}" image load "$(image::minikube_tarball "${name}")"
+  [[ "${DRY_RUN:-0}" == 1 ]] || log::ok "loaded $(image::ref "${name}") (${MINIKUBE_PLATFORM}) into minikube profile ${MINIKUBE_PROFILE_NAME}"
+}
+
+# image::minikube_target [ARCH]: MINIKUBE_PLATFORM (the node's, from ARCH or the Node objects)
+# and MINIKUBE_PROFILE_NAME. The minikube command itself is needed only to load (not in dry-run).
+image::minikube_target() {
+  local arch="${1:-}"
+  if [[ -z "${arch}" ]]; then
+    util::require_tools kubectl
+    arch="$(minikube::node_arch)" || log::fatal "cannot tell the minikube node's architecture (is minikube running? or pass --node-arch)"
+  fi
+  MINIKUBE_PLATFORM="$(minikube::platform "${arch}")" || exit 1
+  MINIKUBE_PROFILE_NAME="$(minikube::profile)"
+  MINIKUBE_PROFILE_NAME="${MINIKUBE_PROFILE_NAME:-minikube}"
+  if [[ "${DRY_RUN:-0}" != 1 ]]; then
+    util::require_tools minikube
+  elif ! command -v minikube >/dev/null; then
+    log::info "no minikube command here: the minikube commands below are what would run"
+  fi
+  log::info "minikube profile ${MINIKUBE_PROFILE_NAME}, node platform ${MINIKUBE_PLATFORM}$([[ -n "${1:-}" ]] && echo " (--node-arch)")"
 }
 
 # image::parse_platforms LIST: set PLATFORMS and ARCHS (linux only, amd64/arm64, no repeats).
@@ -338,12 +377,13 @@ main() {
   IMAGE_TAG="${IMAGE_TAG:-dev}"
   USE_DOCKER=0
   RUST_BUILT=()
-  local do_import=0 do_minikube=0 names=() platforms=""
+  local do_import=0 do_minikube=0 names=() platforms="" node_arch=""
   while (($#)); do
     case "$1" in
       -h | --help) usage; exit 0 ;;
       --import) do_import=1 ;;
       --minikube) do_minikube=1 ;;
+      --node-arch) util::need_value "$1" "$#"; node_arch="$2"; shift ;;
       --docker) USE_DOCKER=1 ;;
       --tag) util::need_value "$1" "$#"; IMAGE_TAG="$2"; shift ;;
       --platforms) util::need_value "$1" "$#"; platforms="$2"; shift ;;
@@ -358,13 +398,26 @@ main() {
   done
   ((${#names[@]})) || util::usage_error "no image named"
   ((do_import && USE_DOCKER)) && util::usage_error "--import takes the tarball build; with --docker the image is already in docker"
+  [[ -z "${node_arch}" ]] || ((do_minikube)) || util::usage_error "--node-arch goes with --minikube"
+  ((do_minikube)) && image::minikube_target "${node_arch}"
   if [[ -z "${platforms}" ]]; then
     platforms="${DEFAULT_PLATFORMS}"
     ((USE_DOCKER)) && platforms="linux/$(image::host_arch)"
+    # Docker keeps one platform per tag without its containerd image store, and `minikube image
+    # load --daemon` takes what the tag resolves to: build exactly the node's.
+    ((USE_DOCKER && do_minikube)) && platforms="${MINIKUBE_PLATFORM}"
+  fi
+  if ((USE_DOCKER && do_minikube)) && [[ "${platforms}" != "${MINIKUBE_PLATFORM}" ]]; then
+    util::usage_error "--docker --minikube builds the node's platform only (${MINIKUBE_PLATFORM}), not --platforms ${platforms}"
   fi
   image::parse_platforms "${platforms}"
   local n rust=()
   for n in "${names[@]}"; do
+    # The tarballs --minikube loads must hold the node's platform (docker builds only that one).
+    if ((do_minikube)) && ! { ((USE_DOCKER)) && [[ "${n}" == app || "${n}" == controller ]]; } &&
+      ! image::archs "${n}" | grep -qx "${MINIKUBE_PLATFORM#linux/}"; then
+      log::fatal "${n} would be built for $(image::archs "${n}" | sed 's|^|linux/|' | paste -sd, -), and the minikube node runs ${MINIKUBE_PLATFORM}$([[ "${n}" =~ ^(app|controller|toolbox)$ ]] && echo ": add it to --platforms")"
+    fi
     [[ "${n}" == app || "${n}" == controller ]] && rust+=("${n}")
     if ((USE_DOCKER)) && [[ "${n}" == app || "${n}" == controller ]]; then
       log::info "${n}: $(image::ref "${n}") for ${PLATFORMS} -> docker"
@@ -372,7 +425,7 @@ main() {
       log::info "${n}: $(image::ref "${n}") for $(image::archs "${n}" | sed 's|^|linux/|' | paste -sd, -) -> $(image::tarball "${n}")"
     fi
   done
-  mkdir -p "${IMAGES_DIR}"
+  [[ "${DRY_RUN:-0}" == 1 ]] || mkdir -p "${IMAGES_DIR}"
   ((USE_DOCKER || ${#rust[@]} < 2)) || image::rust_build "${rust[@]}"
   for n in "${names[@]}"; do
     image::build "${n}"

@@ -185,6 +185,86 @@ check::summary() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# minikube: what hack/demo.sh and hack/image.sh decide on a minikube cluster, as small functions
+# hack/tests/minikube.sh calls directly. They read the current kube context, never change it.
+# ---------------------------------------------------------------------------------------------
+
+# minikube::node_arch: the architecture of the current kube context's Nodes, as their kubelet
+# reports it: label kubernetes.io/arch, else .status.nodeInfo.architecture. Fails (1, saying
+# why) when no Node can be read, or when the Nodes differ (one image platform could not serve
+# every Node).
+minikube::node_arch() {
+  local out archs
+  out="$(kubectl get nodes -o jsonpath='{range .items[*]}{.metadata.labels.kubernetes\.io/arch}{" "}{.status.nodeInfo.architecture}{"\n"}{end}' 2>&1)" || {
+    log::error "cannot read the Nodes of kube context '$(kubectl config current-context 2>/dev/null || echo none)': ${out}"
+    return 1
+  }
+  # The label when set, else nodeInfo (awk's first field either way).
+  archs="$(awk 'NF { print $1 }' <<<"${out}" | sort -u)"
+  if [[ -z "${archs}" ]]; then
+    log::error "no Node with an architecture in kube context '$(kubectl config current-context 2>/dev/null || echo none)'"
+    return 1
+  fi
+  if [[ "${archs}" == *$'\n'* ]]; then
+    log::error "the Nodes run different architectures ($(paste -sd, - <<<"${archs}")): the demo loads one platform of each image"
+    return 1
+  fi
+  printf '%s\n' "${archs}"
+}
+
+# minikube::platform ARCH: the platform of hack/image.sh's image index that runs on a Node of
+# ARCH (linux/amd64, linux/arm64); any other architecture fails (1) naming the supported ones.
+minikube::platform() {
+  case "$1" in
+    amd64 | arm64) printf 'linux/%s\n' "$1" ;;
+    *)
+      log::error "node architecture '$1' is not supported: the images are built for linux/amd64 and linux/arm64 only (hack/image.sh --platforms)"
+      return 1
+      ;;
+  esac
+}
+
+# minikube::profile: the minikube profile of the current kube context: MINIKUBE_PROFILE (minikube
+# reads it too), else the minikube.k8s.io/name label minikube puts on its Nodes; empty when
+# neither (not a minikube cluster).
+minikube::profile() {
+  if [[ -n "${MINIKUBE_PROFILE:-}" ]]; then
+    printf '%s\n' "${MINIKUBE_PROFILE}"
+    return 0
+  fi
+  kubectl get nodes -o jsonpath='{.items[0].metadata.labels.minikube\.k8s\.io/name}' 2>/dev/null || true
+}
+
+# minikube::target HAVE_MINIKUBE PROFILE: where `hack/demo.sh --target auto` runs: minikube when
+# the minikube command is there (HAVE_MINIKUBE=yes) and the current context is a minikube
+# profile's (PROFILE not empty), else the local cluster.
+minikube::target() {
+  if [[ "$1" == yes && -n "$2" ]]; then echo minikube; else echo local; fi
+}
+
+# minikube::addons LAYERS: the addons those demo layers need, one a line. LAYERS as hack/demo.sh
+# takes it (empty = the seven recovery layers). metrics-server: layer 5's HPA and layer 8's
+# (leak) memory trend. No ingress: layer 7's canary uses the replica strategy (canary/deploy.sh
+# --strategy replicas), and the load goes to the Service's NodePort.
+minikube::addons() {
+  if [[ ",${1:-1,2,3,4,5,6,7}," =~ ,(5|8|leak|ops), ]]; then echo metrics-server; fi
+}
+
+# minikube::image_build OS: how the demo builds images for minikube: IMAGE_BUILD when set
+# (tarball | docker), else `tarball` (hack/image.sh, no Docker) on Linux and `docker` (buildx)
+# elsewhere, where the static Linux binaries need a Linux toolchain that buildx brings.
+minikube::image_build() {
+  case "${IMAGE_BUILD:-}" in
+    tarball | docker) echo "${IMAGE_BUILD}" ;;
+    "") if [[ "$1" == Linux ]]; then echo tarball; else echo docker; fi ;;
+    *)
+      log::error "IMAGE_BUILD must be tarball or docker, not '${IMAGE_BUILD}'"
+      return 1
+      ;;
+  esac
+}
+
+# ---------------------------------------------------------------------------------------------
 # The local cluster's paths (hack/cluster.sh owns them; others read them).
 # ---------------------------------------------------------------------------------------------
 CLUSTER_STATE="${SELFHEAL_HOME}/cluster"

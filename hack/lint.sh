@@ -16,8 +16,8 @@ EOF
 }
 
 util::no_arguments "$@"
-
-
+# jq, shellcheck (apt) and PyYAML: installed when missing, as on a fresh CI runner.
+"${REPO_ROOT}/hack/tools.sh" install apt-tools pyyaml
 
 cd "${REPO_ROOT}"
 mapfile -t SHELL_FILES < <({ git ls-files '*.sh'; printf '.ci/run\n'; } | sort -u | while read -r f; do [[ -f "${f}" ]] && echo "${f}"; done)
@@ -42,9 +42,10 @@ fi
 if ((${#WORKFLOWS[@]})); then
   "${REPO_ROOT}/hack/tools.sh" install actionlint pyyaml
   check::run "actionlint (${#WORKFLOWS[@]} workflows)" actionlint "${WORKFLOWS[@]}"
-  if [[ -f .github/ci/check-workflows.py ]]; then
-    check::run "workflow rules (.github/ci/check-workflows.py)" python3 .github/ci/check-workflows.py
-  fi
+  check::run "workflow rules fire on a bad workflow (check-workflows.py --self-test)" \
+    python3 .github/ci/check-workflows.py --self-test
+  check::run "workflow rules, run: steps call only entry points (.github/ci/check-workflows.py)" \
+    python3 .github/ci/check-workflows.py
   check::run "recovery-time gate unit tests and committed baseline (.github/ci/recovery-gate.py)" \
     python3 .github/ci/recovery-gate.py --self-test
 else

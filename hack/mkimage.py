@@ -16,6 +16,9 @@ Usage:
              --entrypoint /bin [--cmd ARG ...] [--user UID] [--port 8080]
              [--env KEY=VALUE ...] [--label KEY=VALUE ...]
   mkimage.py --inspect FILE.tar     print the image's name and platforms as JSON
+  mkimage.py --export OS/ARCH --from FILE.tar --out ONE.tar
+                                    copy one platform of FILE.tar into a single-platform tarball
+                                    (what `minikube image load` gets: see export_platform)
 
 --root DIR without a platform means linux/amd64. DIR holds that platform's files (e.g.
 DIR/selfheal-app); every ELF file in it must be built for that architecture (checked).
@@ -75,6 +78,8 @@ def parse_root(s):
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--inspect", metavar="FILE.tar", help="print name and platforms of an image tarball, then exit")
+    p.add_argument("--export", metavar="OS/ARCH", help="with --from and --out: write only that platform of --from")
+    p.add_argument("--from", dest="src", metavar="FILE.tar", help="the multi-platform tarball --export reads")
     p.add_argument("--root", action="append", default=[], help="[OS/ARCH=]DIR whose contents become that platform's /, repeatable")
     p.add_argument("--tag", help="image reference, e.g. localhost/selfheal-app:dev")
     p.add_argument("--out", help="tarball to write")
@@ -86,6 +91,14 @@ def parse_args(argv):
     p.add_argument("--label", action="append", default=[], help="LABEL KEY=VALUE, repeatable")
     a = p.parse_args(argv)
     if a.inspect:
+        return a
+    if a.export or a.src:
+        if not (a.export and a.src and a.out):
+            p.error("--export needs --from and --out")
+        try:
+            parse_platform(a.export)
+        except ValueError as e:
+            p.error(f"--export {e}")
         return a
     for req in ("root", "tag", "out", "entrypoint"):
         if not getattr(a, req):
@@ -201,6 +214,23 @@ def image_config(a, plat, diff_id):
     return config
 
 
+def write_archive(out, blobs, layout_index, docker_manifest):
+    """The tarball, atomically: oci-layout, blobs (sorted), index.json, manifest.json."""
+    tmp = out + ".tmp"
+    with tarfile.open(tmp, "w") as t:
+        add_bytes(t, "oci-layout", jbytes({"imageLayoutVersion": "1.0.0"}))
+        for d in ("blobs", "blobs/sha256"):
+            ti = tarfile.TarInfo(d)
+            ti.type = tarfile.DIRTYPE
+            ti.mode = 0o755
+            t.addfile(ti)
+        for d, data in sorted(blobs.items()):
+            add_bytes(t, blob_path(d), data)
+        add_bytes(t, "index.json", jbytes(layout_index))
+        add_bytes(t, "manifest.json", jbytes(docker_manifest))
+    os.replace(tmp, out)
+
+
 def write(a):
     blobs = {}  # digest -> bytes, in insertion order
     entries = []  # per platform: manifest descriptor, config digest, layer digest
@@ -242,34 +272,25 @@ def write(a):
     _, cfg_d, layer_d = entries[0]
     docker_manifest = [{"Config": blob_path(cfg_d), "RepoTags": [a.tag], "Layers": [blob_path(layer_d)]}]
 
-    tmp = a.out + ".tmp"
-    with tarfile.open(tmp, "w") as t:
-        add_bytes(t, "oci-layout", jbytes({"imageLayoutVersion": "1.0.0"}))
-        for d in ("blobs", "blobs/sha256"):
-            ti = tarfile.TarInfo(d)
-            ti.type = tarfile.DIRTYPE
-            ti.mode = 0o755
-            t.addfile(ti)
-        for d, data in sorted(blobs.items()):
-            add_bytes(t, blob_path(d), data)
-        add_bytes(t, "index.json", jbytes(layout_index))
-        add_bytes(t, "manifest.json", jbytes(docker_manifest))
-    os.replace(tmp, a.out)
+    write_archive(a.out, blobs, layout_index, docker_manifest)
     plats = ",".join(platform_name(e[0]["platform"]) for e in entries)
     print(f"{a.out} {a.tag} index={index_d} platforms={plats} size={os.path.getsize(a.out)}")
 
 
 def inspect(path):
-    """The image's name, index digest and, per platform, the manifest and its config's platform."""
+    """The image's name, index digest (null for an --export tarball) and, per platform, the
+    manifest and its config's platform; docker_load: the platform manifest.json names."""
     with tarfile.open(path) as t:
         def read(name):
             return t.extractfile(name).read()
 
         layout = json.loads(read("index.json"))
         (top,) = layout["manifests"]
-        index = json.loads(read(blob_path(top["digest"])))
-        out = {"name": top.get("annotations", {}).get("io.containerd.image.name"), "index": top["digest"], "platforms": []}
-        for m in index["manifests"]:
+        # A single-platform tarball (--export) names its manifest directly: no index.
+        single = top.get("mediaType") == MT_MANIFEST
+        manifests = [top] if single else json.loads(read(blob_path(top["digest"])))["manifests"]
+        out = {"name": top.get("annotations", {}).get("io.containerd.image.name"), "index": None if single else top["digest"], "platforms": []}
+        for m in manifests:
             manifest = json.loads(read(blob_path(m["digest"])))
             config = json.loads(read(blob_path(manifest["config"]["digest"])))
             out["platforms"].append({
@@ -279,13 +300,76 @@ def inspect(path):
                 "config_architecture": config.get("architecture"),
                 "layers": [layer["digest"] for layer in manifest["layers"]],
             })
+        (docker,) = json.loads(read("manifest.json"))
+        config = json.loads(read(docker["Config"]))
+        out["docker_load"] = f"{config.get('os')}/{config.get('architecture')}"
     print(json.dumps(out, indent=2))
+
+
+def export_platform(src, platform, out):
+    """Write one platform of src's image index as a single-platform tarball.
+
+    `minikube image load FILE` copies the file onto the node and runs the node runtime's own
+    loader on it: `ctr -n=k8s.io images import FILE` (containerd: OCI layout, the node's default
+    platform) or `docker load` (Docker: manifest.json, which names one platform only, the first
+    one built). With only the node's platform in the file both read the same, right image.
+    index.json names the platform's manifest directly, as `docker save` of one image does.
+    """
+    want = platform_name(parse_platform(platform))
+    with tarfile.open(src) as t:
+        def read(digest):
+            return t.extractfile(blob_path(digest)).read()
+
+        if "index.json" not in t.getnames():
+            sys.exit(f"mkimage.py: {src} is no OCI image layout (no index.json): rebuild it with hack/image.sh")
+        (top,) = json.loads(t.extractfile("index.json").read())["manifests"]
+        if top.get("mediaType") != MT_INDEX:
+            sys.exit(f"mkimage.py: {src} holds no image index (mediaType {top.get('mediaType')}): nothing to export from")
+        index = json.loads(read(top["digest"]))
+        have = [platform_name(m["platform"]) for m in index["manifests"]]
+        matches = [m for m in index["manifests"] if platform_name(m["platform"]) == want]
+        if not matches:
+            sys.exit(f"mkimage.py: {src} has no {want} image (it has {', '.join(have)}); hack/image.sh --platforms builds linux/amd64 and linux/arm64")
+        desc = matches[0]
+        manifest_bytes = read(desc["digest"])
+        manifest = json.loads(manifest_bytes)
+        blobs = {desc["digest"]: manifest_bytes, manifest["config"]["digest"]: read(manifest["config"]["digest"])}
+        for layer in manifest["layers"]:
+            blobs[layer["digest"]] = read(layer["digest"])
+    config = json.loads(blobs[manifest["config"]["digest"]])
+    got = f"{config.get('os')}/{config.get('architecture')}"
+    if got != want:
+        sys.exit(f"mkimage.py: {src}: the {want} manifest's config says {got}")
+    annotations = top.get("annotations", {})
+    name = annotations.get("io.containerd.image.name")
+    if not name:
+        sys.exit(f"mkimage.py: {src}: index.json names no image (io.containerd.image.name)")
+    layout_index = {
+        "schemaVersion": 2,
+        "mediaType": MT_INDEX,
+        "manifests": [{
+            "mediaType": desc.get("mediaType", MT_MANIFEST),
+            "digest": desc["digest"],
+            "size": desc["size"],
+            "platform": desc["platform"],
+            "annotations": annotations,
+        }],
+    }
+    docker_manifest = [{
+        "Config": blob_path(manifest["config"]["digest"]),
+        "RepoTags": [name],
+        "Layers": [blob_path(layer["digest"]) for layer in manifest["layers"]],
+    }]
+    write_archive(out, blobs, layout_index, docker_manifest)
+    print(f"{out} {name} manifest={desc['digest']} platforms={want} size={os.path.getsize(out)}")
 
 
 def main(argv):
     a = parse_args(argv)
     if a.inspect:
         inspect(a.inspect)
+    elif a.export:
+        export_platform(a.src, a.export, a.out)
     else:
         write(a)
     return 0

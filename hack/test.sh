@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The test entry point behind `make test` and `make test-unit`. `all` installs what it needs,
-# lints, starts the local cluster, runs every Rust test (unit, integration and the ones that
-# need the cluster) and every e2e check, then stops what it started. It ends with one summary
-# line per runner and a total "N passed, N failed".
+# The test entry point behind `make test`, `make test-unit` and `make test-cluster`. `all` runs
+# the commands .github/ci/entry-points.txt lists for it — the same ones the CI jobs run — in
+# order: `make lint` and `make test-unit`, then starts the local cluster and runs
+# `make test-cluster` against it, then the lifecycle check, and stops what it started. Each mode
+# installs the tools it needs itself. It ends with one summary line per step and a total
+# "N passed, N failed".
 # Prerequisites: cargo, go, root (for the local cluster); everything else is installed.
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -11,13 +13,21 @@ usage() {
   cat <<EOF
 Usage: hack/test.sh [all|unit|cluster|lint]
 
-  all       lint + unit + cluster tests on the local cluster (default; what 'make test' runs)
-  unit      Rust tests that need no cluster (everything but tests/cluster_*.rs)
-  cluster   Rust cluster tests and e2e/ on the cluster in KUBECONFIG (no start/stop)
+  all       make lint, make test-unit, then make test-cluster on the local cluster it starts, and
+            the lifecycle check (default; what 'make test' runs; the list of commands is
+            .github/ci/entry-points.txt, the one the CI jobs are checked against)
+  unit      tests that need no cluster: Rust (everything but tests/cluster_*.rs) and a live
+            Prometheus scraping the app with the alert rules loaded
+  cluster   against the cluster in KUBECONFIG (the local one or minikube; it is not started or
+            stopped): builds and loads the images for it, then the image checks, the Rust
+            cluster tests, every e2e/ script and the demo (e2e/demo.sh)
   lint      hack/lint.sh
 
 Environment:
   KUBECONFIG      for 'cluster': the cluster to test (default: the local cluster's)
+  SELFHEAL_IMAGES for 'cluster': how the images reach it: import (the local cluster's containerd),
+                  minikube (minikube image load), skip (already there); default: import for
+                  the local cluster, minikube for a context named minikube
   KEEP_CLUSTER=1  'all' leaves the local cluster running at the end and skips the lifecycle
                   check (which stops it)
   CARGO_TEST_ARGS extra arguments for cargo test (e.g. -- --nocapture)
@@ -78,8 +88,11 @@ test::unit_targets() {
 
 test::unit() {
   local args=(--workspace --lib --bins) t
+  "${REPO_ROOT}/hack/tools.sh" install apt-tools
   while read -r t; do [[ -n "${t}" ]] && args+=(--test "${t}"); done < <(test::unit_targets)
-  test::run unit test::cargo "${args[@]}"
+  test::run cargo test::cargo "${args[@]}"
+  # A real Prometheus scraping the real app with the alert rules loaded (installs Prometheus).
+  test::run live-prometheus "${REPO_ROOT}/self-healing/tests/live-prometheus.sh"
 }
 
 # Every e2e script but the lifecycle one (it stops the cluster): smoke first, then by name.
@@ -131,9 +144,43 @@ test::wait_extra_tools() {
   ((rc == 0)) || FAILED_STEPS+=("extra-tools")
 }
 
+# test::images: build the project's images and put them where the cluster in KUBECONFIG runs them.
+test::images() {
+  local how="${SELFHEAL_IMAGES:-}"
+  if [[ -z "${how}" ]]; then
+    if [[ "${KUBECONFIG}" == "${CLUSTER_KUBECONFIG}" ]]; then
+      how=import
+    elif [[ -n "$(minikube::profile)" ]]; then
+      how=minikube
+    else
+      log::fatal "KUBECONFIG=${KUBECONFIG} is neither the local cluster nor a minikube profile's: load localhost/selfheal-{app,controller,toolbox}:dev into it yourself and set SELFHEAL_IMAGES=skip"
+    fi
+  fi
+  case "${how}" in
+    import) util::run "${REPO_ROOT}/hack/image.sh" --import project ;;
+    minikube) util::run "${REPO_ROOT}/hack/image.sh" --minikube app controller toolbox ;;
+    skip) log::info "SELFHEAL_IMAGES=skip: the images are expected on the cluster already" ;;
+    *) util::usage_error "SELFHEAL_IMAGES must be import, minikube or skip, not '${how}'" ;;
+  esac
+}
+
 test::cluster() {
   test::kubeconfig
-  test::run cargo test::cargo --workspace
+  local e2e_tools=(apt-tools pyyaml helm prometheus prometheus-operator-crds gateway-api-crds)
+  # kubectl: the runner's own (CI images have one), else the pinned build.
+  command -v kubectl >/dev/null 2>&1 || e2e_tools+=(kubernetes)
+  log::step "installing tools (cached after the first run): ${e2e_tools[*]}"
+  "${REPO_ROOT}/hack/tools.sh" install "${e2e_tools[@]}"
+  test::start_extra_tools
+  test::images
+  # Multi-architecture images (no cluster): both platforms in each index, the arm64 binaries
+  # run under qemu-user (the amd64/arm64 builds above are reused).
+  test::run images "${REPO_ROOT}/hack/tests/images.sh"
+  # The minikube path's decisions (node architecture -> image platform, addons, load URL) and
+  # its --dry-run, read against this cluster's Node.
+  test::run minikube "${REPO_ROOT}/hack/tests/minikube.sh"
+  # The Rust tests that need a cluster run their own controller: before any e2e script installs one.
+  test::run cargo test::cargo --workspace --test 'cluster*'
   local script later=()
   while read -r script; do
     if [[ -n "$(test::needs_tools "${script}")" ]]; then
@@ -154,11 +201,14 @@ test::kubeconfig() {
   log::info "testing the cluster in KUBECONFIG=${KUBECONFIG}"
 }
 
+# test::print_summary MODE: one line per step, then the total; for a mode that `all` runs as a
+# step ('unit', 'cluster'), the total also as "MODE: N passed, N failed" for test::record.
 test::print_summary() {
   local s
-  printf '\n==== test summary ====\n'
+  printf '\n==== test summary (%s) ====\n' "$1"
   for s in "${SUMMARY[@]}"; do printf '%s\n' "${s}"; done
   for s in "${FAILED_STEPS[@]}"; do printf 'FAILED step: %s\n' "${s}"; done
+  [[ "$1" == all ]] || printf '%s: %d passed, %d failed\n' "$1" "${TOTAL_PASSED}" "${TOTAL_FAILED}"
   printf '%d passed, %d failed\n' "${TOTAL_PASSED}" "${TOTAL_FAILED}"
   ((TOTAL_FAILED == 0 && ${#FAILED_STEPS[@]} == 0))
 }
@@ -192,18 +242,33 @@ test::restore_demo() {
   test::run demo-restore "${REPO_ROOT}/hack/demo.sh" --setup-only --namespace "${DEMO_NS}"
 }
 
+# test::entry_points KIND: the commands of that kind in .github/ci/entry-points.txt, in order.
+ENTRY_POINTS="${REPO_ROOT}/.github/ci/entry-points.txt"
+test::entry_points() {
+  awk -v kind="$1" '$1 == kind { $1 = ""; sub(/^ +/, ""); print }' "${ENTRY_POINTS}"
+}
+
+# test::run_entry_points KIND: run each listed command as a step, exactly as CI runs it.
+test::run_entry_points() {
+  local cmd words
+  while read -r cmd; do
+    read -r -a words <<<"${cmd}"
+    # The step is named after the make target (make test-unit -> unit).
+    test::run "${words[-1]#test-}" "${words[@]}"
+  done < <(test::entry_points "$1")
+}
+
 test::all() {
   local t0
   t0="$(date +%s)"
+  [[ -s "${ENTRY_POINTS}" ]] || log::fatal "${ENTRY_POINTS} is missing: it lists what make test runs"
   log::step "installing tools (cached after the first run)"
   "${REPO_ROOT}/hack/tools.sh" install apt pyyaml kubernetes coredns metrics-server helm \
     prometheus-operator-crds gateway-api-crds
+  # Jaeger and Traefik (long cold builds) start building now, beside lint and the unit tests.
   test::start_extra_tools
-  test::run lint "${REPO_ROOT}/hack/lint.sh"
-  # A real Prometheus scraping the real app with the alert rules loaded (no cluster needed).
-  if [[ -x "${REPO_ROOT}/self-healing/tests/live-prometheus.sh" ]]; then
-    test::run live-prometheus "${REPO_ROOT}/self-healing/tests/live-prometheus.sh"
-  fi
+  log::step "the commands CI runs without a cluster: $(test::entry_points test | paste -sd, -)"
+  test::run_entry_points test
   local started=0
   if ! "${REPO_ROOT}/hack/cluster.sh" status >/dev/null 2>&1; then
     started=1
@@ -216,19 +281,16 @@ test::all() {
     log::warn "the local cluster was already up: the tests run on it$([[ "${KEEP_CLUSTER:-0}" == 1 ]] || echo ", and the lifecycle check at the end stops it (everything on it is deleted) and a demo found on it is set up again")"
     test::set_aside_demo
   fi
-  # The e2e tests deploy the project's own images: build them (static, release) and import them.
-  "${REPO_ROOT}/hack/image.sh" --import project
-  # Multi-architecture images (no cluster): both platforms in each index, the arm64 binaries
-  # run under qemu-user (the amd64/arm64 builds above are reused).
-  test::run images "${REPO_ROOT}/hack/tests/images.sh"
-  test::cluster
+  log::step "the commands CI runs against its cluster, here against the local one: $(test::entry_points test-cluster | paste -sd, -)"
+  export KUBECONFIG="${CLUSTER_KUBECONFIG}"
+  test::run_entry_points test-cluster
+  unset KUBECONFIG
   if [[ "${KEEP_CLUSTER:-0}" != 1 ]]; then
     test::run lifecycle "${REPO_ROOT}/e2e/cluster-lifecycle.sh"
-    ((started)) || test::restore_demo
   else
     log::info "lifecycle test not run: KEEP_CLUSTER=1 keeps the cluster up"
-    ((started)) || test::restore_demo
   fi
+  ((started)) || test::restore_demo
   log::info "all tests took $(($(date +%s) - t0))s"
 }
 
@@ -242,7 +304,7 @@ main() {
     lint) test::run lint "${REPO_ROOT}/hack/lint.sh" ;;
     *) util::usage_error "unknown mode: ${mode}" ;;
   esac
-  test::print_summary
+  test::print_summary "${mode}"
 }
 
 main "$@"

@@ -24,6 +24,7 @@ Commands:
 Tools: ${ALL_TOOLS[*]}
 Only by name: ${EXTRA_TOOLS[*]}
   apt             Debian packages: ${SELFHEAL_APT_PACKAGES[*]}
+  apt-tools       only the ones any machine needs (no local cluster): ${SELFHEAL_APT_TOOLS[*]}
   pyyaml          PyYAML for python3 (chart and workflow checks), from the package index
   kubernetes      kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
                   kubectl ${KUBE_VERSION} (from the k8s.io/kubernetes Go module, ~8 min cold)
@@ -123,30 +124,36 @@ tools::go_install() {
   log::ok "${name} ${version} built in $(($(date +%s) - start))s"
 }
 
+# tools::apt PACKAGE...: the Debian packages not installed yet, with apt-get (as root, or through
+# sudo when it needs no password, as on a CI runner).
 tools::apt() {
-  local missing=() p
-  for p in "${SELFHEAL_APT_PACKAGES[@]}"; do
+  local missing=() p sudo=()
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "${p}" 2>/dev/null | grep -q 'install ok installed' || missing+=("${p}")
   done
   if ((${#missing[@]} == 0)); then
     log::info "apt packages: installed"
     return 0
   fi
-  [[ "$(id -u)" == 0 ]] || log::fatal "apt packages missing: ${missing[*]}; install them as root: sudo apt-get install ${missing[*]}"
+  if [[ "$(id -u)" != 0 ]]; then
+    sudo -n true 2>/dev/null ||
+      log::fatal "apt packages missing: ${missing[*]}; install them as root: sudo apt-get install ${missing[*]}"
+    sudo=(sudo -n)
+  fi
   log::step "installing apt packages: ${missing[*]}"
   # No init system here: keep package scripts from starting containerd/etcd as services.
   # The file is removed by a trap, so a failed apt step does not leave the host unable to start
   # any service later; one that was there before is not ours and stays.
   local policy=/usr/sbin/policy-rc.d created=0
   if [[ ! -e "${policy}" ]]; then
-    util::trap_add "rm -f '${policy}'"
-    printf '#!/bin/sh\nexit 101\n' >"${policy}"
-    chmod +x "${policy}"
+    util::trap_add "${sudo[*]} rm -f '${policy}'"
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "${policy}" >/dev/null
+    "${sudo[@]}" chmod +x "${policy}"
     created=1
   fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  ((created == 0)) || rm -f "${policy}"
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  ((created == 0)) || "${sudo[@]}" rm -f "${policy}"
   log::ok "apt packages installed"
 }
 
@@ -310,7 +317,7 @@ GO
 tools::rust_arm64() {
   local target=aarch64-unknown-linux-musl
   # gcc-aarch64-linux-gnu and libc6-dev-arm64-cross (the headers ring's C needs) are in the apt list.
-  tools::apt
+  tools::apt "${SELFHEAL_APT_TOOLS[@]}"
   util::require_tools rustup aarch64-linux-gnu-gcc
   if rustup target list --installed | grep -qx "${target}"; then
     log::info "rust-arm64: ${target} installed"
@@ -339,7 +346,7 @@ tools::busybox_foreign() {
   local arch="$1" version
   version="$(tools::busybox_version)"
   if [[ "${version}" == missing ]]; then
-    tools::apt
+    tools::apt "${SELFHEAL_APT_TOOLS[@]}"
     version="$(tools::busybox_version)"
   fi
   local dest="${TOOLS_DIR}/busybox-${arch}-${version}"
@@ -380,7 +387,8 @@ tools::pyyaml() {
 
 tools::install_one() {
   case "$1" in
-    apt) tools::apt ;;
+    apt) tools::apt "${SELFHEAL_APT_PACKAGES[@]}" ;;
+    apt-tools) tools::apt "${SELFHEAL_APT_TOOLS[@]}" ;;
     pyyaml) tools::pyyaml ;;
     kubernetes) tools::kubernetes ;;
     coredns)
@@ -427,9 +435,21 @@ tools::install_one() {
   esac
 }
 
+# tools::install_locked TOOL: install_one under a per-tool lock, so two runs that want the same
+# tool (make test's background build of Jaeger and Traefik, and make test-cluster inside it)
+# build it once: the second waits, then finds it cached.
+tools::install_locked() {
+  local lock="${TOOLS_DIR}/.install-$1.lock"
+  (
+    exec 9>"${lock}"
+    flock -n 9 || { log::info "$1: another install is running; waiting for it"; flock 9; }
+    tools::install_one "$1"
+  )
+}
+
 tools::version_of() {
   case "$1" in
-    apt) echo "debian" ;;
+    apt | apt-tools) echo "debian" ;;
     pyyaml) echo "pip" ;;
     kubernetes) echo "${KUBE_VERSION}" ;;
     coredns) echo "${COREDNS_VERSION}" ;;
@@ -461,13 +481,13 @@ main() {
       local tools=("$@") t
       ((${#tools[@]})) || tools=("${ALL_TOOLS[@]}")
       mkdir -p "${TOOLS_DIR}" "${SELFHEAL_BIN}"
-      for t in "${tools[@]}"; do tools::install_one "${t}"; done
+      for t in "${tools[@]}"; do tools::install_locked "${t}"; done
       ;;
     list)
       local t state
       for t in "${ALL_TOOLS[@]}" "${EXTRA_TOOLS[@]}"; do
         state="missing"
-        if [[ "${t}" == apt || "${t}" == pyyaml || "${t}" == rust-arm64 ]]; then
+        if [[ "${t}" == apt* || "${t}" == pyyaml || "${t}" == rust-arm64 ]]; then
           state="(system)"
         elif [[ -d "${TOOLS_DIR}/${t}-$(tools::version_of "${t}")" ]]; then
           state="installed"

@@ -30,15 +30,21 @@
 : "${KUBE_NETWORK_POLICIES_VERSION:=v0.8.0}"
 # Pause image tag: must match containerd's sandbox_image.
 : "${PAUSE_IMAGE:=registry.k8s.io/pause:3.10.1}"
-# Debian packages the local cluster runs on (containerd, runc, CNI plugins, etcd), the static
-# busybox that the test toolbox image is made of, and the arm64 image build: gcc-aarch64-linux-gnu
-# links the aarch64-unknown-linux-musl binaries and compiles ring's C (with the headers of
-# libc6-dev-arm64-cross, a Recommends that --no-install-recommends leaves out), qemu-user-static
-# runs them here (hack/tests/images.sh).
+# Debian packages, in two sets. SELFHEAL_APT_TOOLS: what every entry point needs on any machine
+# (lint, images, tests against the cluster in KUBECONFIG, a CI runner included): jq, shellcheck,
+# curl, the static busybox the test toolbox image is made of, and the arm64 image build —
+# gcc-aarch64-linux-gnu links the aarch64-unknown-linux-musl binaries and compiles ring's C (with
+# the headers of libc6-dev-arm64-cross, a Recommends that --no-install-recommends leaves out),
+# qemu-user-static runs them here (hack/tests/images.sh). SELFHEAL_APT_CLUSTER: what the local
+# cluster of hack/cluster.sh runs on (containerd, runc, CNI plugins, etcd, the netfilter tools).
 # shellcheck disable=SC2034 # read by hack/tools.sh
-SELFHEAL_APT_PACKAGES=(containerd runc containernetworking-plugins etcd-server etcd-client
-  iptables conntrack socat iproute2 ethtool openssl jq busybox-static shellcheck gcc libc6-dev make bc curl nftables
+SELFHEAL_APT_TOOLS=(jq shellcheck curl bc make gcc libc6-dev busybox-static
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+# shellcheck disable=SC2034 # read by hack/tools.sh
+SELFHEAL_APT_CLUSTER=(containerd runc containernetworking-plugins etcd-server etcd-client
+  iptables conntrack socat iproute2 ethtool openssl nftables)
+# shellcheck disable=SC2034 # read by hack/tools.sh
+SELFHEAL_APT_PACKAGES=("${SELFHEAL_APT_TOOLS[@]}" "${SELFHEAL_APT_CLUSTER[@]}")
 export KUBE_VERSION COREDNS_VERSION METRICS_SERVER_VERSION HELM_VERSION ACTIONLINT_VERSION \
   PROMETHEUS_VERSION PROMETHEUS_OPERATOR_VERSION GATEWAY_API_VERSION JAEGER_VERSION JAEGER_RELEASE TRAEFIK_VERSION PAUSE_IMAGE \
   KUBE_NETWORK_POLICIES_VERSION

@@ -6,7 +6,12 @@ For every .github/workflows/*.y*ml:
     comment on the same line (`uses: owner/repo@<sha> # v1.2.3`); local (./) actions are exempt;
   - every `run:` holds at most MAX_RUN_LINES lines of shell (logic belongs in a repo script);
   - `permissions: {}` at the top, and every job declares its own `permissions:`;
-  - no `${{ ... }}` expression inside `run:` (values reach the shell through `env:`).
+  - no `${{ ... }}` expression inside `run:` (values reach the shell through `env:`);
+  - every command a `run:` calls is an entry point listed in .github/ci/entry-points.txt (the
+    list `make test` runs its share of): `test`/`test-cluster` ones exactly as listed, `runner`
+    and `deploy` ones with any arguments. Commands are split at `&&`, `||`, `;`, `|` and lines.
+And for the list itself: each `test`/`test-cluster` entry is `make TARGET` with TARGET in the
+Makefile, and some workflow step runs it (CI runs what make test runs).
 
 Usage:
   .github/ci/check-workflows.py [FILE...]     # default: every workflow; exit 1 on a violation
@@ -16,6 +21,7 @@ Needs python3 and PyYAML.
 """
 
 import re
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -26,9 +32,56 @@ MAX_RUN_LINES = 3
 ROOT = Path(__file__).resolve().parents[2]
 PINNED = re.compile(r"^\s*-?\s*uses:\s*[\w.-]+/[\w./-]+@[0-9a-f]{40}\s+#\s*v\d[\w.-]*\s*$")
 USES = re.compile(r"^\s*-?\s*uses:\s*(\S+)")
+ENTRY_POINTS = ROOT / ".github/ci/entry-points.txt"
+EXACT_KINDS = ("test", "test-cluster")
+KINDS = EXACT_KINDS + ("runner", "deploy")
+ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 
-def check(path):
+def load_entry_points(path=ENTRY_POINTS):
+    """[(kind, [word, ...])] from the list; a malformed line is an error."""
+    entries = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        kind, _, command = line.strip().partition(" ")
+        if kind not in KINDS or not command.strip():
+            raise SystemExit(f"{path}:{n}: expected 'KIND COMMAND' with KIND one of {', '.join(KINDS)}: {line}")
+        entries.append((kind, command.split()))
+    return entries
+
+
+def commands(run):
+    """The commands of a run: script, each as a word list (leading VAR=value assignments dropped)."""
+    out = []
+    for segment in re.split(r"&&|\|\||;|\||\n", run):
+        segment = segment.strip()
+        if not segment or segment.startswith("#"):
+            continue
+        try:
+            words = shlex.split(segment, comments=True)
+        except ValueError:
+            words = segment.split()
+        while words and ASSIGNMENT.match(words[0]):
+            words.pop(0)
+        if words:
+            out.append(words)
+    return out
+
+
+def entry_point_error(words, entries):
+    """None when `words` calls a listed entry point the way its kind allows, else why not."""
+    for kind, entry in entries:
+        if words[: len(entry)] != entry:
+            continue
+        if kind in EXACT_KINDS and words != entry:
+            return f"'{' '.join(words)}' must be exactly '{' '.join(entry)}' (make test runs it that way)"
+        return None
+    return f"'{' '.join(words)}' is not an entry point listed in {ENTRY_POINTS.relative_to(ROOT)}"
+
+
+def check(path, entries=None, used=None):
+    entries = load_entry_points() if entries is None else entries
     errors = []
     text = path.read_text()
     for n, line in enumerate(text.splitlines(), 1):
@@ -51,6 +104,27 @@ def check(path):
                 errors.append(f"{path}: job '{job_id}', '{name}': {len(lines)} lines of shell (max {MAX_RUN_LINES}): move them into a script")
             if "${{" in run:
                 errors.append(f"{path}: job '{job_id}', '{name}': ${{{{ }}}} inside run: pass the value through env:")
+            for words in commands(run):
+                why = entry_point_error(words, entries)
+                if why:
+                    errors.append(f"{path}: job '{job_id}', '{name}': {why}")
+                elif used is not None:
+                    used.add(" ".join(words))
+    return errors
+
+
+def check_list(entries, used, makefile=ROOT / "Makefile"):
+    """Each test entry is a Makefile target that some workflow step runs."""
+    errors = []
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", makefile.read_text(), re.M))
+    for kind, entry in entries:
+        if kind not in EXACT_KINDS:
+            continue
+        command = " ".join(entry)
+        if len(entry) != 2 or entry[0] != "make" or entry[1] not in targets:
+            errors.append(f"{ENTRY_POINTS.name}: '{command}' ({kind}) is not 'make TARGET' with TARGET in the Makefile")
+        if command not in used:
+            errors.append(f"{ENTRY_POINTS.name}: '{command}' ({kind}) is run by no workflow step")
     return errors
 
 
@@ -65,12 +139,18 @@ jobs:
       - uses: actions/cache@5a3ec84eff668545956fd18022155c47e93e2684
       - run: echo ${{ github.head_ref }}
       - run: |
-          one
-          two
-          three
-          four
+          make lint
+          make test-unit
+          make lint
+          make test-unit
+      - run: cargo test --workspace --test 'cluster*'
+      - run: make test-unit --keep-going
+      - run: FOO=1 self-healing/rollback-to.sh --revision 3 | tee out.json
 """
-EXPECTED = ["not pinned", "not pinned", "permissions: {}", "declares no permissions", "lines of shell", "inside run"]
+EXPECTED = ["not pinned", "not pinned", "permissions: {}", "declares no permissions", "lines of shell",
+            "inside run", "'echo", "'cargo test", "must be exactly", "'tee out.json' is not",
+            # from check_list on a list naming a target the Makefile lacks
+            "not 'make TARGET'", "run by no workflow step"]
 
 
 def self_test():
@@ -78,6 +158,7 @@ def self_test():
         bad = Path(d) / "bad.yaml"
         bad.write_text(BAD)
         errors = check(bad)
+        errors += check_list([("test", ["make", "no-such-target"])], set())
     missing = [e for e in EXPECTED if sum(e in x for x in errors) < EXPECTED.count(e)]
     for e in errors:
         print(f"expected violation found: {e}")
@@ -94,8 +175,12 @@ def main(argv):
         return 0
     if argv[:1] == ["--self-test"]:
         return self_test()
+    entries = load_entry_points()
+    used = set()
     files = [Path(a) for a in argv] or sorted((ROOT / ".github/workflows").glob("*.y*ml"))
-    errors = [e for f in files for e in check(f)]
+    errors = [e for f in files for e in check(f, entries, used)]
+    if not argv:
+        errors += check_list(entries, used)
     for e in errors:
         print(e, file=sys.stderr)
     print(f"check-workflows: {len(files)} workflows, {len(errors)} violations")

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # CI only: installs the pinned minikube (checked against the release's published sha256), starts
-# a single-node cluster with the docker driver and metrics-server, writes its kubeconfig to
-# $KUBECONFIG_OUT, and routes the Service CIDR to the node so ClusterIPs and cluster DNS answer
-# from the runner itself (e2e/smoke.sh checks both, like on hack/cluster.sh's local cluster).
-# Prerequisites: Linux amd64, docker, curl, sha256sum, sudo (install + route).
+# a single-node cluster with the docker driver and metrics-server, and writes its kubeconfig to
+# $KUBECONFIG_OUT. No route to pod or Service IPs is added: the tests reach the cluster through
+# the API server (its proxy), port-forwards and NodePorts (minikube service --url), as on a laptop.
+# Prerequisites: Linux amd64, docker, curl, sha256sum, sudo (install).
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../hack/lib.sh"
 
@@ -37,8 +37,6 @@ KUBERNETES_VERSION="${KUBERNETES_VERSION:-v1.32.0}"
 default_kubeconfig="${HOME}/.kube/minikube"
 [[ -n "${RUNNER_TEMP:-}" ]] && default_kubeconfig="${RUNNER_TEMP}/kubeconfig"
 KUBECONFIG_OUT="${KUBECONFIG_OUT:-${default_kubeconfig}}"
-# minikube's default Service CIDR; kube-dns is 10.96.0.10 in it, as on the local cluster.
-SERVICE_CIDR=10.96.0.0/12
 util::require_tools curl sha256sum docker
 
 if [[ "$(minikube version --short 2>/dev/null || true)" != "${MINIKUBE_VERSION}" ]]; then
@@ -61,8 +59,6 @@ export KUBECONFIG="${KUBECONFIG_OUT}"
 util::run minikube start --driver=docker --kubernetes-version="${KUBERNETES_VERSION}" \
   --addons=metrics-server --wait=all
 if [[ "${DRY_RUN:-0}" != 1 ]]; then
-  node_ip="$(minikube ip)"
-  util::run sudo ip route replace "${SERVICE_CIDR}" via "${node_ip}"
   util::wait_for "metrics-server available" 180 \
     kubectl -n kube-system wait --for=condition=Available deployment/metrics-server --timeout=5s
 fi
