@@ -14,6 +14,8 @@
 # busybox-arm64).
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# shellcheck source=hack/tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<EOF
@@ -43,17 +45,6 @@ fi
 export IMAGES_DIR="${TMP}/images" IMAGE_TAG=dev
 MKIMAGE="${REPO_ROOT}/hack/mkimage.py"
 HOST_ARCH="$(uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/')"
-
-# images::stop PID: end a process this test started (TERM, then KILL after 5 s).
-images::stop() {
-  local pid="$1" i
-  kill "${pid}" 2>/dev/null || return 0
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "${pid}" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -9 "${pid}" 2>/dev/null || true
-}
 
 images::free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -209,29 +200,10 @@ toolbox_sh() {
 amd64_app_help() { "${TMP}/app-amd64/selfheal-app" --help >/dev/null; }
 
 # --- containerd import (root only) ----------------------------------------------------------------
-CTD_PID=""
 containerd_imports_host_platform() {
-  local dir="${TMP}/containerd" out
-  mkdir -p "${dir}"
-  cat >"${dir}/config.toml" <<EOF
-version = 2
-root = "${dir}/root"
-state = "${dir}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "${dir}/containerd.sock"
-[ttrpc]
-  address = "${dir}/containerd.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-EOF
-  containerd --config "${dir}/config.toml" >"${dir}/log" 2>&1 &
-  CTD_PID=$!
-  util::trap_add "kill ${CTD_PID} 2>/dev/null || true"
-  local c=(ctr --address "${dir}/containerd.sock" --namespace k8s.io)
-  util::wait_for "throw-away containerd" 30 "${c[@]}" version || { tail -n 20 "${dir}/log" >&2; return 1; }
+  local out
+  tests::containerd "${TMP}/containerd" || return 1
+  local c=("${SCRATCH_CTR[@]}")
   "${c[@]}" images import --platform "linux/${HOST_ARCH}" "${IMAGES_DIR}/app.tar" >&2 || return 1
   out="$("${c[@]}" images check)"
   printf '%s\n' "${out}" >&2
@@ -239,7 +211,7 @@ EOF
   # Only this platform's layer is unpacked into a snapshot.
   [[ "$("${c[@]}" snapshots ls | tail -n +2 | wc -l)" == 1 ]] || return 1
   "${c[@]}" images rm --sync localhost/selfheal-app:dev >/dev/null
-  images::stop "${CTD_PID}"
+  tests::stop "${SCRATCH_CTD_PID}"
   # Snapshots are overlay directories, not mounts, when nothing runs: the directory can go.
 }
 
@@ -260,7 +232,7 @@ if check::run "arm64 selfheal-app from the image starts under qemu-aarch64-stati
   check::run "arm64 app: GET /ready 200 after the warm-up" ready_is_200_after_warmup
   check::run "arm64 app: GET /metrics 200, Prometheus text" metrics_is_prometheus_text
   check::run "arm64 app: POST /crash refused with 403 (chaos disabled), still healthy" crash_is_refused
-  images::stop "${APP_PID}"
+  tests::stop "${APP_PID}"
 fi
 check::run "arm64 selfheal-controller --help under qemu" controller_help
 check::run "arm64 selfheal-controller crdgen (both CRDs) under qemu" controller_crdgen

@@ -16,6 +16,8 @@
 # python3, cargo (hack/demo.sh checks for it; nothing is built).
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+# shellcheck source=hack/tests/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 usage() {
   cat <<EOF
@@ -312,29 +314,9 @@ export_refuses_missing_platform() {
 # A throw-away containerd (own root, state, socket; no CRI) running what minikube's containerd
 # runtime runs on the file `minikube image load` copies to the node (pkg/minikube/cruntime/
 # containerd.go, LoadImage): `ctr -n=k8s.io images import FILE`, no --platform.
-CTD_PID=""
 start_containerd() {
-  local dir="${TMP}/containerd"
-  mkdir -p "${dir}"
-  cat >"${dir}/config.toml" <<EOF
-version = 2
-root = "${dir}/root"
-state = "${dir}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "${dir}/containerd.sock"
-[ttrpc]
-  address = "${dir}/containerd.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-EOF
-  containerd --config "${dir}/config.toml" >"${dir}/log" 2>&1 &
-  CTD_PID=$!
-  util::trap_add "kill ${CTD_PID} 2>/dev/null || true"
-  CTR=(ctr --address "${dir}/containerd.sock" -n=k8s.io)
-  util::wait_for "throw-away containerd" 30 "${CTR[@]}" version || { tail -n 20 "${dir}/log" >&2; return 1; }
+  tests::containerd "${TMP}/containerd" || return 1
+  CTR=("${SCRATCH_CTR[@]}")
 }
 
 ctr_imports_node_platform() {
@@ -399,7 +381,7 @@ if check::run "mkimage.py: a linux/amd64 + linux/arm64 index" build_index; then
     if check::run "a throw-away containerd starts" start_containerd; then
       check::run "ctr -n=k8s.io images import (minikube's containerd loader) takes the linux/${HOST_ARCH} tarball" ctr_imports_node_platform
       check::run "ctr -n=k8s.io images import refuses the linux/${OTHER_ARCH} tarball on this ${HOST_ARCH} machine" ctr_refuses_other_platform
-      kill "${CTD_PID}" 2>/dev/null || true
+      tests::stop "${SCRATCH_CTD_PID}"
     fi
   else
     log::info "containerd import checks not run: they need root and containerd (hack/tools.sh install apt)"
