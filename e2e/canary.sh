@@ -444,67 +444,30 @@ ROLLBACKS_BEFORE_BAD="$("${K[@]}" get events --field-selector "involvedObject.na
 # With a Prometheus binary, the bad canary is judged from a real Prometheus on 127.0.0.1
 # (scraping every pod of the release each second) instead of the direct scrapes: the PromQL path
 # of selfheal-canary against a real server. It scrapes through the API server's pod proxy
-# (SERVER/api/v1/namespaces/NS/pods/NAME:8080/proxy/metrics, one file target per pod with its
-# own __metrics_path__ and instance=NAME), as a ServiceAccount allowed only pods/proxy in this
-# namespace: no route to pod IPs needed.
+# (SERVER/api/v1/namespaces/NS/pods/NAME:8080/proxy/metrics, instance=NAME), as a ServiceAccount
+# allowed only to list pods and get pods/proxy in this namespace (prom::pod_proxy_config in
+# hack/lib.sh): no route to pod IPs needed.
 PROM_BIN="$(command -v prometheus 2>/dev/null || true)"
 PROM_URL=""
-# kubeconfig_ca FILE: the cluster CA of the current context, into FILE.
-kubeconfig_ca() {
-  local ca
-  ca="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')"
-  if [[ -n "${ca}" ]]; then
-    base64 -d <<<"${ca}" >"$1"
-  else
-    cp "$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')" "$1"
-  fi
+# ready_targets_up: Prometheus scrapes at least one pod, and every Ready pod's target is up (a
+# wrong path or RBAC shows here; a pod on its way out may be down).
+ready_targets_up() {
+  curl -s "${PROM_URL}/api/v1/targets" |
+    jq -e '[.data.activeTargets[] | select(.discoveredLabels.__meta_kubernetes_pod_ready == "true")] | length > 0 and all(.health == "up")' >/dev/null
 }
 start_prometheus() {
-  local port server
+  local port
   port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-  server="$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')"
-  server="${server#https://}"
-  server="${server%%/*}"
-  kubeconfig_ca "${TMP}/ca.crt" || return 1
-  kubectl apply -f - >/dev/null <<EOF || return 1
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: prometheus, namespace: ${NS}}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: prometheus, namespace: ${NS}}
-rules: [{apiGroups: [""], resources: [pods/proxy], verbs: [get]}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: prometheus, namespace: ${NS}}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: prometheus}
-subjects: [{kind: ServiceAccount, name: prometheus, namespace: ${NS}}]
-EOF
-  "${K[@]}" create token prometheus --duration 1h >"${TMP}/prometheus.token" || return 1
-  "${K[@]}" get pods -l "app.kubernetes.io/instance=${REL},track" -o json |
-    jq --arg ns "${NS}" --arg server "${server}" '[.items[] | select(.status.phase == "Running" and (.metadata.deletionTimestamp | not)) | .metadata.name as $pod |
-      {targets: [$server], labels: {__metrics_path__: "/api/v1/namespaces/\($ns)/pods/\($pod):8080/proxy/metrics",
-        instance: $pod, namespace: $ns}}]' >"${TMP}/targets.json"
-  cat >"${TMP}/prometheus.yml" <<EOF
-global: {scrape_interval: 1s, scrape_timeout: 1s}
-scrape_configs:
-  - job_name: canary-e2e
-    scheme: https
-    authorization: {credentials_file: "${TMP}/prometheus.token"}
-    tls_config: {ca_file: "${TMP}/ca.crt"}
-    file_sd_configs: [{files: ["${TMP}/targets.json"]}]
-EOF
-  "${PROM_BIN}" --config.file="${TMP}/prometheus.yml" --storage.tsdb.path="${TMP}/prom" \
+  mkdir -p "${TMP}/prom-config"
+  prom::pod_proxy_config "${TMP}/prom-config" "${NS}" 1s "app.kubernetes.io/instance=${REL},track" || return 1
+  "${PROM_BIN}" --config.file="${TMP}/prom-config/prometheus.yml" --storage.tsdb.path="${TMP}/prom" \
     --web.listen-address="127.0.0.1:${port}" >"${TMP}/prometheus.log" 2>&1 &
   util::trap_add "kill $! 2>/dev/null || true"
   PROM_URL="http://127.0.0.1:${port}"
   e2e::eventually 30 curl -sf "${PROM_URL}/-/ready" || { tail -5 "${TMP}/prometheus.log" >&2; return 1; }
-  # Every target up: the pod proxy answers with this token (a wrong path or RBAC shows here).
-  e2e::eventually 30 bash -c "curl -s '${PROM_URL}/api/v1/targets' | jq -e '[.data.activeTargets[] | select(.health == \"up\")] | length == $(jq length "${TMP}/targets.json")'" ||
+  e2e::eventually 30 ready_targets_up ||
     { curl -s "${PROM_URL}/api/v1/targets" | jq -c '[.data.activeTargets[] | {instance: .labels.instance, health, lastError}]' >&2; return 1; }
-  log::info "Prometheus at ${PROM_URL} scrapes $(jq length "${TMP}/targets.json") pods every second through https://${server}/api/v1/namespaces/${NS}/pods/NAME:8080/proxy/metrics"
+  log::info "Prometheus at ${PROM_URL} scrapes $(curl -s "${PROM_URL}/api/v1/targets" | jq '.data.activeTargets | length') pods every second through the API server's pod proxy (/api/v1/namespaces/${NS}/pods/NAME:PORT/proxy/metrics)"
 }
 bad_canary() {
   "${REPO_ROOT}/canary/deploy.sh" "${C[@]}" --strategy replicas -t "${NEW_TAG}" --weight 10 --fault-profile errors >/dev/null || return 1

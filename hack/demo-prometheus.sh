@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # A Prometheus for the demo's PromQL healers (layers 9 pool and 10 breaker) on the local
 # cluster, where no monitoring stack runs: the real server (hack/tools.sh install prometheus) on
-# this machine, which is the node, so it scrapes pod IPs directly and the controller's pod reaches
-# it on the node's address. It discovers the pods of one namespace through KUBECONFIG and keeps
-# those with a container port named `http`, every 5 s, with the `namespace` and `pod` labels a
-# ServiceMonitor or PodMonitor scrape carries. `start` also points selfheal-controller at it
-# (CONTROLLER_PROMETHEUS_URL); `stop` undoes both.
+# this machine, and the controller's pod reaches it on the node's address. It discovers the pods
+# of one namespace and keeps those with a container port named `http`, every 5 s, with the
+# `namespace` and `pod` labels a ServiceMonitor or PodMonitor scrape carries. It scrapes them
+# through the API server's pod proxy as a ServiceAccount allowed only that (prom::pod_proxy_config
+# in hack/lib.sh), never at a pod IP. `start` also points selfheal-controller at it
+# (CONTROLLER_PROMETHEUS_URL); `stop` undoes both and removes the ServiceAccount.
 # On minikube use the observability stack instead (observability/install.sh): hack/demo.sh sets
 # the controller to its Prometheus, and the runner adds a PodMonitor per scenario.
 # shellcheck source=hack/lib.sh
@@ -16,8 +17,10 @@ usage() {
 Usage: hack/demo-prometheus.sh start|stop|status [options]
 
   start     start Prometheus (built on first use), wait until it answers, set the controller's
-            CONTROLLER_PROMETHEUS_URL to it and wait for the controller's rollout
-  stop      remove CONTROLLER_PROMETHEUS_URL from the controller, stop Prometheus, delete its data
+            CONTROLLER_PROMETHEUS_URL to it and wait for the controller's rollout; the
+            namespace must exist (its ServiceAccount prometheus is created)
+  stop      remove CONTROLLER_PROMETHEUS_URL from the controller, stop Prometheus, delete its
+            data and the ServiceAccount it scraped as
   status    print the URL when it runs (exit 1 when it does not)
 
 Options:
@@ -27,7 +30,7 @@ Options:
   --dry-run        print what would be done, change nothing
   -h, --help       this help
 
-State: ${SELFHEAL_HOME}/demo-prometheus/ (pid, config, data, log).
+State: ${SELFHEAL_HOME}/demo-prometheus/ (pid, namespace, config, token, CA, data, log).
 EOF
 }
 
@@ -82,21 +85,14 @@ start() {
     command -v prometheus >/dev/null || util::run "${REPO_ROOT}/hack/tools.sh" install prometheus
     log::step "starting Prometheus on :${PORT}, scraping the pods of ${NS} every 5 s (state ${STATE})"
     util::run mkdir -p "${STATE}/data"
-    if [[ "${DRY_RUN:-0}" != 1 ]]; then
-      cat >"${STATE}/prometheus.yml" <<EOF
-# Written by hack/demo-prometheus.sh.
-global: {scrape_interval: 5s, scrape_timeout: 4s, evaluation_interval: 5s}
-scrape_configs:
-  - job_name: demo-pods
-    kubernetes_sd_configs:
-      - role: pod
-        kubeconfig_file: ${KUBECONFIG}
-        namespaces: {names: [${NS}]}
-    relabel_configs:
-      - {source_labels: [__meta_kubernetes_pod_container_port_name], regex: http, action: keep}
-      - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
-      - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
-EOF
+    if [[ "${DRY_RUN:-0}" == 1 ]]; then
+      printf '%s [dry-run] %s\n' "$(log::_ts)" "prom::pod_proxy_config ${STATE} ${NS} 5s (ServiceAccount ${NS}/prometheus: list/watch pods, get pods/proxy)" >&2
+    else
+      kubectl get namespace "${NS}" >/dev/null 2>&1 ||
+        log::fatal "namespace ${NS} does not exist: nothing to scrape (hack/demo.sh creates it)"
+      echo "${NS}" >"${STATE}/namespace"
+      prom::pod_proxy_config "${STATE}" "${NS}" 5s ||
+        { stop_prometheus; log::fatal "could not set up the scrape of ${NS} through the API server"; }
       prometheus --config.file="${STATE}/prometheus.yml" --storage.tsdb.path="${STATE}/data" \
         --storage.tsdb.retention.time=2h --web.listen-address="0.0.0.0:${PORT}" \
         >"${STATE}/prometheus.log" 2>&1 &
@@ -117,6 +113,11 @@ stop_prometheus() {
   if running; then
     util::run kill "$(cat "${PIDFILE}")"
     [[ "${DRY_RUN:-0}" == 1 ]] || util::wait_for "Prometheus to stop" 30 bash -c "! kill -0 $(cat "${PIDFILE}") 2>/dev/null"
+  fi
+  # The namespace it scraped, as start wrote it (stop is often called without --namespace).
+  if [[ -f "${STATE}/namespace" ]]; then
+    util::run prom::pod_proxy_cleanup "$(cat "${STATE}/namespace")" ||
+      log::warn "could not remove the ServiceAccount prometheus (is its namespace being deleted?)"
   fi
   util::run rm -rf "${STATE}"
 }

@@ -278,3 +278,89 @@ export CLUSTER_STATE CLUSTER_KUBECONFIG CONTAINERD_SOCK IMAGES_DIR
 util::ctr() {
   ctr --address "${CONTAINERD_SOCK}" --namespace k8s.io "$@"
 }
+
+# ---------------------------------------------------------------------------------------------
+# A Prometheus on this machine scrapes pods through the API server, never at a pod IP: from the
+# host, traffic goes to 127.0.0.1 or the API server only (minikube in CI has no route to pods).
+# ---------------------------------------------------------------------------------------------
+
+# prom::pod_proxy_config DIR NS INTERVAL [SELECTOR]: write DIR/prometheus.yml for a Prometheus
+# that scrapes, every INTERVAL, the pods of NS with a container port named `http` (and matching
+# the label SELECTOR when given) through the API server's pod proxy,
+# https://SERVER/api/v1/namespaces/NS/pods/POD:PORT/proxy/metrics. Discovery and scrapes go as
+# the ServiceAccount NS/prometheus, which may only list/watch pods and get pods/proxy in NS
+# (applied here; remove it with prom::pod_proxy_cleanup): its token (24 h) goes to DIR/token,
+# the cluster CA of the current context to DIR/ca.crt. Series carry the labels a PodMonitor
+# scrape gives them: namespace, pod, and instance = the pod's name.
+prom::pod_proxy_config() {
+  local dir="$1" ns="$2" interval="$3" selector="${4:-}"
+  local server host prefix ca selectors=""
+  server="$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')" || return 1
+  if ! [[ "${server}" =~ ^https://([^/]+)(/.*)?$ ]]; then
+    log::error "the API server '${server}' is not https://HOST[:PORT][/PATH]: cannot scrape through its pod proxy"
+    return 1
+  fi
+  host="${BASH_REMATCH[1]}"
+  prefix="${BASH_REMATCH[2]%/}"
+  ca="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')" || return 1
+  if [[ -n "${ca}" ]]; then
+    base64 -d <<<"${ca}" >"${dir}/ca.crt" || return 1
+  else
+    cp "$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')" "${dir}/ca.crt" || return 1
+  fi
+  kubectl apply -f - >/dev/null <<EOF || return 1
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: prometheus, namespace: ${ns}}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: prometheus, namespace: ${ns}}
+rules:
+  - {apiGroups: [""], resources: [pods], verbs: [get, list, watch]}
+  - {apiGroups: [""], resources: [pods/proxy], verbs: [get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: prometheus, namespace: ${ns}}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: prometheus}
+subjects: [{kind: ServiceAccount, name: prometheus, namespace: ${ns}}]
+EOF
+  (umask 077 && kubectl --namespace "${ns}" create token prometheus --duration 24h >"${dir}/token") || return 1
+  [[ -z "${selector}" ]] || selectors="
+        selectors: [{role: pod, label: '${selector}'}]"
+  cat >"${dir}/prometheus.yml" <<EOF
+# Written by prom::pod_proxy_config (hack/lib.sh): pods of ${ns} through ${server}'s pod proxy.
+global: {scrape_interval: ${interval}, scrape_timeout: ${interval}, evaluation_interval: ${interval}}
+scrape_configs:
+  - job_name: pods
+    scheme: https
+    authorization: {credentials_file: '${dir}/token'}
+    tls_config: {ca_file: '${dir}/ca.crt'}
+    kubernetes_sd_configs:
+      - role: pod
+        api_server: '${server}'
+        authorization: {credentials_file: '${dir}/token'}
+        tls_config: {ca_file: '${dir}/ca.crt'}
+        namespaces: {names: [${ns}]}${selectors}
+    relabel_configs:
+      - {source_labels: [__meta_kubernetes_pod_container_port_name], regex: http, action: keep}
+      - {source_labels: [__meta_kubernetes_pod_phase], regex: Running, action: keep}
+      - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
+      - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+      # Every target has the API server's address: the pod's name tells them apart.
+      - {source_labels: [__meta_kubernetes_pod_name], target_label: instance}
+      - source_labels: [__meta_kubernetes_namespace, __meta_kubernetes_pod_name, __meta_kubernetes_pod_container_port_number]
+        regex: '(.+);(.+);(.+)'
+        target_label: __metrics_path__
+        replacement: '${prefix}/api/v1/namespaces/\$1/pods/\$2:\$3/proxy/metrics'
+      - {target_label: __address__, replacement: '${host}'}
+EOF
+}
+
+# prom::pod_proxy_cleanup NS: remove what prom::pod_proxy_config applied in NS (its token stops
+# working with the ServiceAccount).
+prom::pod_proxy_cleanup() {
+  kubectl --namespace "$1" delete rolebinding/prometheus role/prometheus serviceaccount/prometheus \
+    --ignore-not-found --wait=false >/dev/null
+}

@@ -1,15 +1,16 @@
-//! The real app (`localhost/selfheal-app:dev`) as a test workload, and traffic to it straight
-//! at the pod IPs (the node is this machine, so its pod network is reachable from the test).
+//! The real app (`localhost/selfheal-app:dev`) as a test workload, and traffic to it through the
+//! API server's pod proxy: the test dials only the API server, never a pod IP (minikube in CI
+//! has no route to one).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, HTTPGetAction, Pod, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Client;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use kube::{Client, ResourceExt};
 
 use super::{APP_IMAGE, crashing_deployment, live_pods, security_context};
 
@@ -59,7 +60,7 @@ pub struct Traffic {
     workers: Vec<tokio::task::JoinHandle<()>>,
     /// 2xx answers.
     pub ok: Arc<AtomicU64>,
-    /// 5xx answers.
+    /// 5xx answers of the app (not the API server's own, when it cannot reach a pod).
     pub errors: Arc<AtomicU64>,
 }
 
@@ -71,7 +72,7 @@ impl Drop for Traffic {
     }
 }
 
-fn ready_ips(pods: &[Pod]) -> Vec<String> {
+fn ready_names(pods: &[Pod]) -> Vec<String> {
     pods.iter()
         .filter(|p| {
             p.status
@@ -79,21 +80,24 @@ fn ready_ips(pods: &[Pod]) -> Vec<String> {
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
         })
-        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .map(ResourceExt::name_any)
         .collect()
 }
 
-/// One request; the status code, if an answer came.
-async fn get(ip: &str) -> Option<u16> {
+/// One `GET /` to pod `ns/pod` through the API server's pod proxy; the app's status code, if
+/// the app answered. `None` also when the API server answered for it (a `Status` body: the pod
+/// could not be reached), so that a proxy failure is never counted as an app error.
+async fn get(client: &Client, ns: &str, pod: &str) -> Option<u16> {
     let work = async {
-        let mut s = tokio::net::TcpStream::connect((ip, 8080)).await.ok()?;
-        s.write_all(b"GET / HTTP/1.1\r\nHost: app\r\nConnection: close\r\n\r\n")
-            .await
+        let request = http::Request::get(format!("/api/v1/namespaces/{ns}/pods/{pod}:8080/proxy/"))
+            .body(kube::client::Body::empty())
             .ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf);
-        text.split(' ').nth(1)?.parse().ok()
+        let response = client.send(request).await.ok()?;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        let from_api_server = serde_json::from_slice::<serde_json::Value>(&body)
+            .is_ok_and(|v| v["kind"] == "Status" && v["apiVersion"] == "v1");
+        (!from_api_server).then_some(status)
     };
     tokio::time::timeout(Duration::from_secs(5), work)
         .await
@@ -102,7 +106,7 @@ async fn get(ip: &str) -> Option<u16> {
 }
 
 /// `workers` loops sending `GET /` to the Ready pods of `app=<app>` in turn, about 20 a second
-/// each; the pod list is refreshed every second.
+/// each, through the API server's pod proxy; the pod list is refreshed every second.
 pub fn traffic(client: &Client, ns: &str, app: &str, workers: usize) -> Traffic {
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -113,15 +117,15 @@ pub fn traffic(client: &Client, ns: &str, app: &str, workers: usize) -> Traffic 
             tokio::spawn(async move {
                 let mut n = 0_usize;
                 loop {
-                    let ips = ready_ips(&live_pods(&client, &ns, &app).await);
+                    let pods = ready_names(&live_pods(&client, &ns, &app).await);
                     let until = tokio::time::Instant::now() + Duration::from_secs(1);
                     while tokio::time::Instant::now() < until {
-                        if ips.is_empty() {
+                        if pods.is_empty() {
                             tokio::time::sleep(Duration::from_millis(200)).await;
                             continue;
                         }
                         n = n.wrapping_add(1);
-                        match get(&ips[n % ips.len()]).await {
+                        match get(&client, &ns, &pods[n % pods.len()]).await {
                             Some(200..=299) => ok.fetch_add(1, Ordering::Relaxed),
                             Some(500..=599) => errors.fetch_add(1, Ordering::Relaxed),
                             _ => 0,
