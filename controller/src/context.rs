@@ -15,6 +15,8 @@ use tokio::sync::Notify;
 use crate::Result;
 use crate::config::Config;
 use crate::events::Events;
+use crate::explain::Explainer;
+use crate::explain::evidence::LogTail;
 use crate::healers::pool::Exhaustion;
 use crate::healers::promql;
 use crate::healers::zombie::reaper::Reaper;
@@ -35,7 +37,8 @@ pub struct Context {
     pub(crate) cfg: Config,
     /// Metrics shared with the HTTP server.
     pub metrics: Arc<Metrics>,
-    pub(crate) events: Events,
+    /// Publishes the Events and evidence of what was done, after it and off the reconcile.
+    pub(crate) explainer: Explainer,
     pub(crate) leader: Leadership,
     pub(crate) owners: Arc<OwnerResolver>,
     pub(crate) state: Mutex<State>,
@@ -77,29 +80,34 @@ impl Context {
     /// [`crate::run::client`]/[`crate::run::client_from`] so a PDB refusal (429) reaches the
     /// reconciler.
     pub fn new(client: Client, cfg: Config, metrics: Arc<Metrics>, leader: Leadership) -> Self {
-        let events = Events::new(
-            client.clone(),
-            cfg.pod_name.clone(),
-            leader.clone(),
-            metrics.clone(),
-        );
+        let events = Events::new(&client, &cfg.pod_name, &leader, &metrics);
         let owners = Arc::new(OwnerResolver::new(client.clone()));
+        let explainer = Explainer::new(
+            client.clone(),
+            events,
+            owners.clone(),
+            metrics.clone(),
+            cfg.log_evidence.then_some(LogTail {
+                lines: cfg.log_tail_lines,
+                bytes: cfg.log_tail_bytes,
+            }),
+        );
         let reaper = Reaper::new(
             client.clone(),
             cfg.zombie_rule(),
             cfg.dry_run,
             metrics.clone(),
-            events.clone(),
+            explainer.clone(),
             leader.clone(),
             owners.clone(),
         );
         Self {
+            explainer,
             watched: Arc::new(Watched::new(cfg.policy())),
             prom: promql::client(cfg.prometheus_url.as_deref()),
             signals: Arc::default(),
             history: Arc::default(),
             reaper,
-            events,
             owners,
             client,
             cfg,

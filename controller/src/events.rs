@@ -31,19 +31,19 @@ pub struct Events {
 impl Events {
     /// Events reported by this process (`instance`, its pod name) while it leads.
     pub fn new(
-        client: Client,
-        instance: String,
-        leader: Leadership,
-        metrics: Arc<Metrics>,
+        client: &Client,
+        instance: &str,
+        leader: &Leadership,
+        metrics: &Arc<Metrics>,
     ) -> Self {
         let reporter = Reporter {
             controller: REPORTING_CONTROLLER.into(),
-            instance: Some(instance),
+            instance: Some(instance.to_owned()),
         };
         Self {
-            recorder: Recorder::new(client, reporter),
-            leader,
-            metrics,
+            recorder: Recorder::new(client.clone(), reporter),
+            leader: leader.clone(),
+            metrics: metrics.clone(),
         }
     }
 

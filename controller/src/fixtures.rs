@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::healing_policy::resource::{HealingPolicy, HealingPolicySpec};
 use crate::policy::{Action, Policy};
 
 /// The fixed "now" of every unit test.
@@ -50,6 +51,28 @@ pub fn policy() -> Policy {
         action: Action::Evict,
         dry_run: false,
         min_healthy: 0,
+    }
+}
+
+/// HealingPolicy `name` in namespace `shop` (generation 2) with the spec `yaml`.
+pub fn healing_policy(name: &str, yaml: &str) -> std::sync::Arc<HealingPolicy> {
+    let spec: HealingPolicySpec = serde_saphyr::from_str(yaml).expect("spec parses");
+    let mut hp = HealingPolicy::new(name, spec);
+    hp.metadata.namespace = Some("shop".into());
+    hp.metadata.generation = Some(2);
+    std::sync::Arc::new(hp)
+}
+
+/// A leak of container `app`: 115 of 128 MiB, rising 512 KiB/s, the limit due in 26 s.
+pub fn leak() -> crate::healers::memory_trend::rule::Leak {
+    crate::healers::memory_trend::rule::Leak {
+        container: "app".into(),
+        usage_bytes: 115 << 20,
+        limit_bytes: 128 << 20,
+        rising_share: 1.0,
+        samples: 14,
+        bytes_per_sec: 524_288.0,
+        time_to_limit: Some(secs(26)),
     }
 }
 

@@ -6,9 +6,11 @@
 //! ([`run::run`] with a [`context::Context`]) and the CircuitBreakers ([`circuit_breaker::run`]
 //! with [`circuit_breaker::Breakers`]) run as sibling tasks. The cluster tests in `tests/` drive
 //! the same library API in-process. Layers, each importing only those below it: `run` →
-//! `reconcile` → `act` → `context` → rules, resources, signals and caches.
+//! `reconcile` → `act` → `context` → `explain` → rules, resources, signals, caches and `events`.
+//! The reconciler reacts first, then explains: the action's API call comes before any evidence
+//! is gathered, and the Events are published by [`explain`] in tasks of their own.
 
-/// Carrying out a decision: evict, restart or scale, evidence, reports of pods left alone.
+/// Carrying out a decision: evict, restart or scale, reports of pods left alone.
 pub mod act;
 /// CircuitBreakers: the custom resource, the state machine (pure), and the loop that runs them.
 pub mod circuit_breaker;
@@ -18,6 +20,8 @@ pub mod config;
 pub mod context;
 /// Kubernetes Events on the objects the controller acts on and their owners.
 pub mod events;
+/// After an action: the exact owner, the evidence and the Events, off the reconcile.
+pub mod explain;
 /// One folder per healer: its pure rule and its signal source.
 pub mod healers;
 /// HealingPolicies: the custom resource, which policy selects a pod, and the status (pure).
@@ -32,7 +36,7 @@ pub mod leader;
 pub mod metrics;
 /// Resolution of a pod's controlling workload (ReplicaSet → Deployment).
 pub mod owner;
-/// The pure decision: recycle, skip, wait or give up.
+/// The pure decision: act (which action), skip, wait or give up.
 pub mod policy;
 /// One reconcile of one pod: decide, then act or say why not.
 pub mod reconcile;

@@ -52,6 +52,9 @@ pub struct Metrics {
     pub circuit_breakers: IntGaugeVec,
     /// CircuitBreaker scale calls that failed (the transition is retried next round).
     pub circuit_scale_failures_total: IntCounter,
+    /// Explanations published after an action or decision, by result (`ok`,
+    /// `owner_lookup_failed`, `log_failed`, `busy`: too many in flight, sent without the log).
+    pub evidence_total: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -175,6 +178,17 @@ impl Metrics {
             "CircuitBreaker scale calls that failed",
         )
         .expect("valid metric");
+        let evidence_total = IntCounterVec::new(
+            Opts::new(
+                "evidence_total",
+                "Events with evidence published after an action or decision, by result",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
+        for result in ["ok", "owner_lookup_failed", "log_failed", "busy"] {
+            evidence_total.with_label_values(&[result]);
+        }
         for (from, to) in [
             ("Closed", "Open"),
             ("Open", "HalfOpen"),
@@ -220,6 +234,7 @@ impl Metrics {
             Box::new(circuit_transitions_total.clone()),
             Box::new(circuit_breakers.clone()),
             Box::new(circuit_scale_failures_total.clone()),
+            Box::new(evidence_total.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -243,6 +258,7 @@ impl Metrics {
             circuit_transitions_total,
             circuit_breakers,
             circuit_scale_failures_total,
+            evidence_total,
         }
     }
 
@@ -339,6 +355,7 @@ mod tests {
             "circuit_transitions_total{from=\"HalfOpen\",to=\"Closed\"} 0",
             "circuit_breakers{state=\"Open\"} 0",
             "circuit_scale_failures_total 0",
+            "evidence_total{result=\"log_failed\"} 0",
         ] {
             assert!(
                 text.contains(&format!("{PREFIX}_{name}")),

@@ -1,5 +1,10 @@
 //! Which workload a pod belongs to: the pod's controller owner, followed from a ReplicaSet to its
 //! Deployment (read-only `get` on replicasets, cached by UID).
+//!
+//! The reconciler must not wait for that `get` before it acts ([`OwnerResolver::resolve_fast`]):
+//! a pod of a Deployment names it already (its ReplicaSet is `<deployment>-<pod-template-hash>`),
+//! which is enough for the recycle history's key. The exact reference (with the Deployment's UID,
+//! for the Event on it) is looked up afterwards, by [`crate::explain`].
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,6 +19,10 @@ use kube::{Api, Client, ResourceExt};
 use crate::history::WorkloadKey;
 use crate::{Error, Result};
 
+/// Label the Deployment controller puts on a ReplicaSet's pods; the ReplicaSet is named
+/// `<deployment>-<hash>`.
+const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+
 /// Bound of the ReplicaSet → workload cache; cleared when reached (ReplicaSets churn with rollouts).
 const CACHE_MAX: usize = 4096;
 
@@ -24,6 +33,43 @@ pub struct Workload {
     pub key: WorkloadKey,
     /// Reference used for Events on the owner.
     pub reference: ObjectReference,
+}
+
+impl Workload {
+    /// True when the workload was named from the pod alone ([`OwnerResolver::resolve_fast`]):
+    /// its key is right, its reference has no UID yet.
+    pub fn is_derived(&self) -> bool {
+        self.reference.uid.is_none()
+    }
+}
+
+/// The Deployment of a pod owned by ReplicaSet `owner`, read off names alone: the pod's
+/// `pod-template-hash` label is the suffix of the ReplicaSet's name. `None` when the names do not
+/// follow that convention (a ReplicaSet not made by a Deployment). The reference has no UID.
+pub fn deployment_by_name(pod: &Pod, owner: &OwnerReference) -> Option<Workload> {
+    if owner.kind != "ReplicaSet" || owner.api_version != "apps/v1" {
+        return None;
+    }
+    let ns = pod.metadata.namespace.as_deref()?;
+    let hash = pod.labels().get(POD_TEMPLATE_HASH)?;
+    let name = owner.name.strip_suffix(hash.as_str())?.strip_suffix('-')?;
+    if name.is_empty() {
+        return None;
+    }
+    Some(Workload {
+        key: WorkloadKey {
+            kind: "Deployment".into(),
+            namespace: ns.into(),
+            name: name.into(),
+        },
+        reference: ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some("Deployment".into()),
+            name: Some(name.into()),
+            namespace: Some(ns.into()),
+            ..ObjectReference::default()
+        },
+    })
 }
 
 /// The HorizontalPodAutoscaler (its name) that scales Deployment `deployment`, if any. Whatever
@@ -122,6 +168,22 @@ impl OwnerResolver {
         Ok(Some(workload))
     }
 
+    /// The pod's workload, without an API call when the cache or the names tell it: a cached
+    /// ReplicaSet, else the Deployment its name gives ([`deployment_by_name`], derived: no UID),
+    /// else a lookup as [`Self::resolve`]. For the reconciler, which must not wait before acting.
+    pub async fn resolve_fast(&self, pod: &Pod) -> Result<Option<Workload>> {
+        let Some(owner) = controller_ref(&pod.metadata) else {
+            return Ok(None);
+        };
+        if let Some(w) = self.cached(&owner.uid) {
+            return Ok(Some(w));
+        }
+        match deployment_by_name(pod, owner) {
+            Some(w) => Ok(Some(w)),
+            None => self.resolve(pod).await,
+        }
+    }
+
     fn cached(&self, uid: &str) -> Option<Workload> {
         self.replicasets.lock().ok()?.get(uid).cloned()
     }
@@ -144,6 +206,32 @@ mod tests {
         );
         let bare = pod().owned_by_non_controller("cm").build();
         assert!(controller_ref(&bare.metadata).is_none());
+    }
+
+    #[test]
+    fn a_deployment_pod_names_its_deployment_without_a_lookup() {
+        let p = pod()
+            .owned_by_rs("web-7d9")
+            .labelled(POD_TEMPLATE_HASH, "7d9")
+            .build();
+        let w =
+            deployment_by_name(&p, controller_ref(&p.metadata).expect("owner")).expect("derived");
+        assert_eq!(w.key.to_string(), "Deployment/shop/web");
+        assert!(w.is_derived());
+        // A ReplicaSet whose name does not end in the pod's hash was not made by a Deployment.
+        let odd = pod()
+            .owned_by_rs("web-7d9")
+            .labelled(POD_TEMPLATE_HASH, "abc")
+            .build();
+        assert!(deployment_by_name(&odd, controller_ref(&odd.metadata).expect("owner")).is_none());
+        let unlabelled = pod().owned_by_rs("web-7d9").build();
+        assert!(
+            deployment_by_name(
+                &unlabelled,
+                controller_ref(&unlabelled.metadata).expect("owner")
+            )
+            .is_none()
+        );
     }
 
     #[test]

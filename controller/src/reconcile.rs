@@ -1,6 +1,9 @@
 //! One reconcile of one pod: bookkeeping (restart rate, backoff), the governing policy, what the
-//! signal sources observed, the pure decision ([`crate::policy::decide()`]), then [`crate::act`]
-//! carries it out or reports it. Terminating pods go to the zombie reaper.
+//! signal sources observed (judged here, once, by each healer's rule), the pure decision
+//! ([`crate::policy::decide()`]), then [`crate::act`] carries it out or reports it. Nothing is
+//! read from the API server before the action: the owner comes from the cache or the pod's names
+//! ([`crate::owner::OwnerResolver::resolve_fast`]), and the Events and evidence follow the action
+//! ([`crate::explain`]). Terminating pods go to the zombie reaper.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -135,8 +138,10 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
         });
     }
 
+    // NB: no API read before the action: the owner comes from the cache or the pod's names;
+    // its exact reference (for the Event on it) is looked up after, by `explain`.
     let workload = if policy::has_controller(&pod) {
-        ctx.owners.resolve(&pod).await?
+        ctx.owners.resolve_fast(&pod).await?
     } else {
         None
     };
@@ -161,14 +166,14 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
             .get(&uid)
             .map(|(_, at)| *at)
             .filter(|at| *at > now);
-        if let (Decision::Recycle { .. }, Some(at)) = (&decision, retry_at) {
+        if let (Decision::Act { .. }, Some(at)) = (&decision, retry_at) {
             drop((st, recycled));
             debug!(%at, "eviction refused earlier; waiting out the backoff");
             return Ok(Action::requeue(
                 to_std(at.duration_since(now)) + Duration::from_millis(250),
             ));
         }
-        if let (Decision::Recycle { .. }, Some(w)) = (&decision, &workload) {
+        if let (Decision::Act { .. }, Some(w)) = (&decision, &workload) {
             // Reserve the slot now so a sibling pod reconciled concurrently sees the cooldown.
             recycled.record(&w.key, now);
         }
@@ -203,14 +208,13 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
             report::gave_up(&ctx, &subject, reason, recycles, now).await;
             Ok(Action::await_change())
         }
-        Decision::Recycle { reason } => {
+        Decision::Act { action, reason } => {
             act::act(
                 &ctx,
                 &gov,
-                &pod,
-                &pod_ref,
+                (&pod, &pod_ref),
                 workload.as_ref(),
-                (reason, &observed),
+                (action, reason, &observed),
                 now,
             )
             .await

@@ -1,7 +1,8 @@
 //! What the signal sources observed, kept for the reconciler: working-set samples (the memory
 //! sampler), the latest errorRate answer per HealingPolicy and the pool saturation and latency
 //! answers per pod (the PromQL triggers). Sources write, the reconciler reads; the pure rules
-//! ([`crate::healers::memory_trend::rule`], [`crate::healers::pool`]) decide.
+//! ([`crate::healers::memory_trend::rule`], [`crate::healers::pool`]) decide, once, when the
+//! reconciler reads ([`Signals::leak`], [`Signals::pool_exhaustion`]).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -11,7 +12,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
 use crate::healers::memory_trend::rule::{self as trend, Leak, LeakRule, MemorySamples, Sample};
-use crate::healers::pool::{self as exhaustion, Exhaustion, PoolRule, PoolSignals, PoolTracker};
+use crate::healers::pool::{self as exhaustion, Exhaustion, PoolRule, PoolTracker};
 use crate::policy;
 
 /// The observations, shared by the sources and the reconciler.
@@ -80,11 +81,10 @@ impl Signals {
         latency: Option<f64>,
         rule: &PoolRule,
         now: Timestamp,
-    ) -> PoolSignals {
+    ) {
         let mut st = self.state();
         st.pools.observe_saturation(uid, saturation, rule, now);
         st.pools.observe_latency(uid, latency, now);
-        st.pools.get(uid).copied().unwrap_or_default()
     }
 
     /// Whether `pod` reads as out of connections under `rule` (answers at most `max_age` old).

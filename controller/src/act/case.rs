@@ -2,22 +2,30 @@
 //! the bookkeeping every action shares (the reserved recycle slot, the outcome metric, the
 //! policy's record). A refused action is reported once per pod and cause.
 
-use k8s_openapi::api::core::v1::ObjectReference;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use tracing::warn;
+use tracing::{debug, warn};
+
+use super::Outcome;
 
 use crate::context::Context;
+use crate::explain::{Evidence, Explanation};
 use crate::healing_policy::resource::LastAction;
 use crate::owner::Workload;
 use crate::policy::{self, Reason};
 use crate::watched::Governed;
+use crate::{Error, Result};
 
 /// One pod being acted on: who decides, what is wrong, and the words the Events use.
 pub(crate) struct Case<'a> {
     pub(crate) ctx: &'a Context,
     pub(crate) gov: &'a Governed<'a>,
+    pub(crate) pod: &'a Arc<Pod>,
     pub(crate) pod_ref: &'a ObjectReference,
     pub(crate) workload: Option<&'a Workload>,
     pub(crate) action: policy::Action,
@@ -84,51 +92,58 @@ impl Case<'_> {
             .record(self.gov.source.as_ref(), |r| r.failed(message));
     }
 
-    /// An action this pod's case refuses: said once, the slot given back, the policy Degraded.
+    /// The action's API call (`what`) failed with `e`: the slot is given back. A 404 (pod or
+    /// Deployment gone meanwhile) ends the case quietly; anything else is counted, recorded in
+    /// the policy's status and returned as `wrap(e)`, for the reconciler's backoff.
+    pub(crate) fn failed(
+        &self,
+        e: kube::Error,
+        what: &str,
+        wrap: fn(kube::Error) -> Error,
+    ) -> Result<Outcome> {
+        self.unreserve();
+        if let kube::Error::Api(status) = &e
+            && status.code == 404
+        {
+            debug!(target_of = what, "gone before the action");
+            return Ok(Outcome::silent(Action::await_change()));
+        }
+        self.count("failed");
+        self.record_failed(format!("{what} failed: {e}"));
+        Err(wrap(e))
+    }
+
+    /// Events about this pod (`note` on it, naming it on the owner) carrying `evidence`.
+    pub(crate) fn explanation(
+        &self,
+        event: (EventType, &'static str, &'static str),
+        note: String,
+        evidence: Evidence,
+    ) -> Explanation {
+        Explanation::about_pod(self.pod, self.pod_ref, self.workload, event, note)
+            .with_evidence(evidence)
+    }
+
+    /// An action this pod's case refuses: the slot given back, the policy Degraded every time;
+    /// `not_recycled_total{reason=label}` and a `NotRecycled` Warning on the pod and its owner
+    /// once per pod and cause.
     pub(crate) async fn refuse(&self, label: &'static str, outcome: &'static str, note: String) {
         self.unreserve();
         self.count(outcome);
-        refused(
-            self.ctx,
-            self.gov,
-            &self.uid,
-            label,
-            (self.pod_ref, self.workload),
-            note,
-        )
-        .await;
-    }
-}
-
-/// Report a refused action once per pod and cause: `not_recycled_total{reason=label}`, a
-/// `NotRecycled` Warning on the pod and its owner; the policy's status says it failed every time.
-pub(crate) async fn refused(
-    ctx: &Context,
-    gov: &Governed<'_>,
-    uid: &str,
-    label: &'static str,
-    (pod_ref, workload): (&ObjectReference, Option<&Workload>),
-    note: String,
-) {
-    if ctx.first_report(gov, uid, label) {
-        ctx.metrics
-            .not_recycled_total
-            .with_label_values(&[label])
-            .inc();
-        warn!(reason = label, "{note}");
-        let owner_note = format!(
-            "pod {}: {note}",
-            pod_ref.name.as_deref().unwrap_or_default()
-        );
-        ctx.events
-            .publish_both(
-                pod_ref,
-                workload,
+        let ctx = self.ctx;
+        if ctx.first_report(self.gov, &self.uid, label) {
+            ctx.metrics
+                .not_recycled_total
+                .with_label_values(&[label])
+                .inc();
+            warn!(reason = label, "{note}");
+            let e = self.explanation(
                 (EventType::Warning, "NotRecycled", "Skip"),
                 note.clone(),
-                owner_note,
-            )
-            .await;
+                Evidence::None,
+            );
+            ctx.explainer.explain(e).await;
+        }
+        self.record_failed(note);
     }
-    ctx.record(gov.source.as_ref(), |r| r.failed(note));
 }

@@ -7,14 +7,17 @@ use kube::Api;
 use kube::api::EvictParams;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
+use super::Outcome;
 use super::case::Case;
+use crate::explain::Evidence;
 use crate::{Error, Result};
 
 impl Case<'_> {
-    /// Evict the pod; `evidence` goes into the owner's Event.
-    pub(crate) async fn evict(&self, evidence: &str) -> Result<Action> {
+    /// Evict the pod. The `Recycled` Events (evidence on the owner's) or `RecycleBlocked` ones
+    /// are returned, to be published after.
+    pub(crate) async fn evict(&self) -> Result<Outcome> {
         let Case {
             ctx,
             reason,
@@ -47,16 +50,14 @@ impl Case<'_> {
                 let note = format!(
                     "evicted ({why}, {restarts} restarts) so {owner_name} replaces it ({by})"
                 );
-                ctx.events
-                    .publish_both(
-                        self.pod_ref,
-                        self.workload,
+                let explain = self
+                    .explanation(
                         (EventType::Normal, "Recycled", "Evict"),
                         note,
-                        format!("evicted pod {name} ({why}, {restarts} restarts). {evidence}"),
+                        Evidence::OnOwner,
                     )
-                    .await;
-                Ok(Action::await_change())
+                    .owner_note(format!("evicted pod {name} ({why}, {restarts} restarts)"));
+                Ok(Outcome::explained(Action::await_change(), explain))
             }
             Err(kube::Error::Api(status)) if status.code == 429 => {
                 self.unreserve();
@@ -79,28 +80,14 @@ impl Case<'_> {
                     status.message,
                     delay.as_secs()
                 );
-                ctx.events
-                    .publish_both(
-                        self.pod_ref,
-                        self.workload,
-                        (EventType::Warning, "RecycleBlocked", "Evict"),
-                        note.clone(),
-                        format!("pod {name}: {note}"),
-                    )
-                    .await;
-                Ok(Action::requeue(delay))
+                let explain = self.explanation(
+                    (EventType::Warning, "RecycleBlocked", "Evict"),
+                    note,
+                    Evidence::None,
+                );
+                Ok(Outcome::explained(Action::requeue(delay), explain))
             }
-            Err(kube::Error::Api(status)) if status.code == 404 => {
-                self.unreserve();
-                debug!("pod gone before eviction");
-                Ok(Action::await_change())
-            }
-            Err(e) => {
-                self.unreserve();
-                self.count("failed");
-                self.record_failed(format!("evicting {name} failed: {e}"));
-                Err(Error::EvictFailed(e))
-            }
+            Err(e) => self.failed(e, &format!("evicting {name}"), Error::EvictFailed),
         }
     }
 }

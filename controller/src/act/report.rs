@@ -1,6 +1,9 @@
 //! The decisions that do not act, said once each: a pod left alone (`Skip`), deferred (`Wait`)
 //! or whose workload is given up on (`GiveUp`) gets a `NotRecycled`/`GivingUp` Event on the pod
-//! and its owner and a `not_recycled_total`/`giveups_total` count.
+//! and its owner and a `not_recycled_total`/`giveups_total` count. The Events (and the give-up's
+//! evidence) are published by [`crate::explain`], off the reconcile.
+
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -8,37 +11,50 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 use tracing::{info, warn};
 
-use super::evidence::evidence;
 use crate::context::Context;
+use crate::explain::{Evidence, Explanation};
 use crate::owner::Workload;
 use crate::policy::{self, Reason, SkipReason, WaitCause};
 use crate::watched::Governed;
 
 /// The pod a decision is about, and who decided.
 pub(crate) struct Subject<'a> {
-    pub(crate) pod: &'a Pod,
+    pub(crate) pod: &'a Arc<Pod>,
     pub(crate) pod_ref: &'a ObjectReference,
     pub(crate) workload: Option<&'a Workload>,
     pub(crate) gov: &'a Governed<'a>,
 }
 
 impl Subject<'_> {
-    /// A `NotRecycled` Event on the pod and its owner (whose note names the pod).
-    async fn not_recycled(&self, ctx: &Context, action: &str, note: String) {
-        let owner_note = format!("pod {}: {note}", self.pod.name_any());
-        ctx.events
-            .publish_both(
-                self.pod_ref,
-                self.workload,
-                (EventType::Normal, "NotRecycled", action),
-                note,
-                owner_note,
-            )
-            .await;
+    /// Events of `type_`/`reason`/`action` with `note` on the pod and, naming it, its owner.
+    fn explanation(
+        &self,
+        event: (EventType, &'static str, &'static str),
+        note: String,
+    ) -> Explanation {
+        Explanation::about_pod(self.pod, self.pod_ref, self.workload, event, note)
     }
 
+    /// True the first time `label` is said about this pod under its policy.
     fn first_report(&self, ctx: &Context, label: &'static str) -> bool {
         ctx.first_report(self.gov, &self.pod.uid().unwrap_or_default(), label)
+    }
+
+    /// `not_recycled_total{reason=label}` and a `NotRecycled` Event (`action`) on the pod and
+    /// its owner.
+    async fn not_recycled(
+        &self,
+        ctx: &Context,
+        label: &'static str,
+        action: &'static str,
+        note: String,
+    ) {
+        ctx.metrics
+            .not_recycled_total
+            .with_label_values(&[label])
+            .inc();
+        let e = self.explanation((EventType::Normal, "NotRecycled", action), note);
+        ctx.explainer.explain(e).await;
     }
 }
 
@@ -49,16 +65,12 @@ pub(crate) async fn skipped(ctx: &Context, s: &Subject<'_>, skip: SkipReason) {
     }
     let restarts = policy::total_restarts(s.pod);
     info!(restarts, cause = skip.label(), "not recycling pod");
-    ctx.metrics
-        .not_recycled_total
-        .with_label_values(&[skip.label()])
-        .inc();
     let note = format!(
         "{restarts} restarts; not recycled: {} ({})",
         skip.describe(),
         s.gov.describe()
     );
-    s.not_recycled(ctx, "Skip", note).await;
+    s.not_recycled(ctx, skip.label(), "Skip", note).await;
 }
 
 /// An unhealthy pod that has to wait (age, cooldown, window cap, min healthy): said once.
@@ -75,17 +87,13 @@ pub(crate) async fn deferred(
     }
     let restarts = policy::total_restarts(s.pod);
     info!(restarts, reason = reason.label(), cause = label, %until, "recycle deferred");
-    ctx.metrics
-        .not_recycled_total
-        .with_label_values(&[label])
-        .inc();
     let note = format!(
         "{} ({restarts} restarts); not recycled yet: {}; next check at {until} ({})",
         reason.label(),
         cause.describe(),
         s.gov.describe()
     );
-    s.not_recycled(ctx, "Wait", note).await;
+    s.not_recycled(ctx, label, "Wait", note).await;
 }
 
 /// The workload was recycled `max_retries` times and the pod is still unhealthy: say so once per
@@ -105,26 +113,21 @@ pub(crate) async fn gave_up(
     }
     ctx.metrics.giveups_total.inc();
     ctx.record(s.gov.source.as_ref(), |r| r.gave_up(now));
-    let (ns, name) = (s.pod.namespace().unwrap_or_default(), s.pod.name_any());
-    let evidence = evidence(ctx, s.pod, &ns, &name).await;
     let owner_name = s
         .workload
         .map_or_else(|| "none".to_owned(), |w| w.key.to_string());
     let restarts = policy::total_restarts(s.pod);
     warn!(workload = %owner_name, recycles, reason = reason.label(), "giving up on workload");
     let note = format!(
-        "giving up: {owner_name} recycled {recycles} times (max {}, {}) and pod {name} is still unhealthy ({}, {restarts} restarts); needs a human. {evidence}",
+        "giving up: {owner_name} recycled {recycles} times (max {}, {}) and pod {} is still unhealthy ({}, {restarts} restarts); needs a human",
         s.gov.policy.max_retries,
         s.gov.describe(),
+        s.pod.name_any(),
         reason.label()
     );
-    ctx.events
-        .publish_both(
-            s.pod_ref,
-            s.workload,
-            (EventType::Warning, "GivingUp", "GiveUp"),
-            note.clone(),
-            note,
-        )
-        .await;
+    let e = s
+        .explanation((EventType::Warning, "GivingUp", "GiveUp"), note.clone())
+        .owner_note(note)
+        .with_evidence(Evidence::OnBoth);
+    ctx.explainer.explain(e).await;
 }

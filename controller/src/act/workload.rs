@@ -6,9 +6,11 @@ use kube::Api;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use tracing::{debug, info};
+use tracing::info;
 
+use super::Outcome;
 use super::case::Case;
+use crate::explain::Evidence;
 use crate::owner::{self, Workload};
 use crate::policy;
 use crate::{Error, Result};
@@ -17,8 +19,9 @@ use crate::{Error, Result};
 pub const RESTARTED_AT_ANNOTATION: &str = "selfheal.io/restarted-at";
 
 impl Case<'_> {
-    /// Restart or scale the Deployment `w`; `evidence` goes into the owner's Event.
-    pub(crate) async fn patch_workload(&self, w: &Workload, evidence: &str) -> Result<Action> {
+    /// Restart or scale the Deployment `w`. The Events saying so (evidence on the owner's) are
+    /// returned, to be published after.
+    pub(crate) async fn patch_workload(&self, w: &Workload) -> Result<Outcome> {
         let Case {
             ctx,
             action,
@@ -43,7 +46,7 @@ impl Case<'_> {
                         "{why} ({restarts} restarts) but scaleTo {n} refused: HorizontalPodAutoscaler {hpa} scales {owner_name}, a scale would fight it ({by})"
                     );
                     self.refuse("autoscaled", "refused", note).await;
-                    return Ok(Action::await_change());
+                    return Ok(Outcome::silent(Action::await_change()));
                 }
                 Err(e) => {
                     self.unreserve();
@@ -82,33 +85,18 @@ impl Case<'_> {
                 self.count("done");
                 info!(workload = %owner_name, reason = reason.label(), restarts, action = action.label(), "acted on workload");
                 let note = format!("{what} ({why}, {restarts} restarts of pod {name}) ({by})");
-                ctx.events
-                    .publish_both(
-                        self.pod_ref,
-                        self.workload,
-                        (
-                            EventType::Normal,
-                            action.event_names().0,
-                            action.event_names().1,
-                        ),
+                let (event_reason, event_action) = action.event_names();
+                let explain = self
+                    .explanation(
+                        (EventType::Normal, event_reason, event_action),
                         note.clone(),
-                        format!("{note}. {evidence}"),
+                        Evidence::OnOwner,
                     )
-                    .await;
+                    .owner_note(note);
                 self.record_done(false);
-                Ok(Action::await_change())
+                Ok(Outcome::explained(Action::await_change(), explain))
             }
-            Err(kube::Error::Api(status)) if status.code == 404 => {
-                self.unreserve();
-                debug!("deployment gone before the action");
-                Ok(Action::await_change())
-            }
-            Err(e) => {
-                self.unreserve();
-                self.count("failed");
-                self.record_failed(format!("{what} failed: {e}"));
-                Err(Error::ActionFailed(e))
-            }
+            Err(e) => self.failed(e, what, Error::ActionFailed),
         }
     }
 }

@@ -58,12 +58,7 @@ pub struct Breakers {
 impl Breakers {
     /// The breakers' inputs; `leader` says whether this replica may act.
     pub fn new(client: Client, cfg: Config, metrics: Arc<Metrics>, leader: Leadership) -> Self {
-        let events = Events::new(
-            client.clone(),
-            cfg.pod_name.clone(),
-            leader.clone(),
-            metrics.clone(),
-        );
+        let events = Events::new(&client, &cfg.pod_name, &leader, &metrics);
         Self {
             prom: promql::client(cfg.prometheus_url.as_deref()),
             scope: cfg.policy(),

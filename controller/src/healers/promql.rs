@@ -1,5 +1,7 @@
 //! The PromQL triggers' I/O: ask Prometheus each HealingPolicy's queries, keep the answers in
-//! [`crate::signals::Signals`]; wake the pods whose trigger now fires.
+//! [`crate::signals::Signals`]; wake the pods the answers are about. Whether a trigger fires is
+//! decided once, in the reconciler ([`crate::policy::trigger()`] for errorRate,
+//! [`crate::healers::pool::assess`] for poolExhaustion), never here.
 //!
 //! Every `--prometheus-interval-secs`, per policy: the `errorRate` query, and the
 //! `poolExhaustion` saturation (and latency) queries, through the async `selfheal-promql` client
@@ -18,9 +20,8 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::healers::pool::{self as exhaustion, PoolRule};
+use crate::healers::pool::PoolRule;
 use crate::metrics::Metrics;
-use crate::policy;
 use crate::signals::Signals;
 use crate::watched::Watched;
 
@@ -112,16 +113,17 @@ pub(crate) fn client(url: Option<&str>) -> Option<selfheal_promql::Client> {
 }
 
 /// Keep the answer of a policy's errorRate query (`None`: no answer, forget the last one).
-/// Returns the cached pods the policy governs when the answer is over `threshold`.
+/// Returns the cached pods the policy governs when there is an answer, for the reconciler to
+/// judge.
 fn observe_error_rate(
     watched: &Watched,
     signals: &Signals,
     key: &str,
-    (ratio, threshold): (Option<f64>, f64),
+    ratio: Option<f64>,
     now: Timestamp,
 ) -> Vec<ObjectRef<Pod>> {
     signals.observe_error_rate(key, ratio, now);
-    if ratio.is_none_or(|r| r <= threshold) {
+    if ratio.is_none() {
         return Vec::new();
     }
     watched
@@ -133,7 +135,7 @@ fn observe_error_rate(
 
 /// Keep one round of the answers for pool policy `key`, whose trigger reads as `rule`
 /// (`None`: the query failed, which counts as no answer for every pod). Returns the governed
-/// pods that now read as exhausted.
+/// pods an answer was about, for the reconciler to judge.
 fn observe_pool(
     t: &PromqlTriggers,
     key: &str,
@@ -141,21 +143,16 @@ fn observe_pool(
     (saturation, latency): (Option<&PerPod>, Option<&PerPod>),
     now: Timestamp,
 ) -> Vec<ObjectRef<Pod>> {
-    let max_age = answer_max_age(t.interval_secs);
     let mut wake = Vec::new();
     for pod in t.watched.governed_by(key) {
         let Some(uid) = pod.uid() else {
             continue;
         };
         let id = (pod.namespace().unwrap_or_default(), pod.name_any());
-        let signals = t.signals.observe_pool(
-            &uid,
-            saturation.and_then(|m| m.get(&id).copied()),
-            latency.and_then(|m| m.get(&id).copied()),
-            rule,
-            now,
-        );
-        if exhaustion::assess(&signals, rule, policy::is_ready(&pod), now, max_age).is_some() {
+        let saturation = saturation.and_then(|m| m.get(&id).copied());
+        let latency = latency.and_then(|m| m.get(&id).copied());
+        t.signals.observe_pool(&uid, saturation, latency, rule, now);
+        if saturation.is_some() || latency.is_some() {
             wake.push(ObjectRef::from_obj(&*pod));
         }
     }
@@ -165,17 +162,19 @@ fn observe_pool(
 /// Per-pod values: `(namespace, pod)` → value.
 type PerPod = BTreeMap<(String, String), f64>;
 
-/// Ask until the task is dropped; `wake` carries the pods whose trigger fires.
+/// Ask until the task is dropped; `wake` carries the pods the answers are about.
 pub async fn run(t: PromqlTriggers, wake: mpsc::Sender<ObjectRef<Pod>>) {
     let Some(prom) = t.prom.as_ref() else {
         return futures::future::pending().await;
     };
     let mut tick = tokio::time::interval(Duration::from_secs(t.interval_secs.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let send = |pods: Vec<ObjectRef<Pod>>| {
+    let send = async |pods: Vec<ObjectRef<Pod>>| {
         for pod in pods {
-            // NB: a full queue means reconciles are pending already; the next round resends.
-            let _ = wake.try_send(pod);
+            // NB: wait for room rather than drop: the pod that fires may be any of them.
+            if wake.send(pod).await.is_err() {
+                return;
+            }
         }
     };
     loop {
@@ -189,9 +188,10 @@ pub async fn run(t: PromqlTriggers, wake: mpsc::Sender<ObjectRef<Pod>>) {
                 &t.watched,
                 &t.signals,
                 &key,
-                (ratio, threshold),
+                ratio,
                 Timestamp::now(),
-            ));
+            ))
+            .await;
         }
         for (key, trigger, rule) in t.watched.pool_policies() {
             let saturation = ask(
@@ -216,7 +216,8 @@ pub async fn run(t: PromqlTriggers, wake: mpsc::Sender<ObjectRef<Pod>>) {
                 &rule,
                 (saturation.as_ref(), latency.as_ref()),
                 Timestamp::now(),
-            ));
+            ))
+            .await;
         }
     }
 }

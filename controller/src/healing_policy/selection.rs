@@ -44,14 +44,8 @@ pub fn key(hp: &HealingPolicy) -> String {
 mod tests {
     use super::*;
     use crate::fixtures::pod;
-    use crate::healing_policy::resource::HealingPolicySpec;
 
-    fn hp(name: &str, yaml: &str) -> Arc<HealingPolicy> {
-        let spec: HealingPolicySpec = serde_saphyr::from_str(yaml).expect("spec parses");
-        let mut hp = HealingPolicy::new(name, spec);
-        hp.metadata.namespace = Some("shop".into());
-        Arc::new(hp)
-    }
+    use crate::fixtures::healing_policy as hp;
 
     const WEB: &str = "selector: {matchLabels: {app: web}}\ntriggers: {crashLoopBackOff: true}\naction: {type: evict}\n";
 

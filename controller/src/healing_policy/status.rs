@@ -236,18 +236,10 @@ pub fn compute(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     use crate::fixtures::{NOW, at, policy};
-    use crate::healing_policy::resource::HealingPolicySpec;
 
-    fn hp(name: &str, yaml: &str) -> Arc<HealingPolicy> {
-        let spec: HealingPolicySpec = serde_saphyr::from_str(yaml).expect("spec parses");
-        let mut hp = HealingPolicy::new(name, spec);
-        hp.metadata.namespace = Some("shop".into());
-        hp.metadata.generation = Some(2);
-        Arc::new(hp)
-    }
+    use crate::fixtures::healing_policy as hp;
 
     const WEB: &str = "selector: {matchLabels: {app: web}}\ntriggers: {crashLoopBackOff: true}\naction: {type: evict}\n";
 

@@ -20,7 +20,7 @@ use crate::history::WorkloadHistory;
 /// How soon a pod waiting for `minHealthyReplicas` is looked at again.
 pub const MIN_HEALTHY_RECHECK: SignedDuration = SignedDuration::from_secs(10);
 
-/// How a `Recycle` decision is carried out.
+/// How an `Act` decision is carried out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Execution {
     /// Change the cluster.
@@ -33,7 +33,7 @@ pub enum Execution {
     Unsupported(Action),
 }
 
-/// Carry out a `Recycle` decision for a pod owned by a `owner_kind` workload: the policy's action,
+/// Carry out an `Act` decision for a pod owned by a `owner_kind` workload: the policy's action,
 /// unless it or the whole controller (`global_dry_run`) is in dry-run.
 pub fn execution(policy: &Policy, global_dry_run: bool, owner_kind: Option<&str>) -> Execution {
     if !policy.action.supports(owner_kind) {
@@ -142,8 +142,10 @@ impl WaitCause {
 /// What to do with a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Evict it so its owner creates a fresh one.
-    Recycle {
+    /// Take the policy's `action` (evict, rollout restart, scale, or only report it: `none`).
+    Act {
+        /// Which action.
+        action: Action,
         /// What is wrong with it.
         reason: Reason,
     },
@@ -243,7 +245,10 @@ pub fn decide(
             until: now + MIN_HEALTHY_RECHECK,
         };
     }
-    Decision::Recycle { reason }
+    Decision::Act {
+        action: policy.action,
+        reason,
+    }
 }
 
 #[cfg(test)]
@@ -271,31 +276,31 @@ mod tests {
             ("restarts equal to the threshold are not over it",
                 pod().with_restarts(3).owned_by_rs("web").build(), none.clone(), 0, Decision::Skip(SkipReason::Healthy)),
             ("one restart over the threshold is recycled",
-                pod().with_restarts(4).owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::RestartThreshold }),
+                pod().with_restarts(4).owned_by_rs("web").build(), none.clone(), 0, Decision::Act { action: Action::Evict, reason: Reason::RestartThreshold }),
             ("restarts over the threshold a week ago, Ready since: left alone, and said so",
                 pod().with_restarts(4).last_finished(7 * 86_400).ready(true, 7 * 86_400).owned_by_rs("web").build(), none.clone(), 0, Decision::Skip(SkipReason::RestartsInThePast)),
             ("over the threshold and Ready, but restarted within the rate window: recycled",
-                pod().with_restarts(4).last_finished(100).ready(true, 90).owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::RestartThreshold }),
+                pod().with_restarts(4).last_finished(100).ready(true, 90).owned_by_rs("web").build(), none.clone(), 0, Decision::Act { action: Action::Evict, reason: Reason::RestartThreshold }),
             ("over the threshold, restarts long ago, but not Ready now: recycled",
-                pod().with_restarts(4).last_finished(7 * 86_400).ready(false, 60).owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::RestartThreshold }),
+                pod().with_restarts(4).last_finished(7 * 86_400).ready(false, 60).owned_by_rs("web").build(), none.clone(), 0, Decision::Act { action: Action::Evict, reason: Reason::RestartThreshold }),
             ("over the threshold, restarts long ago, Ready, but a container waits: recycled",
-                pod().with_restarts(4).last_finished(7 * 86_400).ready(true, 60).waiting("CrashLoopBackOff").owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::CrashLoopBackOff }),
+                pod().with_restarts(4).last_finished(7 * 86_400).ready(true, 60).waiting("CrashLoopBackOff").owned_by_rs("web").build(), none.clone(), 0, Decision::Act { action: Action::Evict, reason: Reason::CrashLoopBackOff }),
             ("restarts are summed across containers",
-                pod().with_restarts(2).with_container_restarts("sidecar", 2).owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::RestartThreshold }),
+                pod().with_restarts(2).with_container_restarts("sidecar", 2).owned_by_rs("web").build(), none.clone(), 0, Decision::Act { action: Action::Evict, reason: Reason::RestartThreshold }),
             ("crash loop over the threshold has its own reason",
-                pod().with_restarts(5).waiting("CrashLoopBackOff").owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::CrashLoopBackOff }),
+                pod().with_restarts(5).waiting("CrashLoopBackOff").owned_by_rs("web").build(), none.clone(), 0, Decision::Act { action: Action::Evict, reason: Reason::CrashLoopBackOff }),
             ("crash loop under the threshold is left to the kubelet",
                 pod().with_restarts(1).waiting("CrashLoopBackOff").owned_by_rs("web").build(), none.clone(), 0, Decision::Skip(SkipReason::Healthy)),
             ("oom kill over the threshold has its own reason",
-                pod().with_restarts(5).last_terminated("OOMKilled", 137).waiting("CrashLoopBackOff").owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::OomKilled }),
+                pod().with_restarts(5).last_terminated("OOMKilled", 137).waiting("CrashLoopBackOff").owned_by_rs("web").build(), none.clone(), 0, Decision::Act { action: Action::Evict, reason: Reason::OomKilled }),
             ("restart rate triggers below the lifetime threshold",
-                pod().with_restarts(3).owned_by_rs("web").build(), none.clone(), 3, Decision::Recycle { reason: Reason::RestartRate }),
+                pod().with_restarts(3).owned_by_rs("web").build(), none.clone(), 3, Decision::Act { action: Action::Evict, reason: Reason::RestartRate }),
             ("restart rate one below its limit does not trigger",
                 pod().with_restarts(2).owned_by_rs("web").build(), none.clone(), 2, Decision::Skip(SkipReason::Healthy)),
             ("image pull back-off past the grace period is recycled",
-                pod().waiting("ImagePullBackOff").aged(600).owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::ImagePullBackOff }),
+                pod().waiting("ImagePullBackOff").aged(600).owned_by_rs("web").build(), none.clone(), 0, Decision::Act { action: Action::Evict, reason: Reason::ImagePullBackOff }),
             ("err image pull past the grace period is recycled",
-                pod().waiting("ErrImagePull").aged(600).owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::ImagePullBackOff }),
+                pod().waiting("ErrImagePull").aged(600).owned_by_rs("web").build(), none.clone(), 0, Decision::Act { action: Action::Evict, reason: Reason::ImagePullBackOff }),
             ("image pull back-off within the grace period is skipped",
                 pod().waiting("ImagePullBackOff").aged(100).owned_by_rs("web").build(), none.clone(), 0, Decision::Skip(SkipReason::Healthy)),
             ("terminating pod is skipped",
@@ -307,7 +312,7 @@ mod tests {
             ("opt-out value is case-insensitive",
                 pod().with_restarts(9).annotated(IGNORE_ANNOTATION, "True").owned_by_rs("web").build(), none.clone(), 0, Decision::Skip(SkipReason::OptedOut)),
             ("ignore annotation set to false does not opt out",
-                pod().with_restarts(9).annotated(IGNORE_ANNOTATION, "false").owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::RestartThreshold }),
+                pod().with_restarts(9).annotated(IGNORE_ANNOTATION, "false").owned_by_rs("web").build(), none.clone(), 0, Decision::Act { action: Action::Evict, reason: Reason::RestartThreshold }),
             ("bare pod is never recycled",
                 pod().with_restarts(9).build(), none.clone(), 0, Decision::Skip(SkipReason::NoController)),
             ("owner without controller flag counts as bare",
@@ -315,17 +320,17 @@ mod tests {
             ("young pod waits until the minimum age",
                 pod().with_restarts(9).aged(10).owned_by_rs("web").build(), none.clone(), 0, Decision::Wait { reason: Reason::RestartThreshold, cause: WaitCause::MinAge, until: at(50) }),
             ("pod exactly at the minimum age is recycled",
-                pod().with_restarts(9).aged(60).owned_by_rs("web").build(), none.clone(), 0, Decision::Recycle { reason: Reason::RestartThreshold }),
+                pod().with_restarts(9).aged(60).owned_by_rs("web").build(), none.clone(), 0, Decision::Act { action: Action::Evict, reason: Reason::RestartThreshold }),
             ("workload in cooldown waits",
                 pod().with_restarts(9).owned_by_rs("web").build(), hist(&[100]), 0, Decision::Wait { reason: Reason::RestartThreshold, cause: WaitCause::Cooldown, until: at(200) }),
             ("cooldown just over is recycled",
-                pod().with_restarts(9).owned_by_rs("web").build(), hist(&[300]), 0, Decision::Recycle { reason: Reason::RestartThreshold }),
+                pod().with_restarts(9).owned_by_rs("web").build(), hist(&[300]), 0, Decision::Act { action: Action::Evict, reason: Reason::RestartThreshold }),
             ("workload at the window cap waits for the oldest recycle to leave the window",
                 pod().with_restarts(9).owned_by_rs("web").build(), hist(&[3000, 1000]), 0, Decision::Wait { reason: Reason::RestartThreshold, cause: WaitCause::RateLimited, until: at(600) }),
             ("workload at max retries gives up",
                 pod().with_restarts(9).owned_by_rs("web").build(), hist(&[20_000, 10_000, 1000]), 0, Decision::GiveUp { reason: Reason::RestartThreshold, recycles: 3 }),
             ("recycles outside the give-up window do not count",
-                pod().with_restarts(9).owned_by_rs("web").build(), hist(&[200_000, 100_000, 1000]), 0, Decision::Recycle { reason: Reason::RestartThreshold }),
+                pod().with_restarts(9).owned_by_rs("web").build(), hist(&[200_000, 100_000, 1000]), 0, Decision::Act { action: Action::Evict, reason: Reason::RestartThreshold }),
             ("give-up wins over cooldown",
                 pod().with_restarts(9).owned_by_rs("web").build(), hist(&[20_000, 10_000, 10]), 0, Decision::GiveUp { reason: Reason::RestartThreshold, recycles: 3 }),
         ];
@@ -372,7 +377,7 @@ mod tests {
                 0,
                 NOW
             ),
-            Decision::Recycle { .. }
+            Decision::Act { .. }
         ));
     }
 
@@ -402,7 +407,8 @@ mod tests {
         let pod = pod().with_restarts(9).aged(0).owned_by_rs("web").build();
         assert_eq!(
             decide(&pod, &p, &hist(&[0]), &Observed::restarts(0), 0, NOW),
-            Decision::Recycle {
+            Decision::Act {
+                action: Action::Evict,
                 reason: Reason::RestartThreshold
             }
         );
@@ -424,7 +430,7 @@ mod tests {
         );
         assert!(matches!(
             decide(&sick, &p, &none, &Observed::restarts(0), 2, NOW),
-            Decision::Recycle { .. }
+            Decision::Act { .. }
         ));
         // Give-up and cooldown are decided before the sibling check.
         assert!(matches!(
@@ -525,15 +531,7 @@ mod tests {
         (p.restart_threshold, p.rate_restarts, p.image_pull_grace) = (None, 0, None);
         p.memory_trend = Some(crate::healers::memory_trend::rule::LeakRule::default());
         let leaking = Observed {
-            leak: Some(crate::healers::memory_trend::rule::Leak {
-                container: "app".into(),
-                usage_bytes: 115 << 20,
-                limit_bytes: 128 << 20,
-                rising_share: 1.0,
-                samples: 14,
-                bytes_per_sec: 524_288.0,
-                time_to_limit: Some(secs(26)),
-            }),
+            leak: Some(crate::fixtures::leak()),
             ..Observed::default()
         };
         assert!(matches!(
@@ -545,8 +543,9 @@ mod tests {
                 0,
                 NOW
             ),
-            Decision::Recycle {
-                reason: Reason::MemoryLeak
+            Decision::Act {
+                reason: Reason::MemoryLeak,
+                ..
             }
         ));
     }

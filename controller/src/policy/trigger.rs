@@ -297,15 +297,7 @@ mod tests {
     fn leaking() -> Observed {
         Observed {
             recent_restarts: 0,
-            leak: Some(Leak {
-                container: "app".into(),
-                usage_bytes: 115 << 20,
-                limit_bytes: 128 << 20,
-                rising_share: 1.0,
-                samples: 14,
-                bytes_per_sec: 524_288.0,
-                time_to_limit: Some(secs(26)),
-            }),
+            leak: Some(crate::fixtures::leak()),
             error_ratio: None,
             pool: None,
         }

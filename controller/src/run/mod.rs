@@ -34,6 +34,8 @@ pub mod trim;
 
 /// How long in-flight reconciles get to finish after shutdown was requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
+/// How long the explanations in flight get to publish their Events after shutdown.
+const EXPLAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// A client for the cluster in the environment (in-cluster or `KUBECONFIG`); see [`client_from`].
 pub async fn client(metrics: &Metrics) -> Result<Client, kube::Error> {
@@ -227,6 +229,8 @@ pub async fn run(
         () = promql::run(triggers, leak_tx) => {}
         () = history_store::run(&history) => {}
     }
+    // The Events of the last actions are still being explained: give them a moment.
+    ctx.explainer.drain(EXPLAIN_GRACE).await;
     history_store::flush(&history).await;
 }
 

@@ -3,8 +3,9 @@
 //! Every `--memory-sample-secs` the sampler lists `PodMetrics` (`metrics.k8s.io/v1beta1`, served
 //! by metrics-server) in each namespace that has a HealingPolicy with a `memoryTrend` trigger —
 //! one list call per namespace, never one per pod — keeps the readings in [`crate::signals::Signals`], and asks
-//! the reconciler to look at every pod whose series now reads as a leak. The decision stays in
-//! the reconciler: the sampler only measures.
+//! the reconciler to look at every pod it kept a new sample of. The verdict is computed once, by
+//! the pure rule ([`crate::healers::memory_trend::rule::leak`]) in the reconciler: the sampler
+//! only measures.
 //!
 //! Without metrics-server the lists fail; the trigger then never fires (fail safe), the failure
 //! is counted in `memory_metrics_reads_total{result="error"}` and logged once per outage.
@@ -87,14 +88,13 @@ pub fn reading(obj: &DynamicObject) -> Option<Reading> {
     })
 }
 
-/// Keep a reading of a cached pod that a memory-trend policy governs. Returns the pod when its
-/// series now reads as a leak, so the reconciler looks at it.
+/// Keep a reading of a cached pod that a memory-trend policy governs. Returns the pod when a
+/// sample was kept, so the reconciler looks at it (and its rule decides).
 fn observe(
     watched: &Watched,
     signals: &Signals,
     ns: &str,
     reading: &Reading,
-    now: Timestamp,
 ) -> Option<ObjectRef<Pod>> {
     let pod = watched
         .pods()?
@@ -109,12 +109,10 @@ fn observe(
         };
         signals.observe_memory(&uid, container, sample, rule.window);
     }
-    signals
-        .leak(&pod, &rule, now)
-        .map(|_| ObjectRef::from_obj(&*pod))
+    (!reading.containers.is_empty()).then(|| ObjectRef::from_obj(&*pod))
 }
 
-/// Sample until the task is dropped. `wake` carries the pods that now read as leaking.
+/// Sample until the task is dropped. `wake` carries the pods with a new sample.
 pub async fn run(s: MemorySampler, wake: mpsc::Sender<ObjectRef<Pod>>) {
     let mut tick = tokio::time::interval(s.period.max(Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -134,13 +132,14 @@ pub async fn run(s: MemorySampler, wake: mpsc::Sender<ObjectRef<Pod>>) {
                     if std::mem::take(&mut failing) {
                         info!(namespace = %ns, "metrics API answers again; memory trend resumed");
                     }
-                    let now = Timestamp::now();
                     for r in list.items.iter().filter_map(reading) {
-                        if let Some(pod) = observe(&s.watched, &s.signals, ns, &r, now) {
-                            debug!(pod = %r.pod, namespace = %ns, "memory trend reads as a leak");
-                            // NB: a full queue means reconciles are already pending; the next
-                            // round sends it again.
-                            let _ = wake.try_send(pod);
+                        if let Some(pod) = observe(&s.watched, &s.signals, ns, &r) {
+                            debug!(pod = %r.pod, namespace = %ns, "memory sample kept");
+                            // NB: wait for room rather than drop: the pod that leaks may be any
+                            // of them. A closed queue means the reconciler stopped.
+                            if wake.send(pod).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }

@@ -1,5 +1,7 @@
 //! The zombie reaper's I/O: look up the node of an overdue Terminating pod and force-delete the
 //! pod when [`crate::healers::zombie::rule::judge`] says so, with an Event on the pod and its owner and a metric.
+//! The delete comes first; the owner's exact reference and the Events follow through
+//! [`crate::explain`], off the reconcile.
 //!
 //! Backoff: a pod is judged once when its deletion deadline plus `--zombie-after-secs` passes,
 //! deleted once (a failure requeues through the reconciler's exponential backoff), and a pod
@@ -17,7 +19,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
-use crate::events::Events;
+use crate::explain::{Explainer, Explanation};
 use crate::healers::zombie::rule::{self as zombie, Holds, NodeState, Verdict, ZombieRule};
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
@@ -37,8 +39,8 @@ pub struct Reaper {
     pub dry_run: bool,
     /// Counters of force deletes and refusals.
     pub metrics: Arc<Metrics>,
-    /// Events on the pod and its owner.
-    pub events: Events,
+    /// Events on the pod and its owner, published after the delete.
+    pub(crate) explainer: Explainer,
     /// Only the leader deletes.
     pub leader: Leadership,
     /// The pod's owner, for the owner's Event.
@@ -50,12 +52,12 @@ pub struct Reaper {
 impl Reaper {
     /// A reaper that has reported nothing yet.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         client: Client,
         rule: ZombieRule,
         dry_run: bool,
         metrics: Arc<Metrics>,
-        events: Events,
+        explainer: Explainer,
         leader: Leadership,
         owners: Arc<OwnerResolver>,
     ) -> Self {
@@ -64,7 +66,7 @@ impl Reaper {
             rule,
             dry_run,
             metrics,
-            events,
+            explainer,
             leader,
             owners,
             reported: Mutex::new(HashSet::new()),
@@ -85,13 +87,13 @@ impl Reaper {
     }
 
     /// Handle a Terminating pod: reap it, wait for it to become overdue, or leave it.
-    pub async fn handle(&self, pod: &Pod, now: Timestamp) -> Result<Action> {
+    pub async fn handle(&self, pod: &Arc<Pod>, now: Timestamp) -> Result<Action> {
         handle(self, pod, now).await
     }
 }
 
 /// Handle a Terminating pod: reap it, wait for it to become overdue, or leave it.
-async fn handle(ctx: &Reaper, pod: &Pod, now: Timestamp) -> Result<Action> {
+async fn handle(ctx: &Reaper, pod: &Arc<Pod>, now: Timestamp) -> Result<Action> {
     let rule = ctx.rule;
     let Some(until) = zombie::due(pod, &rule) else {
         return Ok(Action::await_change());
@@ -145,7 +147,8 @@ async fn handle(ctx: &Reaper, pod: &Pod, now: Timestamp) -> Result<Action> {
             Ok(Action::requeue(look_again))
         }
         Verdict::Reap { overdue } => {
-            let workload = ctx.owners.resolve(pod).await?;
+            // NB: no API read before the delete: see `OwnerResolver::resolve_fast`.
+            let workload = ctx.owners.resolve_fast(pod).await?;
             let why = format!(
                 "Terminating {}s past its deletion deadline on node {node_name} ({}), whose kubelet cannot finish it",
                 overdue.as_secs(),
@@ -156,6 +159,9 @@ async fn handle(ctx: &Reaper, pod: &Pod, now: Timestamp) -> Result<Action> {
                     NodeState::Ready => "Ready, opted in by --zombie-on-healthy-nodes",
                 }
             );
+            let explain = |event, note| {
+                Explanation::about_pod(pod, &pod.object_ref(&()), workload.as_ref(), event, note)
+            };
             let count = |outcome: &str| {
                 ctx.metrics
                     .healing_actions_total
@@ -166,15 +172,8 @@ async fn handle(ctx: &Reaper, pod: &Pod, now: Timestamp) -> Result<Action> {
                 count("dry_run");
                 let note = format!("dry-run: would force-delete: {why}");
                 info!(node = node_name, "{note}");
-                ctx.events
-                    .publish_both(
-                        &pod.object_ref(&()),
-                        workload.as_ref(),
-                        (EventType::Normal, "ForceDeleted", "DryRun"),
-                        note.clone(),
-                        format!("pod {name}: {note}"),
-                    )
-                    .await;
+                let e = explain((EventType::Normal, "ForceDeleted", "DryRun"), note);
+                ctx.explainer.explain(e).await;
                 return Ok(Action::await_change());
             }
             let dp = DeleteParams {
@@ -213,15 +212,8 @@ async fn handle(ctx: &Reaper, pod: &Pod, now: Timestamp) -> Result<Action> {
                 "force-deleted zombie pod"
             );
             let note = format!("force-deleted (grace period 0): {why}");
-            ctx.events
-                .publish_both(
-                    &pod.object_ref(&()),
-                    workload.as_ref(),
-                    (EventType::Warning, "ForceDeleted", "ForceDelete"),
-                    note.clone(),
-                    format!("pod {name}: {note}"),
-                )
-                .await;
+            let e = explain((EventType::Warning, "ForceDeleted", "ForceDelete"), note);
+            ctx.explainer.explain(e).await;
             Ok(Action::await_change())
         }
     }
@@ -231,7 +223,7 @@ async fn handle(ctx: &Reaper, pod: &Pod, now: Timestamp) -> Result<Action> {
 /// and a `NotRecycled` Event on the pod and its owner.
 async fn leave_alone(
     ctx: &Reaper,
-    pod: &Pod,
+    pod: &Arc<Pod>,
     label: &'static str,
     type_: EventType,
     note: String,
@@ -244,18 +236,16 @@ async fn leave_alone(
         .with_label_values(&[label])
         .inc();
     info!(reason = label, "{note}");
-    let workload = ctx.owners.resolve(pod).await?;
+    let workload = ctx.owners.resolve_fast(pod).await?;
     // The owner's Event names the pod; the pod's own does not need to.
-    let owner_note = format!("pod {}: {note}", pod.name_any());
-    ctx.events
-        .publish_both(
-            &pod.object_ref(&()),
-            workload.as_ref(),
-            (type_, "NotRecycled", "Skip"),
-            note,
-            owner_note,
-        )
-        .await;
+    let e = Explanation::about_pod(
+        pod,
+        &pod.object_ref(&()),
+        workload.as_ref(),
+        (type_, "NotRecycled", "Skip"),
+        note,
+    );
+    ctx.explainer.explain(e).await;
     Ok(())
 }
 
