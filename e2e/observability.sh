@@ -62,7 +62,7 @@ dry_run_complete() {
     out_has "[dry-run] kubectl create namespace observability" &&
     out_has "[dry-run] kubectl apply --server-side" &&
     out_has "serviceMonitorSelectorNilUsesHelmValues: false" &&
-    out_has "receiver: workshop-webhook" &&
+    out_has "receiver: workshop-slack" &&
     out_has "name: selfheal-alerts-workshop" &&
     out_has "exporters: [jaeger_storage_exporter]" &&
     out_has "dashboards ConfigMap observability/selfheal-dashboards" &&

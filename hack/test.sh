@@ -16,8 +16,9 @@ Usage: hack/test.sh [all|unit|cluster|lint]
   all       make lint, make test-unit, then make test-cluster on the local cluster it starts, and
             the lifecycle check (default; what 'make test' runs; the list of commands is
             .github/ci/entry-points.txt, the one the CI jobs are checked against)
-  unit      tests that need no cluster: Rust (everything but tests/cluster_*.rs) and a live
-            Prometheus scraping the app with the alert rules loaded
+  unit      tests that need no cluster: Rust (everything but tests/cluster_*.rs), a live
+            Prometheus scraping the app with the alert rules loaded, and the alert path through
+            a real Alertmanager to a Slack-format receiver
   cluster   against the cluster in KUBECONFIG (the local one or minikube; it is not started or
             stopped): builds and loads the images for it, then the image checks, the Rust
             cluster tests, every e2e/ script and the demo (e2e/demo.sh)
@@ -93,6 +94,8 @@ test::unit() {
   test::run cargo test::cargo "${args[@]}"
   # A real Prometheus scraping the real app with the alert rules loaded (installs Prometheus).
   test::run live-prometheus "${REPO_ROOT}/self-healing/tests/live-prometheus.sh"
+  # Prometheus -> Alertmanager (the example config) -> a Slack receiver, on loopback (installs both).
+  test::run alertmanager "${REPO_ROOT}/self-healing/tests/alertmanager.sh"
 }
 
 # Every e2e script but the lifecycle one (it stops the cluster): smoke first, then by name.

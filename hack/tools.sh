@@ -7,7 +7,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ALL_TOOLS=(apt pyyaml kubernetes coredns metrics-server kube-network-policies helm actionlint promtool prometheus
-  prometheus-operator-crds gateway-api-crds rust-arm64 busybox-arm64)
+  alertmanager prometheus-operator-crds gateway-api-crds rust-arm64 busybox-arm64)
 # Built only when asked for by name (install jaeger): the default install leaves them out.
 EXTRA_TOOLS=(jaeger traefik)
 # Not in the lists: busybox-amd64 (for an arm64 machine; same as busybox-arm64 the other way round).
@@ -36,6 +36,7 @@ Only by name: ${EXTRA_TOOLS[*]}
   actionlint      actionlint ${ACTIONLINT_VERSION}
   promtool        promtool from Prometheus ${PROMETHEUS_VERSION}
   prometheus      Prometheus server ${PROMETHEUS_VERSION} (no web UI assets: API only; for self-healing/tests)
+  alertmanager    Alertmanager and amtool ${ALERTMANAGER_VERSION} (web UI a placeholder page: API only; for self-healing/tests)
   prometheus-operator-crds
                   monitoring.coreos.com CRD YAML from the prometheus-operator ${PROMETHEUS_OPERATOR_VERSION} module
   gateway-api-crds
@@ -248,6 +249,48 @@ tools::jaeger() {
 # 2. Upstream reads only the in-cluster config and stops (removing its nftables table) only on
 #    SIGINT: add --kubeconfig (empty = in-cluster, as before) and stop on SIGTERM too.
 # Every edit is checked; a new version whose code moved fails here instead of building unpatched.
+# Alertmanager and amtool, one module version. ui/web.go embeds ui/app/dist (the built web UI,
+# made by npm in the release pipeline), which the module zip does not hold, so
+# `go install github.com/prometheus/alertmanager/cmd/alertmanager@V` fails ("pattern app/dist: no
+# matching files found") and there is no build tag to leave it out. The build runs in a copy of the
+# module with a one-page placeholder in app/dist/{elm,mantine}: the API, /metrics, routing,
+# inhibition and notifiers are the released code; the UI pages say the UI is not built.
+tools::alertmanager() {
+  local version="${ALERTMANAGER_VERSION}" module=github.com/prometheus/alertmanager
+  local dest="${TOOLS_DIR}/alertmanager-${version}"
+  tools::cached alertmanager "${version}" && return 0
+  util::require_tools go jq
+  log::step "building alertmanager and amtool ${version} from the Go module proxy (UI placeholder)"
+  local src work tmp start log="${TOOLS_DIR}/alertmanager-${version}.build.log" d
+  start="$(date +%s)"
+  src="$(cd "${TOOLS_DIR}" && GOFLAGS=-mod=mod go mod download -json "${module}@${version}" | jq -r '.Dir // empty')"
+  [[ -n "${src}" && -f "${src}/ui/web.go" ]] || log::fatal "${module}@${version}: download failed"
+  grep -q '^//go:embed app/dist$' "${src}/ui/web.go" ||
+    log::fatal "${module}@${version}: ui/web.go no longer embeds app/dist; see tools::alertmanager"
+  work="${SELFHEAL_HOME}/build/alertmanager-${version}"
+  rm -rf "${work}"
+  mkdir -p "${work}"
+  cp -r "${src}/." "${work}/"
+  chmod -R u+w "${work}"
+  for d in elm mantine; do
+    mkdir -p "${work}/ui/app/dist/${d}"
+    printf '<!doctype html><title>Alertmanager</title><p>Alertmanager %s built from its Go module without the web UI (hack/tools.sh): use the API (/api/v2) or amtool.</p>\n' \
+      "${version}" >"${work}/ui/app/dist/${d}/index.html"
+  done
+  tmp="$(mktemp -d "${TOOLS_DIR}/.alertmanager.XXXXXX")"
+  local ldflags="-s -w -X github.com/prometheus/common/version.Version=${version#v}"
+  ldflags+=" -X github.com/prometheus/common/version.Branch=module -X github.com/prometheus/common/version.Revision=${version}"
+  if ! (cd "${work}" && CGO_ENABLED=0 go build -trimpath -ldflags "${ldflags}" -o "${tmp}/" ./cmd/alertmanager ./cmd/amtool) >"${log}" 2>&1; then
+    tail -n 30 "${log}" >&2
+    rm -rf "${tmp}"
+    log::fatal "building alertmanager ${version} failed (full log: ${log})"
+  fi
+  rm -rf "${work}"
+  mv "${tmp}" "${dest}"
+  tools::link "${dest}"
+  log::ok "alertmanager and amtool ${version} built in $(($(date +%s) - start))s"
+}
+
 tools::kube_network_policies() {
   local version="${KUBE_NETWORK_POLICIES_VERSION}"
   local dest="${TOOLS_DIR}/kube-network-policies-${version}"
@@ -418,6 +461,7 @@ tools::install_one() {
       tools::go_install prometheus "${PROMETHEUS_VERSION}" \
         "github.com/prometheus/prometheus/cmd/prometheus@${PROMETHEUS_VERSION}"
       ;;
+    alertmanager) tools::alertmanager ;;
     prometheus-operator-crds)
       tools::module_files prometheus-operator-crds "${PROMETHEUS_OPERATOR_VERSION}" \
         github.com/prometheus-operator/prometheus-operator example/prometheus-operator-crd
@@ -458,6 +502,7 @@ tools::version_of() {
     actionlint) echo "${ACTIONLINT_VERSION}" ;;
     promtool) echo "${PROMETHEUS_VERSION}" ;;
     prometheus) echo "${PROMETHEUS_VERSION}" ;;
+    alertmanager) echo "${ALERTMANAGER_VERSION}" ;;
     prometheus-operator-crds) echo "${PROMETHEUS_OPERATOR_VERSION}" ;;
     gateway-api-crds) echo "${GATEWAY_API_VERSION}" ;;
     kube-network-policies) echo "${KUBE_NETWORK_POLICIES_VERSION}" ;;

@@ -14,6 +14,9 @@
 : "${HELM_VERSION:=v4.3.1}"
 : "${ACTIONLINT_VERSION:=v1.7.12}"
 : "${PROMETHEUS_VERSION:=v0.316.0}"
+# Alertmanager and amtool (self-healing/tests/alertmanager.sh, rules.sh), from the
+# github.com/prometheus/alertmanager module (its tags are the release versions).
+: "${ALERTMANAGER_VERSION:=v0.35.0}"
 # CRD YAML shipped inside Go modules: the ServiceMonitor/PrometheusRule schemas (observability
 # tests) and the Gateway API standard channel (canary HTTPRoute). v0.85.0 is the newest
 # prometheus-operator version the module proxy serves with a checksum here.
@@ -46,5 +49,5 @@ SELFHEAL_APT_CLUSTER=(containerd runc containernetworking-plugins etcd-server et
 # shellcheck disable=SC2034 # read by hack/tools.sh
 SELFHEAL_APT_PACKAGES=("${SELFHEAL_APT_TOOLS[@]}" "${SELFHEAL_APT_CLUSTER[@]}")
 export KUBE_VERSION COREDNS_VERSION METRICS_SERVER_VERSION HELM_VERSION ACTIONLINT_VERSION \
-  PROMETHEUS_VERSION PROMETHEUS_OPERATOR_VERSION GATEWAY_API_VERSION JAEGER_VERSION JAEGER_RELEASE TRAEFIK_VERSION PAUSE_IMAGE \
+  PROMETHEUS_VERSION ALERTMANAGER_VERSION PROMETHEUS_OPERATOR_VERSION GATEWAY_API_VERSION JAEGER_VERSION JAEGER_RELEASE TRAEFIK_VERSION PAUSE_IMAGE \
   KUBE_NETWORK_POLICIES_VERSION

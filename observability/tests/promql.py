@@ -10,9 +10,12 @@ the rule files and PrometheusRule manifests given):
      ALERTS, the Pushgateway fed by auto-rollback.sh) - not running here, parse check only;
    - LAZY: our own labelled counters that have no series until the first event (a recycle,
      a healing action); their name must still appear in the source file that registers them.
+     An alert rule that selects label values of such a counter nothing has produced yet
+     (outcome="failed") is parse-only too, with the selector named.
    A selected metric that is none of these fails the check: a renamed metric breaks the test.
 3. When every metric it selects is scraped, it must return data. For alert rules the trailing
-   threshold (`> 0.05`) is dropped first, so the test sees the signal even while nothing fires.
+   threshold (`> 0.05`) is dropped first, so the test sees the signal even while nothing fires;
+   `absent(X)` is checked as X (it returns data exactly when nothing is wrong).
 
 Grafana variables are replaced by the values the harness scrapes with (--var name=value);
 $__rate_interval by 1m. Prints one line per expression and
@@ -140,13 +143,38 @@ def rule_exprs(path):
 
 
 def strip_threshold(expr, ast):
-    """The signal of an alert: the expression without its trailing `> number`."""
+    """The signal of an alert: the expression without its trailing `> number`; for
+    `absent(X)` (fires when X has no series), X itself."""
+    if isinstance(ast, dict) and ast.get("type") == "call" and (ast.get("func") or {}).get("name") == "absent":
+        inner = expr.strip()
+        if inner.startswith("absent(") and inner.endswith(")"):
+            return inner[len("absent("):-1]
     if isinstance(ast, dict) and ast.get("type") == "binaryExpr" and ast.get("op") in COMPARISON_OPS \
             and (ast.get("rhs") or {}).get("type") == "numberLiteral":
         stripped = THRESHOLD_RE.sub("", expr.rstrip())
         if stripped != expr.rstrip():
             return stripped
     return expr
+
+
+def selector_text(node):
+    """`{name="value", ...}` of a vector or matrix selector node of the AST."""
+    return "{" + ", ".join(f'{m["name"]}{m["type"]}{json.dumps(m["value"])}' for m in node.get("matchers") or []) + "}"
+
+
+def lazy_label_selectors(ast):
+    """Selectors of a LAZY metric that also match on other labels (e.g. outcome="failed")."""
+    out = []
+    if isinstance(ast, dict):
+        if ast.get("type") in ("vectorSelector", "matrixSelector") and ast.get("name") in LAZY and \
+                any(m["name"] != "__name__" for m in ast.get("matchers") or []):
+            out.append(selector_text(ast))
+        for v in ast.values():
+            out += lazy_label_selectors(v)
+    elif isinstance(ast, list):
+        for v in ast:
+            out += lazy_label_selectors(v)
+    return out
 
 
 def source_has(rel, needle):
@@ -193,8 +221,16 @@ def check(prom, where, expr, strip, scraped, retry_secs):
         if res.get("data", {}).get("resultType") == "scalar":
             n = 1
         if n:
-            note = " (threshold dropped)" if signal != expr else ""
+            note = " (threshold or absent() dropped)" if signal != expr else ""
             return True, "data", f"{n} series{note}"
+        # An alert on a rare event (a failed force delete) selects label values of a LAZY
+        # counter that get a series only when the event first happens: parse-only while none does.
+        unborn = [sel for sel in lazy_label_selectors(ast)
+                  if not ((prom.get("/api/v1/query", query=f"count({sel})").get("data") or {}).get("result"))] \
+            if strip else []
+        if unborn:
+            return True, "parse-only", "parses, returns no data; no series of " + ", ".join(unborn) + \
+                " yet (labelled counter: no series until the first such event)"
         if time.time() >= deadline:
             return False, "fail", "returned no data although every metric it selects is scraped" + \
                 (f"; evaluated without its threshold: {signal.strip()}" if signal != expr else "")
