@@ -31,6 +31,8 @@ kubectl version >/dev/null 2>&1 || log::fatal "no cluster: run 'make cluster-up'
 idle="${BENCH_IDLE_SECS:-60}"
 port=18089
 
+# Where cargo puts them: CARGO_TARGET_DIR when set (make test and CI set it), else target/.
+RELEASE_DIR="${CARGO_TARGET_DIR:-${REPO_ROOT}/target}/release"
 log::step "building the benchmark and the controller (release)"
 cargo build --release --locked --manifest-path "${REPO_ROOT}/Cargo.toml" -p selfheal-controller \
   --example bench_reaction --bin selfheal-controller >&2
@@ -38,14 +40,14 @@ cargo build --release --locked --manifest-path "${REPO_ROOT}/Cargo.toml" -p self
 out="$(mktemp)"
 util::trap_add "rm -f '${out}'"
 log::step "reaction latency"
-BENCH_KEEP=1 "${REPO_ROOT}/target/release/examples/bench_reaction" | tee "${out}"
+BENCH_KEEP=1 "${RELEASE_DIR}/examples/bench_reaction" | tee "${out}"
 ns="$(awk '$1 == "namespace" {print $2}' "${out}")"
 [[ -n "${ns}" ]] || log::fatal "benchmark did not report its namespace"
 util::trap_add "kubectl delete namespace '${ns}' --wait=false >/dev/null 2>&1 || true"
 
 log::step "the binary watching namespace ${ns}"
 # Same allocator setting as controller/deploy/deployment.yaml.
-MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" "${REPO_ROOT}/target/release/selfheal-controller" --leader-election=false --dry-run \
+MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" "${RELEASE_DIR}/selfheal-controller" --leader-election=false --dry-run \
   --namespaces="${ns}" --pod-namespace=selfheal-bench --http-addr="127.0.0.1:${port}" \
   --min-pod-age-secs=0 >/dev/null 2>&1 &
 pid=$!
