@@ -70,6 +70,9 @@ pub(crate) struct State {
     /// Last `NotRecycled` cause (and the policy deciding) reported per pod UID, so a cause is
     /// reported once per policy.
     pub(crate) reported: HashMap<String, (&'static str, String)>,
+    /// The resourceVersion of each pod UID an action was taken on: a reconcile of that same
+    /// version runs on a cache that has not seen the action yet, and must not decide again.
+    pub(crate) acted: HashMap<String, String>,
     pub(crate) reconciles: u64,
     /// What was done under each HealingPolicy (`namespace/name`), for its status.
     pub(crate) records: HashMap<String, PolicyRecord>,

@@ -68,10 +68,13 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
             let keep = ctx.policy().rate_window.max(ctx.policy().giveup_window);
             st.restarts.prune(now, ctx.policy().rate_window * 2);
             ctx.history.lock().prune(now, keep);
-            if st.reported.len() + st.failures.len() + st.blocked.len() > BOOKKEEPING_MAX {
+            if st.reported.len() + st.failures.len() + st.blocked.len() + st.acted.len()
+                > BOOKKEEPING_MAX
+            {
                 st.reported.clear();
                 st.failures.clear();
                 st.blocked.clear();
+                st.acted.clear();
             }
         }
         st.restarts
@@ -96,6 +99,18 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
             return Ok(Action::await_change());
         }
         return ctx.reaper.handle(&pod, now).await;
+    }
+    // NB: the action this controller just took on this very copy of the pod is not in the cache
+    // yet (the watch delivers the eviction a moment later, and the reconcile queued meanwhile
+    // runs first): deciding on it again would count the same crash loop twice.
+    if ctx
+        .state()
+        .acted
+        .get(&uid)
+        .is_some_and(|rv| pod.metadata.resource_version.as_ref() == Some(rv))
+    {
+        debug!("acted on this version already; waiting for the change the action causes");
+        return Ok(Action::await_change());
     }
     let gov = match ctx.watched.governing(&pod) {
         Ok(g) => g,

@@ -84,6 +84,13 @@ impl Case<'_> {
                 now,
             );
         });
+        if !dry_run {
+            // The pod as it was acted on: until the watch brings the change the action causes
+            // (an eviction's deletionTimestamp), this copy is stale and `reconcile` skips it.
+            if let Some(rv) = self.pod.metadata.resource_version.clone() {
+                self.ctx.state().acted.insert(self.uid.clone(), rv);
+            }
+        }
     }
 
     /// Record a failed action in the governing HealingPolicy's status.

@@ -366,4 +366,71 @@ mod tests {
             "{text}"
         );
     }
+
+    #[tokio::test]
+    async fn a_pod_acted_on_is_not_decided_again_before_the_cache_sees_the_action() {
+        use crate::config::Config;
+        use crate::context::Context;
+        use crate::fixtures::pod;
+        use crate::leader::Leadership;
+        use crate::metrics::Metrics;
+        use clap::Parser;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        use std::sync::atomic::Ordering;
+
+        let (client, seen) = api_server();
+        let cfg = Config::try_parse_from([
+            "selfheal-controller",
+            "--healing-policies=false",
+            "--max-retries=1",
+        ])
+        .expect("flags parse");
+        let metrics = Arc::new(Metrics::new());
+        let ctx = Arc::new(Context::new(
+            client,
+            cfg,
+            metrics.clone(),
+            Leadership::always(),
+        ));
+        ctx.policies_synced.store(true, Ordering::Relaxed);
+        ctx.history.set_ready(true);
+        let mut sick = pod()
+            .with_restarts(9)
+            .waiting("CrashLoopBackOff")
+            .owned_by_rs("web-7d9")
+            .labelled("pod-template-hash", "7d9")
+            .build();
+        sick.metadata.creation_timestamp = Some(Time(
+            Timestamp::now() - std::time::Duration::from_secs(3600),
+        ));
+        sick.metadata.resource_version = Some("41".into());
+        let sick = Arc::new(sick);
+
+        // The queued reconcile runs on the same cached copy before the watch brings the eviction.
+        for _ in 0..2 {
+            crate::reconcile::reconcile(sick.clone(), ctx.clone())
+                .await
+                .expect("reconciled");
+        }
+        ctx.explainer.drain(std::time::Duration::from_secs(5)).await;
+        let all = seen.lock().expect("not poisoned").clone();
+        let evictions = all.iter().filter(|l| l.ends_with("/eviction")).count();
+        assert_eq!(evictions, 1, "{all:#?}");
+        assert!(
+            !all.iter()
+                .any(|l| l.contains("GivingUp") || l.contains("NotRecycled")),
+            "the stale copy was decided on again: {all:#?}"
+        );
+        assert_eq!(metrics.giveups_total.get(), 0);
+
+        // A newer version of the pod (it crashed again, still not replaced) is decided on: with
+        // max-retries 1 the workload is given up on, once.
+        let mut newer = (*sick).clone();
+        newer.metadata.resource_version = Some("42".into());
+        crate::reconcile::reconcile(Arc::new(newer), ctx.clone())
+            .await
+            .expect("reconciled");
+        ctx.explainer.drain(std::time::Duration::from_secs(5)).await;
+        assert_eq!(metrics.giveups_total.get(), 1);
+    }
 }
