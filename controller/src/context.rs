@@ -70,9 +70,10 @@ pub(crate) struct State {
     /// Last `NotRecycled` cause (and the policy deciding) reported per pod UID, so a cause is
     /// reported once per policy.
     pub(crate) reported: HashMap<String, (&'static str, String)>,
-    /// The resourceVersion of each pod UID an action was taken on: a reconcile of that same
-    /// version runs on a cache that has not seen the action yet, and must not decide again.
-    pub(crate) acted: HashMap<String, String>,
+    /// When an action was taken on each pod UID. Until the watch shows the pod terminating, the
+    /// cache has not caught up with the action (status updates the kubelet wrote before the
+    /// eviction still arrive after it), and deciding again would count the same crash loop twice.
+    pub(crate) acted: HashMap<String, Timestamp>,
     pub(crate) reconciles: u64,
     /// What was done under each HealingPolicy (`namespace/name`), for its status.
     pub(crate) records: HashMap<String, PolicyRecord>,

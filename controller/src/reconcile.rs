@@ -22,6 +22,9 @@ use crate::healing_policy::selection;
 use crate::policy::{self, Decision, Observed, Policy};
 use crate::{Error, Result};
 
+/// How long a pod acted on is left alone while its deletion is expected (see `State::acted`).
+const ACTED_SETTLE: SignedDuration = SignedDuration::from_secs(120);
+
 /// Per-pod bookkeeping (dedup, backoff) is dropped when it grows past this.
 const BOOKKEEPING_MAX: usize = 20_000;
 
@@ -100,17 +103,14 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
         }
         return ctx.reaper.handle(&pod, now).await;
     }
-    // NB: the action this controller just took on this very copy of the pod is not in the cache
-    // yet (the watch delivers the eviction a moment later, and the reconcile queued meanwhile
-    // runs first): deciding on it again would count the same crash loop twice.
-    if ctx
-        .state()
-        .acted
-        .get(&uid)
-        .is_some_and(|rv| pod.metadata.resource_version.as_ref() == Some(rv))
-    {
-        debug!("acted on this version already; waiting for the change the action causes");
-        return Ok(Action::await_change());
+    // NB: this controller acted on this pod moments ago, and the watch has not shown it
+    // terminating yet: the copies still arriving (status updates written before the eviction,
+    // or the pod a rollout has not reached) must not be decided on again — that would count the
+    // same crash loop twice. After ACTED_SETTLE without a deletion, decide afresh.
+    let acted_at = ctx.state().acted.get(&uid).copied();
+    if let Some(settled) = acted_at.map(|at| at + ACTED_SETTLE).filter(|t| *t > now) {
+        debug!(%settled, "acted on this pod already; waiting for its deletion");
+        return Ok(Action::requeue(to_std(settled.duration_since(now))));
     }
     let gov = match ctx.watched.governing(&pod) {
         Ok(g) => g,

@@ -85,11 +85,9 @@ impl Case<'_> {
             );
         });
         if !dry_run {
-            // The pod as it was acted on: until the watch brings the change the action causes
-            // (an eviction's deletionTimestamp), this copy is stale and `reconcile` skips it.
-            if let Some(rv) = self.pod.metadata.resource_version.clone() {
-                self.ctx.state().acted.insert(self.uid.clone(), rv);
-            }
+            // The pod is on its way out (evicted, or replaced by the rollout): `reconcile` leaves
+            // it alone until the watch shows it terminating (see `State::acted`).
+            self.ctx.state().acted.insert(self.uid.clone(), self.now);
         }
     }
 
