@@ -443,7 +443,8 @@ stop_load() {
 ROLLBACKS_BEFORE_BAD="$("${K[@]}" get events --field-selector "involvedObject.name=${FULL},reason=CanaryRolledBack" -o json | jq '.items | length')"
 # With a Prometheus binary, the bad canary is judged from a real Prometheus on 127.0.0.1
 # (scraping every pod of the release each second) instead of the direct scrapes: the PromQL path
-# of selfheal-canary against a real server. It scrapes through the API server's pod proxy
+# of selfheal-canary against a real server, which reads the recorded series of the workshop
+# recording rules (loaded by prom::pod_proxy_config). It scrapes through the API server's pod proxy
 # (SERVER/api/v1/namespaces/NS/pods/NAME:8080/proxy/metrics, instance=NAME), as a ServiceAccount
 # allowed only to list pods and get pods/proxy in this namespace (prom::pod_proxy_config in
 # hack/lib.sh): no route to pod IPs needed.

@@ -126,17 +126,20 @@ else
 fi
 
 e2e::namespace obs
+# The chart's PrometheusRule holds only a release's additionalRules (the app's alerts are the
+# self-healing rules below): one recording rule on the platform's recorded series.
+CHART_RULE='[{"record":"selfheal_app:http_error_ratio:max_rate5m","expr":"max by (namespace, job) (selfheal:http_error_ratio:rate5m)"}]'
 helm template selfheal-app "${REPO_ROOT}/helm-chart" --namespace "${E2E_NS}" --api-versions monitoring.coreos.com/v1 \
-  --set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set autoscaling.enabled=true \
+  --set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set-json "prometheusRule.additionalRules=${CHART_RULE}" --set autoscaling.enabled=true \
   --set canary.enabled=true --set 'serviceMonitor.labels.release=kube-prometheus-stack' \
   --show-only templates/servicemonitor.yaml --show-only templates/prometheusrule.yaml >"${TMP}/monitoring.yaml"
 apply_chart_objects() {
   kubectl apply --server-side --field-manager e2e-observability -n "${E2E_NS}" -f "${TMP}/monitoring.yaml" &&
     kubectl -n "${E2E_NS}" get servicemonitor selfheal-app >/dev/null &&
     kubectl -n "${E2E_NS}" get prometheusrule selfheal-app -o json |
-    jq -e '[.spec.groups[].rules[].alert] | length >= 6' >/dev/null
+    jq -e '[.spec.groups[].rules[].record] == ["selfheal_app:http_error_ratio:max_rate5m"]' >/dev/null
 }
-check::run "the chart's ServiceMonitor and PrometheusRule (every alert on) pass server-side schema validation" apply_chart_objects
+check::run "the chart's ServiceMonitor and PrometheusRule (additionalRules) pass server-side schema validation" apply_chart_objects
 apply_selfheal_rules() {
   local f
   for f in "${REPO_ROOT}"/self-healing/prometheusrules/*.yaml; do
@@ -163,7 +166,7 @@ check::run "a ServiceMonitor with a malformed interval is refused by the API ser
 server_render() {
   # Another release name: the objects applied above belong to no release and would clash.
   if ! helm install render-check "${REPO_ROOT}/helm-chart" --namespace "${E2E_NS}" --dry-run=server \
-    --set serviceMonitor.enabled=true --set prometheusRule.enabled=true >"${TMP}/server.out" 2>&1; then
+    --set serviceMonitor.enabled=true --set prometheusRule.enabled=true --set-json "prometheusRule.additionalRules=${CHART_RULE}" >"${TMP}/server.out" 2>&1; then
     tail -5 "${TMP}/server.out" >&2
     return 1
   fi

@@ -291,7 +291,9 @@ util::ctr() {
 # the ServiceAccount NS/prometheus, which may only list/watch pods and get pods/proxy in NS
 # (applied here; remove it with prom::pod_proxy_cleanup): its token (24 h) goes to DIR/token,
 # the cluster CA of the current context to DIR/ca.crt. Series carry the labels a PodMonitor
-# scrape gives them: namespace, pod, and instance = the pod's name.
+# scrape gives them: namespace, pod, instance = the pod's name, and track from the pod's label
+# (as the chart's ServiceMonitor podTargetLabels). The workshop rules of self-healing/ are loaded,
+# so the recorded series (selfheal:http_error_ratio:rate1m, ...) that the canary analysis reads exist.
 prom::pod_proxy_config() {
   local dir="$1" ns="$2" interval="$3" selector="${4:-}"
   local server host prefix ca selectors=""
@@ -332,6 +334,7 @@ EOF
   cat >"${dir}/prometheus.yml" <<EOF
 # Written by prom::pod_proxy_config (hack/lib.sh): pods of ${ns} through ${server}'s pod proxy.
 global: {scrape_interval: ${interval}, scrape_timeout: ${interval}, evaluation_interval: ${interval}}
+rule_files: ['${REPO_ROOT}/self-healing/rules/workshop.rules.yaml']
 scrape_configs:
   - job_name: pods
     scheme: https
@@ -348,6 +351,7 @@ scrape_configs:
       - {source_labels: [__meta_kubernetes_pod_phase], regex: Running, action: keep}
       - {source_labels: [__meta_kubernetes_namespace], target_label: namespace}
       - {source_labels: [__meta_kubernetes_pod_name], target_label: pod}
+      - {source_labels: [__meta_kubernetes_pod_label_track], target_label: track}
       # Every target has the API server's address: the pod's name tells them apart.
       - {source_labels: [__meta_kubernetes_pod_name], target_label: instance}
       - source_labels: [__meta_kubernetes_namespace, __meta_kubernetes_pod_name, __meta_kubernetes_pod_container_port_number]

@@ -252,10 +252,10 @@ Observability stack in namespace ${NAMESPACE}:
   Alertmanager  kubectl -n ${NAMESPACE} port-forward svc/${KPS_RELEASE}-alertmanager 9093:9093 http://localhost:9093
   Jaeger        kubectl -n ${NAMESPACE} port-forward svc/${JAEGER_RELEASE} 16686:16686           http://localhost:16686
 
-Point the app at it (its ServiceMonitor, PrometheusRule and trace exporter):
+Point the app at it (its ServiceMonitor and trace exporter; its alerts are the self-healing rules above):
   helm upgrade --install selfheal-app helm-chart --namespace selfheal-demo --create-namespace \\
     --set otel.endpoint=http://${JAEGER_RELEASE}.${NAMESPACE}:4318 \\
-    --set serviceMonitor.enabled=true --set prometheusRule.enabled=true \\
+    --set serviceMonitor.enabled=true \\
     --set 'networkPolicy.allowNamespaces={ingress-nginx,${NAMESPACE}}'
 Finding the trace of a failed request: docs/tracing.md
 EOF

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Render self-healing/alerts.yaml (the one source of the alert rules) per timing profile.
+"""Render self-healing/alerts.yaml (the one source of the alert and recording rules) per timing profile.
 
 Writes, for every profile P in the source:
   rules/P.rules.yaml        a plain Prometheus rule file (promtool check/test rules, a bare Prometheus)
@@ -24,6 +24,10 @@ HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "alerts.yaml"
 PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_]+)\}")
 SEVERITIES = ("critical", "warning", "info")
+# A recorded series' name: level:metric:operations (Prometheus' naming convention for rules).
+RECORD_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*:[a-zA-Z0-9_:]+$")
+# A recorded name of ours inside an expression (must be recorded in the same profile).
+RECORDED_REF = re.compile(r"\bselfheal:[a-zA-Z0-9_:]+")
 
 
 class Dumper(yaml.SafeDumper):
@@ -60,43 +64,79 @@ def fold(text):
     return " ".join(text.split())
 
 
+def render_alert(rule, params, profile_name, base, where):
+    name = rule["alert"]
+    if rule.get("severity") not in SEVERITIES:
+        fail(f"{where}: severity must be one of {SEVERITIES}")
+    for key in ("expr", "for", "summary", "description"):
+        if not rule.get(key):
+            fail(f"{where}: missing {key}")
+    out = {
+        "alert": name,
+        "expr": substitute(rule["expr"], params, where).rstrip("\n") + "\n",
+    }
+    duration = substitute(str(rule["for"]), params, where)
+    if duration not in ("0s", "0m", "0"):
+        out["for"] = duration
+    out["labels"] = {"severity": rule["severity"], "profile": profile_name}
+    out["annotations"] = {
+        "summary": fold(substitute(rule["summary"], params, where)),
+        "description": fold(substitute(rule["description"], params, where)),
+        "runbook_url": f"{base}/{name}.md",
+    }
+    return out
+
+
+def render_record(rule, params, where):
+    extra = set(rule) - {"record", "expr"}
+    if extra:
+        fail(f"{where}: a recording rule has only record and expr, not {sorted(extra)}")
+    if not rule.get("expr"):
+        fail(f"{where}: missing expr")
+    name = substitute(rule["record"], params, where)
+    if not RECORD_NAME.match(name):
+        fail(f"{where}: recorded name {name!r} is not level:metric:operations")
+    return {"record": name, "expr": substitute(rule["expr"], params, where).rstrip("\n") + "\n"}
+
+
 def render_groups(src, profile_name, profile):
-    params = profile["params"]
     base = src["runbook_base_url"].rstrip("/")
+    constants = src.get("constants") or {}
     groups = []
     seen = set()
+    recorded = set()
     for group in src["groups"]:
         rules = []
-        for rule in group["rules"]:
-            name = rule["alert"]
-            where = f"{profile_name}/{name}"
-            if name in seen:
-                fail(f"{where}: duplicate alert name")
-            seen.add(name)
-            if rule.get("severity") not in SEVERITIES:
-                fail(f"{where}: severity must be one of {SEVERITIES}")
-            for key in ("expr", "for", "summary", "description"):
-                if not rule.get(key):
-                    fail(f"{where}: missing {key}")
-            out = {
-                "alert": name,
-                "expr": substitute(rule["expr"], params, where).rstrip("\n") + "\n",
-            }
-            duration = substitute(str(rule["for"]), params, where)
-            if duration not in ("0s", "0m", "0"):
-                out["for"] = duration
-            out["labels"] = {"severity": rule["severity"], "profile": profile_name}
-            out["annotations"] = {
-                "summary": fold(substitute(rule["summary"], params, where)),
-                "description": fold(substitute(rule["description"], params, where)),
-                "runbook_url": f"{base}/{name}.md",
-            }
-            rules.append(out)
+        for window in group.get("windows") or [None]:
+            params = {**constants, **profile["params"]}
+            if window is not None:
+                params["window"] = window
+            for rule in group["rules"]:
+                if ("alert" in rule) == ("record" in rule):
+                    fail(f"{profile_name}/{group['name']}: every rule has exactly one of alert or record: {rule}")
+                if "record" in rule:
+                    out = render_record(rule, params, f"{profile_name}/{rule['record']}")
+                    key = out["record"]
+                    recorded.add(key)
+                else:
+                    key = rule["alert"]
+                    out = render_alert(rule, params, profile_name, base, f"{profile_name}/{key}")
+                if key in seen:
+                    fail(f"{profile_name}/{key}: duplicate rule name")
+                seen.add(key)
+                rules.append(out)
         g = {"name": f"selfheal-{profile_name}-{group['name']}"}
         if profile.get("interval"):
             g["interval"] = profile["interval"]
         g["rules"] = rules
         groups.append(g)
+    # Every recorded series an expression reads must be recorded here: a typo or a window that is
+    # not in `windows:` would otherwise be an alert that silently never fires.
+    for g in groups:
+        for r in g["rules"]:
+            for ref in RECORDED_REF.findall(r["expr"]):
+                if ref not in recorded:
+                    fail(f"{profile_name}/{r.get('alert') or r.get('record')}: reads {ref}, which no rule records")
     return groups
 
 

@@ -284,12 +284,17 @@ check::run "HTTPRoute without canary: one rule to the all-tracks Service, hostna
 # -- optional objects -------------------------------------------------------------------------
 check::run "ServiceMonitor/PrometheusRule enabled but no monitoring.coreos.com/v1: not rendered" expect monitoring-no-crd \
   "not objs('ServiceMonitor') and not objs('PrometheusRule')"
-check::run "ServiceMonitor/PrometheusRule with the CRDs: rendered; scrapes only the main Service; rules carry runbook_url" expect full \
+check::run "ServiceMonitor/PrometheusRule with the CRDs: rendered; scrapes only the main Service; the rule group holds only additionalRules" expect full \
   "one('ServiceMonitor')['spec']['selector']['matchLabels']['selfheal.io/scrape'] == 'true'
    and [s['metadata']['name'] for s in objs('Service') if s['metadata']['labels'].get('selfheal.io/scrape') == 'true'] == ['${RELEASE}-selfheal-app']
    and one('ServiceMonitor')['spec']['podTargetLabels'] == ['track']
-   and all(r['annotations']['runbook_url'].startswith('https://') and r['labels']['severity'] for r in one('PrometheusRule')['spec']['groups'][0]['rules'])
-   and {'SelfhealAppHighErrorRatio', 'SelfhealAppHPAAtMax', 'SelfhealAppCanaryWorseThanStable'} <= {r['alert'] for r in one('PrometheusRule')['spec']['groups'][0]['rules']}"
+   and [r.get('record') for r in one('PrometheusRule')['spec']['groups'][0]['rules']] == ['selfheal_app:http_error_ratio:max_rate5m']"
+# The app's alerts are platform-wide (self-healing/alerts.yaml), never duplicated per release.
+render rule-no-extra --set prometheusRule.enabled=true --api-versions monitoring.coreos.com/v1
+check::run "prometheusRule.enabled without additionalRules: no PrometheusRule (the app's alerts live in self-healing/), NOTES say where" \
+  bash -c "python3 '${HERE}/expect.py' '${TMP}/rule-no-extra.yaml' \"not objs('PrometheusRule')\" &&
+    '${HELM}' install ${RELEASE} '${CHART}' --namespace ${NS} --dry-run=client --set prometheusRule.enabled=true 2>/dev/null | grep -q 'self-healing/prometheusrules'"
+check::run "the removed per-release alert settings are refused (prometheusRule.for)" rejects "for" --set prometheusRule.for=5m
 # promtool_rules: the PrometheusRule's groups as a plain rules file pass `promtool check rules`.
 promtool_rules() {
   python3 -c 'import sys, yaml

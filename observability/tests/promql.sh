@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Every PromQL expression of the dashboard and of the alert rules (self-healing/rules/*.rules.yaml
-# and the chart's PrometheusRule, rendered with every alert on) evaluated by the real, pinned
+# Every PromQL expression of the dashboard and of the alert and recording rules
+# (self-healing/rules/*.rules.yaml; the app chart ships no alerts of its own) evaluated by the real, pinned
 # Prometheus against the real binaries: two selfheal-app processes (tracks stable and canary,
 # with errors and latency injected on the canary) and, when a cluster is reachable, the real
 # selfheal-controller (dry-run, watching one empty namespace, leader election off). Scrape
 # labels are the ones the chart's ServiceMonitor gives on a cluster (namespace, job, pod, track).
 # Each expression must parse; those whose metrics are all scraped must return data; the rest
 # must be explained (observability/tests/promql.py lists which and why).
-# Prerequisites: cargo, curl, jq, python3 + PyYAML, helm, prometheus (hack/tools.sh install prometheus).
+# Prerequisites: cargo, curl, jq, python3 + PyYAML, prometheus (hack/tools.sh install prometheus).
 # shellcheck source=observability/tests/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -27,14 +27,13 @@ Environment:
   CONTROLLER_ACT=1  let it evict (default: --dry-run, it only counts what it would do)
   PROMQL_REQUIRE  metric names that must be scraped (waited for up to 180 s), e.g.
                   "selfheal_controller_recycles_total" when a crash-looping pod is in CONTROLLER_NAMESPACE
-  CHART           the app chart whose PrometheusRule is checked (default: helm-chart/)
   KEEP_TMP=1      keep the temporary directory (configs, logs, report.json)
 EOF
 }
 
 util::no_arguments "$@"
 export KUBECONFIG="${KUBECONFIG:-${CLUSTER_KUBECONFIG}}"
-util::require_tools cargo curl jq python3 helm
+util::require_tools cargo curl jq python3
 command -v prometheus >/dev/null 2>&1 || "${REPO_ROOT}/hack/tools.sh" install prometheus
 util::require_tools prometheus
 python3 -c 'import yaml' 2>/dev/null || log::fatal "PyYAML missing: hack/tools.sh install pyyaml"
@@ -62,14 +61,7 @@ NS=obs-test
 NS_VAR="${NS}${CONTROLLER_NAMESPACE:+|${CONTROLLER_NAMESPACE}}"
 JOB=selfheal-app
 DASHBOARD="${REPO_ROOT}/observability/dashboards/selfheal.json"
-CHART="${CHART:-${REPO_ROOT}/helm-chart}"
 RULES=("${REPO_ROOT}"/self-healing/rules/*.rules.yaml)
-
-log::step "rendering the chart's PrometheusRule with every alert on (HPA and canary enabled)"
-helm template "${JOB}" "${CHART}" --namespace "${NS}" --api-versions monitoring.coreos.com/v1 \
-  --set prometheusRule.enabled=true --set autoscaling.enabled=true --set canary.enabled=true \
-  --show-only templates/prometheusrule.yaml >"${TMP}/chart-prometheusrule.yaml"
-RULES+=("${TMP}/chart-prometheusrule.yaml")
 
 APP_BIN="$(obs::cargo_bin selfheal-app selfheal-app)" || log::fatal "building selfheal-app failed"
 CONTROLLER_BIN=""
@@ -147,6 +139,11 @@ util::wait_for "5xx rates in Prometheus" 60 has_rates || log::fatal "no request 
 has_series() {
   [[ "$(curl -fsS -m 5 -G --data-urlencode "query=count({__name__=\"$1\"})" "${PROM}/api/v1/query" | jq -r '.data.result[0].value[1] // 0')" != 0 ]]
 }
+# The alerts read recorded series: wait until the workshop recording rules (10s evaluation) have
+# recorded them from the scraped traffic, so they count as present like a scraped metric.
+for m in selfheal:http_error_ratio:rate1m selfheal:http_error_ratio:rate5m selfheal:http_request_duration_seconds:p95_rate5m; do
+  util::wait_for "recorded ${m}" 60 has_series "${m}" || log::fatal "the recording rules recorded no ${m}"
+done
 require_args=()
 for m in ${PROMQL_REQUIRE:-}; do
   util::wait_for "a series of ${m}" 180 has_series "${m}" || true

@@ -307,23 +307,59 @@ release::verify() {
   return 0
 }
 
-# release::verify_prometheus SERVICE: the Service's 5xx ratio from Prometheus; skipped when
-# Prometheus is unreachable or has no data yet.
+# The recorded series the deploy verification reads (self-healing/alerts.yaml, group sli): the
+# platform's one definition of user traffic and 5xx, also read by the alerts and the canary
+# analysis. Nothing here recomputes it from http_requests_total.
+RELEASE_RECORDED_ERRORS=selfheal:http_errors:rate1m
+RELEASE_RECORDED_REQUESTS=selfheal:http_requests:rate1m
+RELEASE_RECORDED_RATIO=selfheal:http_error_ratio:rate1m
+
+# release::prometheus_ratio_query NAMESPACE SERVICE WINDOW: the Service's 5xx ratio over WINDOW
+# from the recorded 1m rates (every track of the release; empty without requests).
+release::prometheus_ratio_query() {
+  local sel="namespace=\"$1\",job=\"$2\""
+  printf 'sum(avg_over_time(%s{%s}[%s])) / (sum(avg_over_time(%s{%s}[%s])) > 0)\n' \
+    "${RELEASE_RECORDED_ERRORS}" "${sel}" "$3" "${RELEASE_RECORDED_REQUESTS}" "${sel}" "$3"
+}
+
+# release::recording_rules_loaded: the body of /api/v1/rules on stdin loads the recording rules
+# the query reads.
+release::recording_rules_loaded() {
+  jq -e --arg e "${RELEASE_RECORDED_ERRORS}" --arg r "${RELEASE_RECORDED_REQUESTS}" \
+    '[.data.groups[]?.rules[]? | select(.type == "recording") | .name] as $n | ($n | index($e)) != null and ($n | index($r)) != null' \
+    >/dev/null 2>&1
+}
+
+# release::verify_prometheus SERVICE: the Service's 5xx ratio from Prometheus' recorded series.
+# Skipped (warning + timeline) when Prometheus is unreachable or does not load the recording
+# rules: a monitoring problem must not roll back a release that passed every other check, but
+# the operator who asked for the gate must see that it did not run. Skipped (info) when the
+# rules are loaded but recorded no request of the Service in the window (no traffic yet).
 release::verify_prometheus() {
   local svc="$1" q out ratio
-  q="sum(rate(http_requests_total{namespace=\"${NAMESPACE}\",job=\"${svc}\",route!~\"/(health|ready|metrics)\",status=~\"5..\"}[${PROMETHEUS_WINDOW}])) / sum(rate(http_requests_total{namespace=\"${NAMESPACE}\",job=\"${svc}\",route!~\"/(health|ready|metrics)\"}[${PROMETHEUS_WINDOW}]))"
-  if ! out="$(curl -fsS -m 10 -G --data-urlencode "query=${q}" "${PROMETHEUS%/}/api/v1/query" 2>/dev/null)"; then
+  if ! out="$(curl -fsS -m 10 "${PROMETHEUS%/}/api/v1/rules?type=record" 2>/dev/null)"; then
     log::warn "Prometheus at ${PROMETHEUS} is not reachable: error-rate check skipped"
     timeline "Prometheus not reachable: error-rate check skipped"
     return 0
   fi
-  ratio="$(jq -r '.data.result[0].value[1] // empty' <<<"${out}")"
+  if ! release::recording_rules_loaded <<<"${out}"; then
+    log::warn "Prometheus at ${PROMETHEUS} does not load the recording rules ${RELEASE_RECORDED_ERRORS} and ${RELEASE_RECORDED_REQUESTS} (self-healing/rules/*.rules.yaml, or self-healing/prometheusrules/*.yaml on kube-prometheus-stack): error-rate check skipped"
+    timeline "Prometheus has no ${RELEASE_RECORDED_RATIO%%:rate*} recording rules: error-rate check skipped"
+    return 0
+  fi
+  q="$(release::prometheus_ratio_query "${NAMESPACE}" "${svc}" "${PROMETHEUS_WINDOW}")"
+  if ! out="$(curl -fsS -m 10 -G --data-urlencode "query=${q}" "${PROMETHEUS%/}/api/v1/query" 2>/dev/null)"; then
+    log::warn "Prometheus at ${PROMETHEUS} did not answer the error-ratio query: error-rate check skipped"
+    timeline "Prometheus query failed: error-rate check skipped"
+    return 0
+  fi
+  ratio="$(jq -r '.data.result[0].value[1] // empty' <<<"${out}" 2>/dev/null)"
   if [[ -z "${ratio}" || "${ratio}" == NaN ]]; then
-    log::info "Prometheus has no request rate for ${svc} yet: error-rate check skipped"
+    log::info "Prometheus recorded no user request of service/${svc} in the last ${PROMETHEUS_WINDOW}: error-rate check skipped"
     return 0
   fi
   if awk -v r="${ratio}" -v max="${MAX_ERROR_RATIO}" 'BEGIN { exit !(r > max) }'; then
-    REASON="Prometheus: 5xx ratio of service/${svc} over ${PROMETHEUS_WINDOW} is ${ratio} (more than ${MAX_ERROR_RATIO})"
+    REASON="Prometheus: 5xx ratio of service/${svc} over ${PROMETHEUS_WINDOW} (${RELEASE_RECORDED_ERRORS} / ${RELEASE_RECORDED_REQUESTS}) is ${ratio} (more than ${MAX_ERROR_RATIO})"
     return 1
   fi
   log::ok "Prometheus: 5xx ratio of service/${svc} is ${ratio}"

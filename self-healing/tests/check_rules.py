@@ -4,7 +4,9 @@
 For every profile: the PrometheusRule carries exactly the groups of the plain rule file; every
 alert has a severity, a summary, a description and a runbook_url whose file exists in
 docs/runbooks/; the profile's promtool test file has, for every alert, at least one case where
-it fires and one where it stays silent; the workshop profile waits at most 30s on any alert.
+it fires and one where it stays silent; the workshop profile waits at most 30s on any alert;
+every recorded series (the sli group) is rendered in every profile and has its values checked by
+a promql_expr_test of that profile.
 Prints one "ok"/"FAIL" line per check; exit status 1 when any failed.
 Usage: self-healing/tests/check_rules.py
 """
@@ -36,7 +38,15 @@ def seconds(d):
 
 
 source = yaml.safe_load((SH / "alerts.yaml").read_text())
-source_alerts = [r["alert"] for g in source["groups"] for r in g["rules"]]
+source_alerts = [r["alert"] for g in source["groups"] for r in g["rules"] if "alert" in r]
+source_records = sorted(
+    r["record"].replace("${window}", w)
+    for g in source["groups"]
+    for w in g.get("windows") or [""]
+    for r in g["rules"]
+    if "record" in r
+)
+check(bool(source_records), f"the source records series ({len(source_records)})")
 for profile in source["profiles"]:
     plain = yaml.safe_load((SH / "rules" / f"{profile}.rules.yaml").read_text())
     manifest = yaml.safe_load((SH / "prometheusrules" / f"{profile}.yaml").read_text())
@@ -44,7 +54,9 @@ for profile in source["profiles"]:
         manifest.get("kind") == "PrometheusRule" and manifest["spec"]["groups"] == plain["groups"],
         f"{profile}: PrometheusRule groups equal the plain rule file's",
     )
-    rules = [r for g in plain["groups"] for r in g["rules"]]
+    records = sorted(r["record"] for g in plain["groups"] for r in g["rules"] if "record" in r)
+    check(records == source_records, f"{profile}: every recorded series is rendered ({len(records)})")
+    rules = [r for g in plain["groups"] for r in g["rules"] if "alert" in r]
     names = [r["alert"] for r in rules]
     check(names == source_alerts, f"{profile}: every source alert is rendered ({len(names)})")
     for r in rules:
@@ -69,5 +81,11 @@ for profile in source["profiles"]:
             (fires if case.get("exp_alerts") else silent).add(case["alertname"])
     for n in names:
         check(n in fires and n in silent, f"{profile}.test.yaml: {n} has a firing and a silent case")
+    exprs = " ".join(c["expr"] for t in tests["tests"] for c in t.get("promql_expr_test", []))
+    for n in records:
+        check(
+            re.search(re.escape(n) + r"\b", exprs) is not None,
+            f"{profile}.test.yaml: the values of {n} are checked (promql_expr_test)",
+        )
 
 sys.exit(1 if failures else 0)

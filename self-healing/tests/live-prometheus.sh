@@ -5,6 +5,11 @@
 # GET / and GET /ready. With /ready failing on purpose (an unready pod) SelfhealHighErrorRatio
 # stays silent; injecting errors through POST /crash?mode=errors makes it fire; mode=reset clears
 # it. Prints how long firing and clearing took. Stops everything it starts.
+# The recorded series (the sli group) are checked on the way: the error ratio exists and is 0
+# while only /ready fails, and is the injected share while errors are injected; then the two
+# other readers of that series ask this Prometheus: the deploy verification's gate
+# (release::verify_prometheus in self-healing/lib/release.sh) fails on it, and selfheal-canary's
+# Prometheus path reports it for the stable track.
 # Prerequisites: cargo; prometheus (hack/tools.sh install prometheus, built on demand); curl, jq, python3.
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../hack/lib.sh"
@@ -52,10 +57,12 @@ stop() {
   kill -9 "${pid}" 2>/dev/null || true
 }
 
-log::step "building selfheal-app (cargo build -p selfheal-app)"
-cargo build --locked -p selfheal-app --manifest-path "${REPO_ROOT}/Cargo.toml" >&2
-APP_BIN="$(cargo metadata --format-version 1 --no-deps --manifest-path "${REPO_ROOT}/Cargo.toml" | jq -r .target_directory)/debug/selfheal-app"
-[[ -x "${APP_BIN}" ]] || log::fatal "no binary at ${APP_BIN}"
+log::step "building selfheal-app and selfheal-canary (cargo build -p selfheal-app -p selfheal-canary)"
+cargo build --locked -p selfheal-app -p selfheal-canary --manifest-path "${REPO_ROOT}/Cargo.toml" >&2
+TARGET_DIR="$(cargo metadata --format-version 1 --no-deps --manifest-path "${REPO_ROOT}/Cargo.toml" | jq -r .target_directory)"
+APP_BIN="${TARGET_DIR}/debug/selfheal-app"
+CANARY_BIN="${TARGET_DIR}/debug/selfheal-canary"
+[[ -x "${APP_BIN}" && -x "${CANARY_BIN}" ]] || log::fatal "no binaries at ${APP_BIN} and ${CANARY_BIN}"
 
 APP_PORT="$(free_port)"
 PROM_PORT="$(free_port)"
@@ -102,6 +109,15 @@ rules_loaded() {
   [[ "${n}" == "$(grep -c -- '- alert:' "${RULES}")" ]]
 }
 check::run "every workshop alert rule is loaded" util::wait_for "rules loaded" 30 rules_loaded
+records_loaded() {
+  local n
+  n="$(curl -fsS -m 5 "${PROM}/api/v1/rules?type=record" | jq '[.data.groups[].rules[] | select(.name | startswith("selfheal:"))] | length')"
+  [[ "${n}" == "$(grep -c -- '- record:' "${RULES}")" ]]
+}
+check::run "every workshop recording rule is loaded" util::wait_for "recording rules loaded" 30 records_loaded
+# recorded_ratio: the recorded 1m error ratio of this app's stable track ("" when absent).
+SERIES='selfheal:http_error_ratio:rate1m{namespace="live-test", job="selfheal-app", track="stable"}'
+recorded_ratio() { prom_query "${SERIES}" | jq -r '.data.result[0].value[1] // ""'; }
 
 # -- traffic: GET / and GET /ready, about 20 requests a second, for at most 10 minutes --------------
 python3 - "${APP}" >"${TMP}/load.log" 2>&1 <<'EOF' &
@@ -137,6 +153,8 @@ T_SILENT="$(($(date +%s) + 20))"
 util::wait_for "two evaluations of the app group" 60 group_evaluated_after "${T_SILENT}" || true
 silent_despite_503s() { [[ -z "$(alert_state SelfhealHighErrorRatio)" ]]; }
 check::run "503s of /ready do not count: SelfhealHighErrorRatio stays silent" silent_despite_503s
+ratio_is_zero() { [[ "$(recorded_ratio)" == 0 ]]; }
+check::run "the recorded ${SERIES} exists and is 0 while only /ready answers 503" util::wait_for "recorded ratio 0" 30 ratio_is_zero
 
 # -- inject errors: the alert goes pending, then fires -----------------------------------------------
 check::run "inject errors (POST /crash?mode=errors&percent=${ERROR_PERCENT})" crash "mode=errors&percent=${ERROR_PERCENT}"
@@ -156,6 +174,34 @@ firing_alert_is_complete() {
 }
 check::run "the firing alert has severity, profile, namespace/job/track labels and rendered annotations" firing_alert_is_complete
 check::run "it fired within 90s of the injection (workshop promise: about a minute; took ${FIRE_S}s)" test "${FIRE_S}" -le 90
+# Injected on GET / only, and /ready does not count: the ratio climbs to the injected share as
+# the 1m window fills with the errors (a minute after the injection).
+ratio_near_injected() {
+  local r
+  r="$(recorded_ratio)"
+  [[ -n "${r}" ]] && awk -v r="${r}" -v p="${ERROR_PERCENT}" 'BEGIN { exit !(r > p / 100 - 0.1 && r < p / 100 + 0.1) }'
+}
+check::run "the recorded error ratio reaches the injected share (${ERROR_PERCENT} % of user requests, +- 10 points)" \
+  util::wait_for "recorded ratio near ${ERROR_PERCENT} %" 60 ratio_near_injected
+log::info "recorded ${SERIES}: $(recorded_ratio)"
+deploy_gate_fails() (
+  # shellcheck source=self-healing/lib/release.sh
+  source "${SH}/lib/release.sh"
+  PROMETHEUS="${PROM}" NAMESPACE=live-test PROMETHEUS_WINDOW=10s MAX_ERROR_RATIO=0.05
+  START_EPOCH="$(date +%s)" TIMELINE=() REASON=""
+  ! release::verify_prometheus selfheal-app && [[ "${REASON}" == *"5xx ratio of service/selfheal-app"* ]] &&
+    log::info "deploy gate: ${REASON}"
+)
+check::run "the deploy verification's Prometheus gate (release::verify_prometheus) reads the recorded series and fails" deploy_gate_fails
+canary_reads_recorded() {
+  local out rc=0
+  out="$("${CANARY_BIN}" analyze --prometheus "${PROM}" --selector 'namespace="live-test",job="selfheal-app"' --window 10s 2>"${TMP}/canary.err")" || rc=$?
+  log::info "selfheal-canary (exit ${rc}): $(jq -c '{verdict, stable}' <<<"${out}")"
+  # Only a stable track here: no canary requests, so the verdict is inconclusive (2).
+  [[ "${rc}" == 2 ]] && jq -e '.source | startswith("prometheus:")' <<<"${out}" >/dev/null &&
+    jq -e --argjson p "${ERROR_PERCENT}" '.stable.requests > 0 and (.stable.error_ratio - $p / 100 | fabs) < 0.15 and .stable.p95_seconds != null' <<<"${out}" >/dev/null
+}
+check::run "selfheal-canary's Prometheus path reads the recorded series: the stable track's error ratio is the injected share" canary_reads_recorded
 
 # -- reset: the alert clears -------------------------------------------------------------------------
 check::run "reset faults (POST /crash?mode=reset)" crash "mode=reset"

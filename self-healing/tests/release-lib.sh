@@ -4,7 +4,10 @@
 # release (an unreadable time is young, never old), which history the script may uninstall (only
 # the revision its own first install made), and the one retry of `helm rollback`. Helm is a stub
 # here that prints what the real one prints (captured from Helm 4.3: e2e/auto-rollback.sh makes
-# the real failures on a cluster).
+# the real failures on a cluster). The deploy verification's Prometheus gate reads the recorded
+# series (selfheal:http_errors:rate1m / selfheal:http_requests:rate1m), against a stub curl: a
+# Prometheus without the recording rules, or unreachable, skips the gate visibly (timeline); a
+# recorded ratio above the limit fails it; no recorded traffic skips it.
 # Prerequisites: jq, GNU date.
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../hack/lib.sh"
@@ -178,5 +181,56 @@ rollback_fails_twice() {
     [[ "${ROLLBACK_ERROR}" == 'Error: failed to create resource: poddisruptionbudgets.policy "x" is forbidden: exceeded quota' ]]
 }
 check::run "helm rollback that fails twice returns 1 after exactly 2 calls, with Helm's error" rollback_fails_twice
+
+# -- the Prometheus gate reads the recorded series ---------------------------------------------
+PROMETHEUS=http://prom.test:9090
+PROMETHEUS_WINDOW=2m
+MAX_ERROR_RATIO=0.05
+RULES_LOADED='{"status":"success","data":{"groups":[{"name":"selfheal-workshop-sli","rules":[
+  {"type":"recording","name":"selfheal:http_requests:rate1m"},{"type":"recording","name":"selfheal:http_errors:rate1m"}]}]}}'
+RULES_NONE='{"status":"success","data":{"groups":[{"name":"other","rules":[{"type":"recording","name":"job:up:sum"}]}]}}'
+# curl (stub): /api/v1/rules answers STUB_RULES; /api/v1/query answers STUB_QUERY and records the
+# query in TMP/query; STUB_CURL_FAIL=1 fails like an unreachable server.
+curl() {
+  [[ "${STUB_CURL_FAIL:-0}" == 0 ]] || return 7
+  local a
+  for a in "$@"; do
+    case "${a}" in
+      query=*) printf '%s' "${a#query=}" >"${TMP}/query" ;;
+      */api/v1/rules*) printf '%s' "${STUB_RULES}"; return 0 ;;
+    esac
+  done
+  printf '%s' "${STUB_QUERY}"
+}
+vector() { # vector [VALUE]: a query answer with one sample of VALUE, or none
+  local sample=""
+  [[ -z "${1:-}" ]] || sample="$(printf '{"metric":{},"value":[1.7e9,"%s"]}' "$1")"
+  printf '{"status":"success","data":{"resultType":"vector","result":[%s]}}' "${sample}"
+}
+gate() { # gate RULES QUERY_ANSWER: run the gate, leave its status in GATE_RC
+  STUB_RULES="$1" STUB_QUERY="$2" REASON="" TIMELINE=() GATE_RC=0
+  : >"${TMP}/query"
+  release::verify_prometheus web 2>/dev/null || GATE_RC=$?
+}
+prometheus_gate_table() {
+  gate "${RULES_LOADED}" "$(vector 0.25)"
+  [[ "${GATE_RC}" == 1 && "${REASON}" == *"is 0.25 (more than 0.05)"* ]] || { echo "ratio 0.25: rc ${GATE_RC}, ${REASON}" >&2; return 1; }
+  if ! grep -qF 'selfheal:http_errors:rate1m{namespace="unit",job="web"}[2m]' "${TMP}/query" ||
+    ! grep -qF 'selfheal:http_requests:rate1m{namespace="unit",job="web"}[2m]' "${TMP}/query" ||
+    grep -q 'http_requests_total' "${TMP}/query"; then
+    echo "query: $(cat "${TMP}/query")" >&2
+    return 1
+  fi
+  gate "${RULES_LOADED}" "$(vector 0.01)"
+  [[ "${GATE_RC}" == 0 ]] || { echo "ratio 0.01 failed" >&2; return 1; }
+  gate "${RULES_LOADED}" "$(vector '')"
+  [[ "${GATE_RC}" == 0 && ${#TIMELINE[@]} == 0 ]] || { echo "no traffic: rc ${GATE_RC}" >&2; return 1; }
+  gate "${RULES_NONE}" "$(vector 0.9)"
+  [[ "${GATE_RC}" == 0 && "${TIMELINE[-1]}" == *"no selfheal:http_error_ratio recording rules: error-rate check skipped"* && ! -s "${TMP}/query" ]] ||
+    { echo "rules not loaded: rc ${GATE_RC}, timeline ${TIMELINE[*]}" >&2; return 1; }
+  STUB_CURL_FAIL=1 gate "${RULES_LOADED}" "$(vector 0.9)"
+  [[ "${GATE_RC}" == 0 && "${TIMELINE[-1]}" == *"not reachable"* ]] || { echo "unreachable: rc ${GATE_RC}" >&2; return 1; }
+}
+check::run "Prometheus gate: reads the recorded series; 0.25 fails, 0.01 passes, no traffic skips; no recording rules or no server skips with a timeline entry" prometheus_gate_table
 
 check::summary release-lib

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Tests of the alert rules that need no cluster: the generated files are fresh (and the freshness
-# check really catches a stale one), `promtool check rules` accepts every plain rule file,
-# `promtool test rules` passes the unit tests of each timing profile (every alert fires when it
-# should and stays silent when it should not), the structural checks of check_rules.py, and
+# Tests of the alert and recording rules that need no cluster: the generated files are fresh (and
+# the freshness check really catches a stale one), `promtool check rules` accepts every plain rule
+# file, `promtool test rules` passes the unit tests of each timing profile (every alert fires when
+# it should and stays silent when it should not; the recorded error ratio, request and error
+# rates and p95 have the expected values, and a wrong route filter is caught), the structural
+# checks of check_rules.py, and
 # `amtool check-config` plus the routing of the Alertmanager example.
 # Prerequisites: python3 with PyYAML; promtool and amtool (hack/tools.sh install promtool alertmanager,
 # built on demand).
@@ -61,6 +63,17 @@ broken_rule_fails_tests() {
     grep -q SelfhealHighErrorRatio "${TMP}/broken.out"
 }
 check::run "promtool test rules fails when a threshold is changed (the tests can fail)" broken_rule_fails_tests
+
+# The recording rules' tests must catch a wrong route filter: count /crash as user traffic again.
+broken_route_filter_fails_tests() {
+  mkdir -p "${TMP}/route/rules" "${TMP}/route/tests"
+  sed 's/|crash)"/)"/g' "${SH}/rules/workshop.rules.yaml" >"${TMP}/route/rules/workshop.rules.yaml"
+  ! cmp -s "${SH}/rules/workshop.rules.yaml" "${TMP}/route/rules/workshop.rules.yaml" || return 1
+  cp "${SH}/tests/workshop.test.yaml" "${TMP}/route/tests/"
+  ! promtool test rules "${TMP}/route/tests/workshop.test.yaml" >"${TMP}/route.out" 2>&1 &&
+    grep -q 'selfheal:http_errors:rate1m' "${TMP}/route.out"
+}
+check::run "promtool test rules fails when the recording rules count /crash as user traffic" broken_route_filter_fails_tests
 
 check::run "structure: PrometheusRule = rule file, annotations, runbooks, fire+silent case per alert (check_rules.py)" \
   python3 "${SH}/tests/check_rules.py"

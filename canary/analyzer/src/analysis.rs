@@ -83,7 +83,7 @@ impl TrackSummary {
             requests: w.requests,
             errors: w.errors,
             error_ratio: w.error_ratio(),
-            p95_seconds: w.quantile(0.95),
+            p95_seconds: w.p95(),
             counter_resets: w.counter_resets,
         }
     }

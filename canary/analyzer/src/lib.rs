@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 pub mod analysis;
 /// A small Prometheus text-format parser.
 pub mod expfmt;
-/// The per-track window from Prometheus' query API (through `selfheal-promql`).
+/// The per-track window from Prometheus' recorded series (through `selfheal-promql`).
 pub mod prometheus;
 /// The per-track window from two scrapes of the pods.
 pub mod window;
@@ -51,6 +51,19 @@ pub enum Error {
     /// The scrape directory has no `after/*.prom` file.
     #[error("{0}: no after/*.prom scrape (expected DIR/before/POD.prom and DIR/after/POD.prom)")]
     NoScrapes(PathBuf),
+    /// Prometheus has none of the recorded series the analysis reads: the recording rules of
+    /// self-healing/ are not loaded (or nothing it records is scraped).
+    #[error(
+        "Prometheus at {url} has no {series} series at all: load the platform's recording rules \
+         (self-healing/rules/*.rules.yaml, or self-healing/prometheusrules/*.yaml on \
+         kube-prometheus-stack) and scrape the app with its track label, or analyse with --scrapes"
+    )]
+    NotRecorded {
+        /// The Prometheus asked.
+        url: String,
+        /// The recorded series that is missing.
+        series: &'static str,
+    },
     /// Prometheus could not be reached, or did not answer with a usable instant vector.
     #[error(transparent)]
     Prometheus(#[from] selfheal_promql::Error),
@@ -65,6 +78,7 @@ impl Error {
             Error::BadBucket { .. } => "bad_bucket",
             Error::ReadScrapes { .. } => "read_scrapes",
             Error::NoScrapes(_) => "no_scrapes",
+            Error::NotRecorded { .. } => "not_recorded",
             Error::Prometheus(selfheal_promql::Error::Unreachable { .. }) => {
                 "prometheus_unreachable"
             }

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use selfheal_canary::analysis::{self, Thresholds};
 use selfheal_canary::prometheus::{self, Query};
-use selfheal_canary::window::{self, RouteFilter};
+use selfheal_canary::window;
 
 /// Exit status of an error before a verdict (unreadable input, Prometheus down).
 const EXIT_ERROR: u8 = 3;
@@ -51,24 +51,19 @@ struct Analyze {
         required_unless_present = "prometheus"
     )]
     scrapes: Option<PathBuf>,
-    /// Prometheus base URL; the window is then Prometheus' increase() over --window.
+    /// Prometheus base URL (with self-healing/'s recording rules loaded); the window is then the
+    /// recorded selfheal:http_*:rate1m series averaged over --window.
     #[arg(long, env = "CANARY_PROMETHEUS_URL")]
     prometheus: Option<String>,
-    /// Extra PromQL label matchers for the app's series, e.g. namespace="shop",service="web".
+    /// Extra PromQL label matchers for the recorded series (namespace, job), e.g. namespace="shop",job="web".
     #[arg(long, env = "CANARY_SELECTOR", default_value = "")]
     selector: String,
     /// Window for Prometheus queries (PromQL duration).
-    #[arg(long, env = "CANARY_WINDOW", default_value = "60s")]
+    #[arg(long, env = "CANARY_WINDOW", default_value = "60s", value_parser = promql_duration)]
     window: String,
     /// Prometheus request timeout in seconds.
     #[arg(long, env = "CANARY_TIMEOUT_SECS", default_value_t = 10)]
     timeout_secs: u64,
-    /// Route template analysed (the app's `route` label).
-    #[arg(long, env = "CANARY_ROUTE", default_value = "/")]
-    route: String,
-    /// HTTP method analysed.
-    #[arg(long, env = "CANARY_METHOD", default_value = "GET")]
-    method: String,
     /// Fewest canary requests in the window for a verdict.
     #[arg(long, env = "CANARY_MIN_REQUESTS", default_value_t = 50)]
     min_requests: u64,
@@ -96,6 +91,13 @@ struct Analyze {
     /// Also write the JSON summary to this file.
     #[arg(long, env = "CANARY_JSON")]
     json: Option<PathBuf>,
+}
+
+fn promql_duration(s: &str) -> Result<String, String> {
+    prometheus::duration_seconds(s)
+        .filter(|secs| *secs > 0.0)
+        .map(|_| s.to_owned())
+        .ok_or_else(|| format!("{s:?} is not a PromQL duration such as 60s or 5m"))
 }
 
 fn ratio(s: &str) -> Result<f64, String> {
@@ -127,10 +129,6 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Analyze) -> anyhow::Result<u8> {
-    let filter = RouteFilter {
-        route: args.route.clone(),
-        method: args.method.clone(),
-    };
     let thresholds = Thresholds {
         min_requests: args.min_requests,
         max_error_ratio: args.max_error_ratio,
@@ -142,7 +140,7 @@ fn run(args: &Analyze) -> anyhow::Result<u8> {
     let (source, windows) = match (&args.scrapes, &args.prometheus) {
         (Some(dir), _) => {
             let loaded = selfheal_canary::read_scrape_dir(dir)
-                .and_then(|(before, after)| window::from_scrapes(&before, &after, &filter));
+                .and_then(|(before, after)| window::from_scrapes(&before, &after));
             (format!("scrapes:{}", dir.display()), loaded)
         }
         (None, Some(url)) => {
@@ -150,7 +148,6 @@ fn run(args: &Analyze) -> anyhow::Result<u8> {
                 url: url.clone(),
                 selector: args.selector.clone(),
                 window: args.window.clone(),
-                filter: filter.clone(),
             };
             // NB: the query client is async; one small runtime for the two queries of a run.
             let runtime = tokio::runtime::Builder::new_current_thread()
@@ -187,7 +184,8 @@ fn run(args: &Analyze) -> anyhow::Result<u8> {
         "exit_code": code,
         "source": source,
         "window": if args.prometheus.is_some() { Some(&args.window) } else { None },
-        "route": filter,
+        // Which requests count: every route but these (the recording rules' definition).
+        "excluded_routes": window::EXCLUDED_ROUTES,
         "thresholds": thresholds,
         "stable": result.stable,
         "canary": result.canary,

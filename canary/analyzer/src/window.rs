@@ -1,6 +1,9 @@
-//! What each track served during the analysis window: requests, 5xx answers and the latency
-//! histogram of one route, from two scrapes of every pod's `/metrics` (counter deltas, with
-//! counter resets handled the way Prometheus' `increase()` does).
+//! What each track served during the analysis window: user requests, 5xx answers and the latency
+//! histogram, from two scrapes of every pod's `/metrics` (counter deltas, with counter resets
+//! handled the way Prometheus' `increase()` does).
+//!
+//! "User traffic" is the platform's one definition (the `sli` recording rules of
+//! `self-healing/alerts.yaml`): every route except [`EXCLUDED_ROUTES`], any method, 5xx = error.
 
 use std::collections::BTreeMap;
 
@@ -16,19 +19,19 @@ pub const BUCKETS: &str = "http_request_duration_seconds_bucket";
 /// Info gauge whose `track` label says which track a pod belongs to (set from `APP_TRACK`).
 pub const INFO: &str = "selfheal_app_info";
 
-/// The requests analysed: one route template and method, as the app labels them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RouteFilter {
-    /// Route template (`route` label), e.g. `/`.
-    pub route: String,
-    /// HTTP method (`method` label), e.g. `GET`.
-    pub method: String,
-}
+/// Routes that are not user traffic: the kubelet's probes, Prometheus' scrape and the
+/// fault-injection API. The same list as `excluded_routes` in `self-healing/alerts.yaml`, which
+/// the recording rules (and so the alerts, the deploy verification and [`crate::prometheus`])
+/// use; a test below holds the two together.
+pub const EXCLUDED_ROUTES: [&str; 4] = ["/health", "/ready", "/metrics", "/crash"];
 
-impl RouteFilter {
-    fn matches(&self, s: &Sample) -> bool {
-        s.label("route") == self.route && s.label("method") == self.method
-    }
+/// [`EXCLUDED_ROUTES`] as the PromQL regex the recording rules use (`route!~"..."`).
+pub const EXCLUDED_ROUTES_REGEX: &str = "/(health|ready|metrics|crash)";
+
+/// Whether a sample is user traffic: its `route` label is not one of [`EXCLUDED_ROUTES`]
+/// (PromQL's `!~` is anchored, so this is an exact comparison).
+pub fn is_user_traffic(s: &Sample) -> bool {
+    !EXCLUDED_ROUTES.contains(&s.label("route"))
 }
 
 /// One pod's `/metrics` at one instant.
@@ -65,6 +68,10 @@ pub struct TrackWindow {
     /// Cumulative latency histogram of the window: (upper bound in seconds, count), sorted.
     #[serde(skip)]
     pub buckets: Vec<(f64, f64)>,
+    /// The p95 in seconds as Prometheus recorded it (`selfheal:http_request_duration_seconds:p95_rate1m`);
+    /// None from scrapes, which compute it from [`Self::buckets`].
+    #[serde(skip)]
+    pub recorded_p95: Option<f64>,
     /// Pods whose counters went backwards (restarted) during the window.
     pub counter_resets: usize,
 }
@@ -79,6 +86,12 @@ impl TrackWindow {
     /// `histogram_quantile` (linear interpolation inside the bucket), or None without data.
     pub fn quantile(&self, q: f64) -> Option<f64> {
         histogram_quantile(q, &self.buckets)
+    }
+
+    /// The p95 latency in seconds: the recorded one when Prometheus gave it, else computed from
+    /// the window's histogram.
+    pub fn p95(&self) -> Option<f64> {
+        self.recorded_p95.or_else(|| self.quantile(0.95))
     }
 
     /// Adds one status's request delta.
@@ -132,11 +145,7 @@ pub fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
 /// A pod missing from `before` started during the window: all its counts are new. A series that
 /// went down was reset (the container restarted): its whole current value is new, as in
 /// Prometheus' `increase()`. Pods only in `before` are gone and contribute nothing.
-pub fn from_scrapes(
-    before: &[Scrape],
-    after: &[Scrape],
-    filter: &RouteFilter,
-) -> Result<BTreeMap<String, TrackWindow>> {
+pub fn from_scrapes(before: &[Scrape], after: &[Scrape]) -> Result<BTreeMap<String, TrackWindow>> {
     let mut tracks: BTreeMap<String, TrackWindow> = BTreeMap::new();
     for pod in after {
         let track = pod.track()?.to_owned();
@@ -147,7 +156,7 @@ pub fn from_scrapes(
         for s in pod
             .samples
             .iter()
-            .filter(|s| (s.name == REQUESTS || s.name == BUCKETS) && filter.matches(s))
+            .filter(|s| (s.name == REQUESTS || s.name == BUCKETS) && is_user_traffic(s))
         {
             let previous = earlier
                 .and_then(|b| {
@@ -203,13 +212,6 @@ mod tests {
         }
     }
 
-    fn root() -> RouteFilter {
-        RouteFilter {
-            route: "/".into(),
-            method: "GET".into(),
-        }
-    }
-
     #[test]
     fn deltas_are_summed_per_track_and_other_routes_ignored() {
         let before = [
@@ -222,7 +224,7 @@ mod tests {
             scrape("s2", "stable", 140, 1, 141),
             scrape("c1", "canary", 15, 5, 20),
         ];
-        let w = from_scrapes(&before, &after, &root()).unwrap();
+        let w = from_scrapes(&before, &after).unwrap();
         assert_eq!(w["stable"].pods, 2);
         assert_eq!(w["stable"].requests, 180.0);
         assert_eq!(w["stable"].errors, 0.0);
@@ -230,6 +232,96 @@ mod tests {
         assert_eq!(w["canary"].errors, 5.0);
         assert_eq!(w["canary"].error_ratio(), Some(0.5));
         assert_eq!(w["canary"].counter_resets, 0);
+    }
+
+    /// The input of the promtool test "recording rules: user traffic only ..." in
+    /// `self-healing/tests/{production,workshop}.test.yaml`, per 15 s: (track, method, route,
+    /// status, requests).
+    const SLI_REQUESTS: [(&str, &str, &str, &str, u32); 10] = [
+        ("stable", "GET", "/", "200", 24),
+        ("stable", "GET", "/", "500", 2),
+        ("stable", "GET", "/", "503", 1),
+        ("stable", "GET", "unmatched", "404", 3),
+        ("stable", "GET", "/health", "200", 15),
+        ("stable", "GET", "/ready", "503", 15),
+        ("stable", "GET", "/metrics", "200", 3),
+        ("stable", "POST", "/crash", "500", 3),
+        ("canary", "GET", "/", "200", 12),
+        ("canary", "GET", "/", "500", 3),
+    ];
+    /// Its stable latency buckets per 15 s: (route, le, cumulative count).
+    const SLI_BUCKETS: [(&str, &str, u32); 12] = [
+        ("/", "0.1", 12),
+        ("/", "0.5", 27),
+        ("/", "+Inf", 27),
+        ("unmatched", "0.1", 3),
+        ("unmatched", "0.5", 3),
+        ("unmatched", "+Inf", 3),
+        ("/health", "0.1", 15),
+        ("/health", "0.5", 15),
+        ("/health", "+Inf", 15),
+        ("/metrics", "0.1", 0),
+        ("/metrics", "0.5", 0),
+        ("/metrics", "+Inf", 3),
+    ];
+
+    /// One pod of `track` after `n` periods of 15 s of the input above.
+    fn sli_scrape(track: &str, n: u32) -> Scrape {
+        let mut text = format!("selfheal_app_info{{track=\"{track}\",version=\"1\"}} 1\n");
+        for (t, method, route, status, per) in SLI_REQUESTS {
+            if t == track {
+                text += &format!(
+                    "http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {}\n",
+                    per * n
+                );
+            }
+        }
+        if track == "stable" {
+            for (route, le, per) in SLI_BUCKETS {
+                text += &format!(
+                    "http_request_duration_seconds_bucket{{method=\"GET\",route=\"{route}\",le=\"{le}\"}} {}\n",
+                    per * n
+                );
+            }
+        }
+        Scrape {
+            pod: format!("{track}-0"),
+            samples: parse(&text, track).unwrap(),
+        }
+    }
+
+    #[test]
+    fn scrape_path_counts_what_the_recording_rules_count() {
+        // Two scrapes 15 s apart. promtool asserts the recording rules give, for this input:
+        // stable 2 req/s, 0.2 errors/s, ratio 0.1, p95 0.46 s; canary 1 req/s, 0.2/s, ratio 0.2.
+        let before = [sli_scrape("stable", 40), sli_scrape("canary", 40)];
+        let after = [sli_scrape("stable", 41), sli_scrape("canary", 41)];
+        let w = from_scrapes(&before, &after).unwrap();
+        assert_eq!((w["stable"].requests, w["stable"].errors), (30.0, 3.0));
+        assert_eq!(w["stable"].error_ratio(), Some(0.1));
+        assert!(
+            (w["stable"].p95().unwrap() - 0.46).abs() < 1e-9,
+            "{:?}",
+            w["stable"].p95()
+        );
+        assert_eq!((w["canary"].requests, w["canary"].errors), (15.0, 3.0));
+        assert_eq!(w["canary"].error_ratio(), Some(0.2));
+    }
+
+    #[test]
+    fn excluded_routes_are_the_recording_rules_excluded_routes() {
+        // The one source of the recording rules: its `excluded_routes:` constant.
+        let source = include_str!("../../../self-healing/alerts.yaml");
+        let line = source
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("excluded_routes:"))
+            .expect("self-healing/alerts.yaml has an excluded_routes constant");
+        assert_eq!(line.trim(), EXCLUDED_ROUTES_REGEX);
+        let names: Vec<&str> = EXCLUDED_ROUTES
+            .iter()
+            .map(|r| r.trim_start_matches('/'))
+            .collect();
+        assert_eq!(format!("/({})", names.join("|")), EXCLUDED_ROUTES_REGEX);
     }
 
     #[test]
@@ -240,7 +332,7 @@ mod tests {
             scrape("s1", "stable", 30, 0, 30),
             scrape("s2", "stable", 20, 0, 20),
         ];
-        let w = from_scrapes(&before, &after, &root()).unwrap();
+        let w = from_scrapes(&before, &after).unwrap();
         assert_eq!(w["stable"].requests, 50.0);
         assert_eq!(w["stable"].counter_resets, 1);
         assert_eq!(w["stable"].buckets.last(), Some(&(f64::INFINITY, 50.0)));
@@ -250,7 +342,7 @@ mod tests {
     fn a_pod_without_info_gauge_is_an_error() {
         let mut s = scrape("x", "stable", 1, 0, 1);
         s.samples.retain(|s| s.name != INFO);
-        let err = from_scrapes(&[], &[s], &root()).unwrap_err();
+        let err = from_scrapes(&[], &[s]).unwrap_err();
         assert!(err.to_string().contains("selfheal_app_info"), "{err}");
     }
 
@@ -258,7 +350,7 @@ mod tests {
     fn missing_request_series_leave_series_found_false() {
         let mut s = scrape("c", "canary", 0, 0, 0);
         s.samples.retain(|s| s.name == INFO);
-        let w = from_scrapes(&[], &[s], &root()).unwrap();
+        let w = from_scrapes(&[], &[s]).unwrap();
         assert!(!w["canary"].series_found);
         assert_eq!(w["canary"].error_ratio(), None);
         assert_eq!(w["canary"].quantile(0.95), None);
