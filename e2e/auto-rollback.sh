@@ -293,33 +293,19 @@ pending_recovered() {
 check::run "--pending-grace 0s: the interrupted release is rolled back (8), then deployed (9), release-3 answers" pending_recovered
 
 # -- the optional Prometheus error-rate check ----------------------------------------------------------------------
-# A stand-in Prometheus on loopback answering every query with a 25 % 5xx ratio (the pods here
-# are not scraped by any Prometheus); it records the queries it got.
+# A stand-in Prometheus on loopback (e2e/stand_in_prometheus.py): it loads the recording rules
+# the gate reads and answers every query with a 25 % 5xx ratio (the pods here are scraped by no
+# Prometheus); it records the queries it got.
 PROM_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-python3 - "${PROM_PORT}" "${TMP}/queries" >"${TMP}/prom.log" 2>&1 <<'EOF' &
-import sys, json, http.server, urllib.parse
-port, out = int(sys.argv[1]), sys.argv[2]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        q = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query).get("query", [""])[0]
-        with open(out, "a") as f:
-            f.write(q + "\n")
-        body = json.dumps({"status": "success", "data": {"resultType": "vector",
-                           "result": [{"metric": {}, "value": [0, "0.25"]}]}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(body)
-http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
-EOF
+python3 "${REPO_ROOT}/e2e/stand_in_prometheus.py" "${PROM_PORT}" "${TMP}/queries" 0.25 >"${TMP}/prom.log" 2>&1 &
 PROM_PID=$!
 util::trap_add "kill ${PROM_PID} 2>/dev/null || true"
 prometheus_ratio_rolls_back() {
   util::wait_for "stand-in Prometheus" 10 curl -fsS -m 2 "http://127.0.0.1:${PROM_PORT}/api/v1/query?query=up" || return 1
   deploy prom-bad "${BASE[@]}" --image-tag "${GOOD_TAG}" --timeout 60s --prometheus "http://127.0.0.1:${PROM_PORT}"
   [[ "$(rc_of prom-bad)" == 3 && "$(field prom-bad .serving_revision)" == 11 ]] || { show prom-bad; return 1; }
-  field prom-bad .reason | grep -q "^Prometheus: 5xx ratio of service/${FULL} over 2m is 0.25 (more than 0.05)" &&
-    grep -q "namespace=\"${NS}\",job=\"${FULL}\"" "${TMP}/queries"
+  field prom-bad .reason | grep -q "^Prometheus: 5xx ratio of service/${FULL} over 2m (.*) is 0.25 (more than 0.05)" &&
+    grep -q "selfheal:http_error.*namespace=\"${NS}\",job=\"${FULL}\"" "${TMP}/queries"
 }
 check::run "--prometheus: a 5xx ratio of 0.25 for the release's Service fails verification, rollback (revision 11)" prometheus_ratio_rolls_back
 unreachable_prometheus_skipped() {
