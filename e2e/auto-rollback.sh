@@ -191,7 +191,7 @@ check::run "--dry-run: exit 0, prints the plan, helm history and the Deployment 
 
 # -- a bad release is rolled back -------------------------------------------------------------------------------
 # A stand-in Pushgateway on loopback: records the path and body of every push.
-PGW_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+PGW_PORT="$(util::free_port)"
 python3 - "${PGW_PORT}" "${TMP}/pushes" >"${TMP}/pgw.log" 2>&1 <<'EOF' &
 import sys, http.server
 port, out = int(sys.argv[1]), sys.argv[2]
@@ -296,7 +296,7 @@ check::run "--pending-grace 0s: the interrupted release is rolled back (8), then
 # A stand-in Prometheus on loopback (e2e/stand_in_prometheus.py): it loads the recording rules
 # the gate reads and answers every query with a 25 % 5xx ratio (the pods here are scraped by no
 # Prometheus); it records the queries it got.
-PROM_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+PROM_PORT="$(util::free_port)"
 python3 "${REPO_ROOT}/e2e/stand_in_prometheus.py" "${PROM_PORT}" "${TMP}/queries" 0.25 >"${TMP}/prom.log" 2>&1 &
 PROM_PID=$!
 util::trap_add "kill ${PROM_PID} 2>/dev/null || true"

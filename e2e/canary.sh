@@ -458,7 +458,7 @@ ready_targets_up() {
 }
 start_prometheus() {
   local port
-  port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  port="$(util::free_port)"
   mkdir -p "${TMP}/prom-config"
   prom::pod_proxy_config "${TMP}/prom-config" "${NS}" 1s "app.kubernetes.io/instance=${REL},track" || return 1
   "${PROM_BIN}" --config.file="${TMP}/prom-config/prometheus.yml" --storage.tsdb.path="${TMP}/prom" \

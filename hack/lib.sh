@@ -143,6 +143,33 @@ util::port_in_use() {
   ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
 }
 
+# util::free_port: a loopback TCP port nothing listens on right now (the kernel picks it).
+util::free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# util::stop PID: end a process this script started: TERM, then KILL after 10 s.
+util::stop() {
+  local pid="$1" i
+  kill "${pid}" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "${pid}" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -9 "${pid}" 2>/dev/null || true
+}
+
+# util::scratch_dir: set TMP to a new temporary directory, removed at exit unless KEEP_TMP=1
+# (then its path is printed at exit, for debugging). Not in a subshell: it sets a trap.
+util::scratch_dir() {
+  TMP="$(mktemp -d)"
+  if [[ "${KEEP_TMP:-0}" == 1 ]]; then
+    util::trap_add "log::info 'kept ${TMP}'"
+  else
+    util::trap_add "rm -rf '${TMP}'"
+  fi
+}
+
 # util::host_ip: the node's primary IPv4 address (the source address of the default route).
 util::host_ip() {
   local ip

@@ -36,19 +36,10 @@ util::no_arguments "$@"
 "${REPO_ROOT}/hack/tools.sh" install apt rust-arm64 busybox-arm64
 util::require_tools python3 curl qemu-aarch64-static cargo
 
-TMP="$(mktemp -d)"
-if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-  log::info "keeping ${TMP}"
-else
-  util::trap_add "rm -rf '${TMP}'"
-fi
+util::scratch_dir
 export IMAGES_DIR="${TMP}/images" IMAGE_TAG=dev
 MKIMAGE="${REPO_ROOT}/hack/mkimage.py"
 HOST_ARCH="$(uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/')"
-
-images::free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # images::extract IMAGE ARCH DIR: unpack that platform's layer of IMAGE's tarball into DIR.
 images::extract() {
@@ -140,7 +131,7 @@ same_inputs_same_digest() {
 APP_PID=""
 APP_PORT=""
 start_arm64_app() {
-  APP_PORT="$(images::free_port)"
+  APP_PORT="$(util::free_port)"
   qemu-aarch64-static "${TMP}/app-arm64/selfheal-app" --listen "127.0.0.1:${APP_PORT}" --warmup-secs 2 \
     >"${TMP}/app-arm64.log" 2>&1 &
   APP_PID=$!
@@ -211,7 +202,7 @@ containerd_imports_host_platform() {
   # Only this platform's layer is unpacked into a snapshot.
   [[ "$("${c[@]}" snapshots ls | tail -n +2 | wc -l)" == 1 ]] || return 1
   "${c[@]}" images rm --sync localhost/selfheal-app:dev >/dev/null
-  tests::stop "${SCRATCH_CTD_PID}"
+  util::stop "${SCRATCH_CTD_PID}"
   # Snapshots are overlay directories, not mounts, when nothing runs: the directory can go.
 }
 
@@ -232,7 +223,7 @@ if check::run "arm64 selfheal-app from the image starts under qemu-aarch64-stati
   check::run "arm64 app: GET /ready 200 after the warm-up" ready_is_200_after_warmup
   check::run "arm64 app: GET /metrics 200, Prometheus text" metrics_is_prometheus_text
   check::run "arm64 app: POST /crash refused with 403 (chaos disabled), still healthy" crash_is_refused
-  tests::stop "${APP_PID}"
+  util::stop "${APP_PID}"
 fi
 check::run "arm64 selfheal-controller --help under qemu" controller_help
 check::run "arm64 selfheal-controller crdgen (both CRDs) under qemu" controller_crdgen

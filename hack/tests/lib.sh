@@ -32,13 +32,3 @@ TOML
   util::wait_for "throw-away containerd" 30 "${SCRATCH_CTR[@]}" version || { tail -n 20 "${dir}/log" >&2; return 1; }
 }
 
-# tests::stop PID: end a process a test started (TERM, then KILL after 5 s).
-tests::stop() {
-  local pid="$1" i
-  kill "${pid}" 2>/dev/null || return 0
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "${pid}" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -9 "${pid}" 2>/dev/null || true
-}

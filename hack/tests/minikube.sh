@@ -43,12 +43,7 @@ kubectl get --raw /readyz >/dev/null 2>&1 ||
 # The profile comes from the Node (the local cluster has none), not from the caller's shell.
 unset MINIKUBE_PROFILE IMAGE_BUILD DEMO_LOAD_URL DEMO_ARGS LAYER
 
-TMP="$(mktemp -d)"
-if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-  log::info "keeping ${TMP}"
-else
-  util::trap_add "rm -rf '${TMP}'"
-fi
+util::scratch_dir
 # Dry runs name tarballs here; they must not create it.
 export IMAGES_DIR="${TMP}/images"
 MKIMAGE="${REPO_ROOT}/hack/mkimage.py"
@@ -381,7 +376,7 @@ if check::run "mkimage.py: a linux/amd64 + linux/arm64 index" build_index; then
     if check::run "a throw-away containerd starts" start_containerd; then
       check::run "ctr -n=k8s.io images import (minikube's containerd loader) takes the linux/${HOST_ARCH} tarball" ctr_imports_node_platform
       check::run "ctr -n=k8s.io images import refuses the linux/${OTHER_ARCH} tarball on this ${HOST_ARCH} machine" ctr_refuses_other_platform
-      tests::stop "${SCRATCH_CTD_PID}"
+      util::stop "${SCRATCH_CTD_PID}"
     fi
   else
     log::info "containerd import checks not run: they need root and containerd (hack/tools.sh install apt)"

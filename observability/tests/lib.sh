@@ -1,26 +1,9 @@
 # shellcheck shell=bash
-# Process helpers of the host tests in observability/tests/ (no cluster): free loopback ports,
-# building and starting the real selfheal-app binary, stopping what a test started.
-# The same steps as self-healing/tests/live-prometheus.sh; they belong in hack/lib.sh once both
-# use them (see observability/README.md).
+# Process helpers of the host tests in observability/tests/ (no cluster): building and starting
+# the real selfheal-app binary and a load on it. Free ports, stopping and the scratch directory
+# come from hack/lib.sh (util::free_port, util::stop, util::scratch_dir).
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../../hack/lib.sh"
-
-# obs::free_port: a TCP port nothing listens on right now (the kernel picks it).
-obs::free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# obs::stop PID: end a process this test started (TERM, then KILL after 10 s).
-obs::stop() {
-  local pid="$1" i
-  kill "${pid}" 2>/dev/null || return 0
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "${pid}" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -9 "${pid}" 2>/dev/null || true
-}
 
 # obs::cargo_bin PACKAGE BINARY: build PACKAGE (debug) and print the path of BINARY.
 obs::cargo_bin() {
@@ -39,7 +22,7 @@ obs::start() {
   shift
   "$@" >"${log}" 2>&1 &
   OBS_PID=$!
-  util::trap_add "obs::stop ${OBS_PID}"
+  util::trap_add "util::stop ${OBS_PID}"
 }
 
 # obs::load SECONDS URL...: GET each URL in turn, about 30 requests a second, in the background
@@ -59,5 +42,5 @@ while time.time() < deadline:
     time.sleep(0.03)
 PY
   OBS_PID=$!
-  util::trap_add "obs::stop ${OBS_PID}"
+  util::trap_add "util::stop ${OBS_PID}"
 }

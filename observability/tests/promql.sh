@@ -38,12 +38,7 @@ command -v prometheus >/dev/null 2>&1 || "${REPO_ROOT}/hack/tools.sh" install pr
 util::require_tools prometheus
 python3 -c 'import yaml' 2>/dev/null || log::fatal "PyYAML missing: hack/tools.sh install pyyaml"
 
-TMP="$(mktemp -d)"
-if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-  util::trap_add "log::info 'kept ${TMP}'"
-else
-  util::trap_add "rm -rf '${TMP}'"
-fi
+util::scratch_dir
 
 # targets_up: every scrape target (2 apps, and the controller when started) is up.
 targets_up() {
@@ -73,9 +68,9 @@ if [[ "${NO_CONTROLLER:-0}" != 1 ]]; then
   fi
 fi
 
-STABLE_PORT="$(obs::free_port)"
-CANARY_PORT="$(obs::free_port)"
-PROM_PORT="$(obs::free_port)"
+STABLE_PORT="$(util::free_port)"
+CANARY_PORT="$(util::free_port)"
+PROM_PORT="$(util::free_port)"
 PROM="http://127.0.0.1:${PROM_PORT}"
 
 for track in stable canary; do
@@ -90,7 +85,7 @@ done
 
 CONTROLLER_SCRAPE=""
 if [[ -n "${CONTROLLER_BIN}" ]]; then
-  CTRL_PORT="$(obs::free_port)"
+  CTRL_PORT="$(util::free_port)"
   # By default a namespace nobody creates, in dry-run: the controller watches it and acts on nothing.
   ctrl_args=(--http-addr "127.0.0.1:${CTRL_PORT}" --namespaces "${CONTROLLER_NAMESPACE:-obs-promql-empty}"
     --leader-election false --healing-policies false --pod-name selfheal-controller-0

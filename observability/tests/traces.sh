@@ -34,12 +34,7 @@ if [[ -z "${JAEGER:-}" ]]; then
 fi
 [[ -x "${JAEGER}" ]] || log::fatal "no Jaeger binary at ${JAEGER}"
 
-TMP="$(mktemp -d)"
-if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-  util::trap_add "log::info 'kept ${TMP}'"
-else
-  util::trap_add "rm -rf '${TMP}'"
-fi
+util::scratch_dir
 
 # -- Jaeger, with the chart's configuration -----------------------------------------------------------
 python3 - "${REPO_ROOT}/observability/values/jaeger.yaml" "${TMP}/jaeger.yaml" <<'PY'
@@ -47,10 +42,10 @@ import sys, yaml
 cfg = yaml.safe_load(open(sys.argv[1]))["userconfig"]
 yaml.safe_dump(cfg, open(sys.argv[2], "w"), sort_keys=False)
 PY
-OTLP_PORT="$(obs::free_port)"
-QUERY_PORT="$(obs::free_port)"
-HEALTH_PORT="$(obs::free_port)"
-GRPC_PORT="$(obs::free_port)"
+OTLP_PORT="$(util::free_port)"
+QUERY_PORT="$(util::free_port)"
+HEALTH_PORT="$(util::free_port)"
+GRPC_PORT="$(util::free_port)"
 JAEGER_URL="http://127.0.0.1:${QUERY_PORT}"
 log::step "starting Jaeger $("${JAEGER}" version 2>/dev/null | jq -r '.gitVersion // empty' 2>/dev/null || true) (OTLP/HTTP 127.0.0.1:${OTLP_PORT}, query ${JAEGER_URL})"
 # Jaeger traces itself over OTLP gRPC (default localhost:4317): sample none of that, and point it at
@@ -60,9 +55,9 @@ obs::start "${TMP}/jaeger.log" env OTEL_TRACES_SAMPLER=always_off \
   JAEGER_OTLP_GRPC_ENDPOINT="127.0.0.1:${GRPC_PORT}" \
   OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:${GRPC_PORT}" \
   JAEGER_QUERY_HTTP_ENDPOINT="127.0.0.1:${QUERY_PORT}" \
-  JAEGER_QUERY_GRPC_ENDPOINT="127.0.0.1:$(obs::free_port)" \
+  JAEGER_QUERY_GRPC_ENDPOINT="127.0.0.1:$(util::free_port)" \
   JAEGER_HEALTH_ENDPOINT="127.0.0.1:${HEALTH_PORT}" \
-  JAEGER_METRICS_HOST=127.0.0.1 JAEGER_METRICS_PORT="$(obs::free_port)" \
+  JAEGER_METRICS_HOST=127.0.0.1 JAEGER_METRICS_PORT="$(util::free_port)" \
   "${JAEGER}" --config "${TMP}/jaeger.yaml"
 JAEGER_PID="${OBS_PID}"
 check::run "Jaeger starts with observability/values/jaeger.yaml's config and answers its query API" \
@@ -74,7 +69,7 @@ fi
 
 # -- the app, exporting to Jaeger -------------------------------------------------------------------
 APP_BIN="$(obs::cargo_bin selfheal-app selfheal-app)" || log::fatal "building selfheal-app failed"
-APP_PORT="$(obs::free_port)"
+APP_PORT="$(util::free_port)"
 APP="http://127.0.0.1:${APP_PORT}"
 SERVICE="selfheal-app-trace-test-${RANDOM}"
 log::step "starting selfheal-app on ${APP}: OTEL_SERVICE_NAME=${SERVICE}, OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:${OTLP_PORT}"
@@ -174,8 +169,8 @@ check::run "the v3 API (/api/v3/traces/ID, OTLP JSON) returns the same trace wit
 unknown_trace_404() { [[ "$(curl -sS -m 5 -o /dev/null -w '%{http_code}' "${JAEGER_URL}/api/traces/$(hex 16)")" == 404 ]]; }
 check::run "an unknown trace id answers 404 (the lookups above can fail)" unknown_trace_404
 
-obs::stop "${APP_PID}"
-obs::stop "${JAEGER_PID}"
+util::stop "${APP_PID}"
+util::stop "${JAEGER_PID}"
 if ((CHECK_FAILED)); then
   log::info "Jaeger log:"
   tail -20 "${TMP}/jaeger.log" >&2 || true

@@ -47,26 +47,13 @@ if ! command -v alertmanager >/dev/null 2>&1 || ! command -v amtool >/dev/null 2
 fi
 util::require_tools prometheus alertmanager amtool
 
-TMP="$(mktemp -d)"
-if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-  util::trap_add "log::info 'kept ${TMP}'"
-else
-  util::trap_add "rm -rf '${TMP}'"
-fi
+util::scratch_dir
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# stop PID: end a process this script started (TERM, then KILL after 10 s).
-stop() {
-  local pid="$1" i
-  kill "${pid}" 2>/dev/null || return 0
-  for ((i = 0; i < 100; i++)); do kill -0 "${pid}" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "${pid}" 2>/dev/null || true
-}
 
-SRC_PORT="$(free_port)"
-RCV_PORT="$(free_port)"
-PROM_PORT="$(free_port)"
-AM_PORT="$(free_port)"
+SRC_PORT="$(util::free_port)"
+RCV_PORT="$(util::free_port)"
+PROM_PORT="$(util::free_port)"
+AM_PORT="$(util::free_port)"
 PROM="http://127.0.0.1:${PROM_PORT}"
 AM="http://127.0.0.1:${AM_PORT}"
 
@@ -149,10 +136,10 @@ state firing
 
 log::step "starting the series source on 127.0.0.1:${SRC_PORT} and the Slack receiver on 127.0.0.1:${RCV_PORT}"
 python3 "${TMP}/helper.py" series "${SRC_PORT}" "${TMP}/state.json" >"${TMP}/series.log" 2>&1 &
-util::trap_add "stop $!"
+util::trap_add "util::stop $!"
 : >"${TMP}/received.jsonl"
 python3 "${TMP}/helper.py" receiver "${RCV_PORT}" "${TMP}/received.jsonl" >"${TMP}/receiver.log" 2>&1 &
-util::trap_add "stop $!"
+util::trap_add "util::stop $!"
 util::wait_for "series source" 20 curl -fsS -m 2 "http://127.0.0.1:${SRC_PORT}/controller" ||
   log::fatal "the series source did not start: $(cat "${TMP}/series.log")"
 
@@ -177,7 +164,7 @@ log::step "starting Alertmanager ${ALERTMANAGER_VERSION} on ${AM} (clustering of
 alertmanager --config.file="${TMP}/am/alertmanager.yaml" --storage.path="${TMP}/am/data" \
   --web.listen-address="127.0.0.1:${AM_PORT}" --cluster.listen-address= --log.level=info \
   >"${TMP}/alertmanager.log" 2>&1 &
-util::trap_add "stop $!"
+util::trap_add "util::stop $!"
 
 cat >"${TMP}/prometheus.yml" <<EOF
 global: {scrape_interval: 2s, scrape_timeout: 1s, evaluation_interval: 2s}
@@ -200,7 +187,7 @@ EOF
 log::step "starting Prometheus ${PROMETHEUS_VERSION} (module version) on ${PROM} with ${RULES#"${REPO_ROOT}/"}"
 prometheus --config.file="${TMP}/prometheus.yml" --storage.tsdb.path="${TMP}/prom" \
   --web.listen-address="127.0.0.1:${PROM_PORT}" --log.level=warn >"${TMP}/prometheus.log" 2>&1 &
-util::trap_add "stop $!"
+util::trap_add "util::stop $!"
 
 check::run "Alertmanager is ready" util::wait_for "Alertmanager /-/ready" 60 curl -fsS -m 2 "${AM}/-/ready"
 check::run "Prometheus is ready" util::wait_for "Prometheus /-/ready" 60 curl -fsS -m 2 "${PROM}/-/ready"

@@ -41,21 +41,8 @@ util::require_tools cargo curl jq python3
 command -v prometheus >/dev/null 2>&1 || "${REPO_ROOT}/hack/tools.sh" install prometheus
 util::require_tools prometheus
 
-TMP="$(mktemp -d)"
-if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-  util::trap_add "log::info 'kept ${TMP}'"
-else
-  util::trap_add "rm -rf '${TMP}'"
-fi
+util::scratch_dir
 
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# stop PID: end a process this script started (TERM, then KILL after 10 s).
-stop() {
-  local pid="$1" i
-  kill "${pid}" 2>/dev/null || return 0
-  for ((i = 0; i < 100; i++)); do kill -0 "${pid}" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "${pid}" 2>/dev/null || true
-}
 
 log::step "building selfheal-app and selfheal-canary (cargo build -p selfheal-app -p selfheal-canary)"
 cargo build --locked -p selfheal-app -p selfheal-canary --manifest-path "${REPO_ROOT}/Cargo.toml" >&2
@@ -64,15 +51,15 @@ APP_BIN="${TARGET_DIR}/debug/selfheal-app"
 CANARY_BIN="${TARGET_DIR}/debug/selfheal-canary"
 [[ -x "${APP_BIN}" && -x "${CANARY_BIN}" ]] || log::fatal "no binaries at ${APP_BIN} and ${CANARY_BIN}"
 
-APP_PORT="$(free_port)"
-PROM_PORT="$(free_port)"
+APP_PORT="$(util::free_port)"
+PROM_PORT="$(util::free_port)"
 APP="http://127.0.0.1:${APP_PORT}"
 PROM="http://127.0.0.1:${PROM_PORT}"
 
 log::step "starting selfheal-app on ${APP} (--enable-chaos)"
 "${APP_BIN}" --listen "127.0.0.1:${APP_PORT}" --enable-chaos --shutdown-delay-secs 0 >"${TMP}/app.log" 2>&1 &
 APP_PID=$!
-util::trap_add "stop ${APP_PID}"
+util::trap_add "util::stop ${APP_PID}"
 util::wait_for "selfheal-app /health" 30 curl -fsS -m 2 "${APP}/health" || { tail -20 "${TMP}/app.log" >&2; log::fatal "selfheal-app did not start"; }
 
 # The labels kube-prometheus-stack would add (namespace from the target, track from the pod).
@@ -93,7 +80,7 @@ log::step "starting Prometheus ${PROMETHEUS_VERSION} (module version) on ${PROM}
 prometheus --config.file="${TMP}/prometheus.yml" --storage.tsdb.path="${TMP}/data" \
   --web.listen-address="127.0.0.1:${PROM_PORT}" --log.level=warn >"${TMP}/prometheus.log" 2>&1 &
 PROM_PID=$!
-util::trap_add "stop ${PROM_PID}"
+util::trap_add "util::stop ${PROM_PID}"
 
 prom_query() { curl -fsS -m 5 -G --data-urlencode "query=$1" "${PROM}/api/v1/query"; }
 # alert_state NAME: pending | firing | "" (absent) of the alert in /api/v1/alerts.
@@ -135,7 +122,7 @@ while time.time() < deadline:
     time.sleep(0.1)
 EOF
 LOAD_PID=$!
-util::trap_add "stop ${LOAD_PID}"
+util::trap_add "util::stop ${LOAD_PID}"
 
 crash() { curl -fsS -m 5 -XPOST "${APP}/crash?$1" >/dev/null; }
 check::run "inject unready (/ready answers 503, like an unready pod)" crash "mode=unready"
