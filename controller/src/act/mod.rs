@@ -233,9 +233,12 @@ mod tests {
         );
     }
 
+    /// The requests the scripted API server got, as "METHOD path", in order.
+    type Seen = Arc<std::sync::Mutex<Vec<String>>>;
+
     /// A scripted API server: records `METHOD path` of every request, in order, and answers
     /// what an eviction with evidence needs.
-    fn api_server() -> (kube::Client, Arc<std::sync::Mutex<Vec<String>>>) {
+    fn api_server() -> (kube::Client, Seen) {
         let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
         let log = seen.clone();
         let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
@@ -283,8 +286,16 @@ mod tests {
         (kube::Client::new(service, "default"), seen)
     }
 
-    #[tokio::test]
-    async fn the_eviction_is_the_first_request_and_the_evidence_follows_it() {
+    /// A synced, leading controller (policies off, `flags` added) talking to [`api_server`],
+    /// and a crash-looping pod of ReplicaSet web-7d9 that is an hour old.
+    fn leader_and_sick_pod(
+        flags: &[&str],
+    ) -> (
+        Arc<crate::context::Context>,
+        Arc<crate::metrics::Metrics>,
+        Seen,
+        k8s_openapi::api::core::v1::Pod,
+    ) {
         use crate::config::Config;
         use crate::context::Context;
         use crate::fixtures::pod;
@@ -295,12 +306,8 @@ mod tests {
         use std::sync::atomic::Ordering;
 
         let (client, seen) = api_server();
-        let cfg = Config::try_parse_from([
-            "selfheal-controller",
-            "--healing-policies=false",
-            "--log-evidence=true",
-        ])
-        .expect("flags parse");
+        let args = ["selfheal-controller", "--healing-policies=false"];
+        let cfg = Config::try_parse_from(args.iter().chain(flags)).expect("flags parse");
         let metrics = Arc::new(Metrics::new());
         let ctx = Arc::new(Context::new(
             client,
@@ -320,6 +327,12 @@ mod tests {
         sick.metadata.creation_timestamp = Some(Time(
             Timestamp::now() - std::time::Duration::from_secs(3600),
         ));
+        (ctx, metrics, seen, sick)
+    }
+
+    #[tokio::test]
+    async fn the_eviction_is_the_first_request_and_the_evidence_follows_it() {
+        let (ctx, metrics, seen, sick) = leader_and_sick_pod(&["--log-evidence=true"]);
 
         crate::reconcile::reconcile(Arc::new(sick), ctx.clone())
             .await
@@ -369,40 +382,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_pod_acted_on_is_not_decided_again_before_the_cache_sees_the_action() {
-        use crate::config::Config;
-        use crate::context::Context;
-        use crate::fixtures::pod;
-        use crate::leader::Leadership;
-        use crate::metrics::Metrics;
-        use clap::Parser;
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-        use std::sync::atomic::Ordering;
-
-        let (client, seen) = api_server();
-        let cfg = Config::try_parse_from([
-            "selfheal-controller",
-            "--healing-policies=false",
-            "--max-retries=1",
-        ])
-        .expect("flags parse");
-        let metrics = Arc::new(Metrics::new());
-        let ctx = Arc::new(Context::new(
-            client,
-            cfg,
-            metrics.clone(),
-            Leadership::always(),
-        ));
-        ctx.policies_synced.store(true, Ordering::Relaxed);
-        ctx.history.set_ready(true);
-        let mut sick = pod()
-            .with_restarts(9)
-            .waiting("CrashLoopBackOff")
-            .owned_by_rs("web-7d9")
-            .labelled("pod-template-hash", "7d9")
-            .build();
-        sick.metadata.creation_timestamp = Some(Time(
-            Timestamp::now() - std::time::Duration::from_secs(3600),
-        ));
+        let (ctx, metrics, seen, mut sick) = leader_and_sick_pod(&["--max-retries=1"]);
         sick.metadata.resource_version = Some("41".into());
         let sick = Arc::new(sick);
 
