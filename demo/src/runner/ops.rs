@@ -3,11 +3,14 @@
 //! node. Each scenario runs on a Deployment of its own (see [`crate::scenario`]), installs the
 //! HealingPolicy or CircuitBreaker it needs, marks fault → detected (the controller's Event) →
 //! healed, and removes what it created unless `--keep`.
+//!
+//! This file holds what the four share (the controller's settings, creating, scraping and
+//! removing a scenario, the detected → replaced marks); `ops/` holds one file per scenario.
 
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{
@@ -15,14 +18,19 @@ use kube::api::{
     PatchParams, PostParams,
 };
 use kube::runtime::watcher;
-use tokio::sync::watch;
 
-use super::{Runner, floor_second, is_status, progress, wait_for};
+use super::steps::container_env;
+use super::wait::wait_for;
+use super::{Runner, is_status, progress};
 use crate::extract;
-use crate::load::{self, Limit, LoadConfig, Recorder};
 use crate::report::{LayerReport, MarkKind, Status};
-use crate::scenario::{self, BreakerPlan, LeakPlan, SCENARIO_LABEL, Tweaks};
+use crate::scenario::{self, SCENARIO_LABEL, Tweaks};
 use crate::verdict;
+
+mod breaker;
+mod leak;
+mod pool;
+mod zombie;
 
 type LayerResult = std::result::Result<(), String>;
 
@@ -30,7 +38,7 @@ type LayerResult = std::result::Result<(), String>;
 const MANAGER: &str = "selfheal-demo";
 
 /// Scrape interval the scenarios ask for (the PodMonitor's, and `hack/demo.sh`'s Prometheus).
-pub const SCRAPE_SECS: u64 = 5;
+const SCRAPE_SECS: u64 = 5;
 
 fn resource(group: &str, kind: &str, plural: &str, version: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
@@ -103,12 +111,7 @@ impl Runner {
             r.status = Status::NotAvailable;
             return Err("selfheal-controller is not running in selfheal-system (install it: kubectl apply -k controller/deploy-demo)".into());
         }
-        let env = dep
-            .and_then(|d| d.spec.template.spec?.containers.into_iter().next()?.env)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|e| Some((e.name, e.value?)))
-            .collect();
+        let env = dep.map(container_env).unwrap_or_default();
         Ok(ControllerSettings { env })
     }
 
@@ -352,376 +355,6 @@ impl Runner {
         Ok(())
     }
 
-    // -- layer 8 --------------------------------------------------------------------------------
-
-    /// A container leaks 1 MiB/s towards an OOM kill; the memoryTrend policy recycles it first.
-    pub(super) async fn layer_leak(&self, r: &mut LayerReport) -> LayerResult {
-        let s = self.controller_settings(r).await?;
-        Self::require_enabled(&s, r, "CONTROLLER_HEALING_POLICIES")?;
-        let resolution = self.metric_resolution().await?;
-        let plan = LeakPlan::new(s.number("CONTROLLER_MEMORY_SAMPLE_SECS", 15.0), resolution);
-        r.theoretical_min = Some(plan.theory(self.settings.startup_period));
-        r.evidence("memory_limit_mib", plan.limit_mib);
-        r.evidence("sample_every_secs", plan.sample_every_secs);
-        let result = self.leak(r, &plan).await;
-        self.finish_scenario("leak").await;
-        result
-    }
-
-    /// metrics-server's resolution from its Deployment; `NotAvailable` without metrics-server.
-    async fn metric_resolution(&self) -> Result<f64, String> {
-        let api: Api<Deployment> = Api::namespaced(self.client.clone(), "kube-system");
-        let dep = api
-            .get_opt("metrics-server")
-            .await
-            .map_err(|e| format!("reading kube-system/metrics-server: {e}"))?
-            .ok_or("no metrics-server in kube-system (minikube addons enable metrics-server): the memory trend has no samples")?;
-        let args = dep
-            .spec
-            .template
-            .spec
-            .and_then(|s| s.containers.into_iter().next())
-            .and_then(|c| c.args)
-            .unwrap_or_default();
-        Ok(scenario::metric_resolution_secs(&args))
-    }
-
-    async fn leak(&self, r: &mut LayerReport, plan: &LeakPlan) -> LayerResult {
-        let tweaks = Tweaks {
-            replicas: 1,
-            memory_limit_mib: Some(plan.limit_mib),
-            env: Vec::new(),
-        };
-        self.start_scenario("leak", &tweaks).await?;
-        self.apply(
-            &healing_policies(),
-            "leak",
-            plan.policy_spec(&self.cfg.release),
-        )
-        .await?;
-        let pod = self
-            .scenario_pods("leak")
-            .await?
-            .into_iter()
-            .next()
-            .ok_or("the leak scenario has no Ready pod")?;
-        let name = pod.name_any();
-        r.evidence("pod", &name);
-        let since = floor_second(Timestamp::now());
-        let query = format!(
-            "mode=leak&mib_per_sec={}&cap_mib={}",
-            scenario::LEAK_MIB_PER_SEC,
-            plan.cap_mib
-        );
-        self.crash(&pod, &query).await?;
-        r.mark(
-            Timestamp::now(),
-            MarkKind::Fault,
-            format!(
-                "{name}: memory grows {} MiB/s towards its {} MiB limit (cap {} MiB: the OOM kill is real)",
-                scenario::LEAK_MIB_PER_SEC,
-                plan.limit_mib,
-                plan.cap_mib
-            ),
-            "runner clock (POST /crash answered)",
-        );
-        progress(format!(
-            "    fault injected: {name} leaks; the memoryTrend policy should recycle it before the OOM kill (a sample every {} s)",
-            plan.sample_every_secs
-        ));
-        // The climb alone is (limit × limitPercent - baseline) seconds; three times that is plenty.
-        let deadline = Instant::now()
-            + Duration::from_secs_f64(
-                r.theoretical_min
-                    .as_ref()
-                    .map_or(300.0, |t| t.heal_secs * 3.0 + 60.0),
-            );
-        let outcome = self
-            .recycled_and_replaced(r, "leak", &name, "memory_leak", since, deadline)
-            .await;
-        if outcome.is_err() {
-            // Say what happened instead: the kernel won the race.
-            if let Ok(p) = self.pods().get(&name).await
-                && extract::restart_count(&p) > 0
-            {
-                return Err(format!(
-                    "{name} was OOM-killed (restartCount {}) before the controller recycled it",
-                    extract::restart_count(&p)
-                ));
-            }
-        }
-        outcome?;
-        let note = r
-            .evidence
-            .get("recycled_event")
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_owned();
-        r.evidence("recycled_before_oom", note.contains(", 0 restarts)"));
-        Ok(())
-    }
-
-    // -- layer 9 --------------------------------------------------------------------------------
-
-    /// One pod's connection pool is held; saturation plus failing readiness recycles it. The
-    /// other pod, healthy, is left alone.
-    pub(super) async fn layer_pool(&self, r: &mut LayerReport) -> LayerResult {
-        let s = self.controller_settings(r).await?;
-        Self::require_enabled(&s, r, "CONTROLLER_HEALING_POLICIES")?;
-        let interval = Self::require_prometheus(&s, r)?;
-        let min_age = s.number("CONTROLLER_MIN_POD_AGE_SECS", 60.0);
-        let result = self.pool(r, interval, min_age).await;
-        self.finish_scenario("pool").await;
-        result
-    }
-
-    async fn pool(&self, r: &mut LayerReport, interval: f64, min_age: f64) -> LayerResult {
-        let tweaks = Tweaks {
-            replicas: 2,
-            ..Tweaks::default()
-        };
-        self.start_scenario("pool", &tweaks).await?;
-        self.scrape_scenario("pool").await?;
-        self.apply(
-            &healing_policies(),
-            "pool",
-            scenario::pool_policy_spec(&self.cfg.release),
-        )
-        .await?;
-        let pods = self.scenario_pods("pool").await?;
-        let (pod, spared) = match pods.as_slice() {
-            [a, b, ..] => (a.clone(), b.clone()),
-            _ => return Err("the pool scenario has fewer than 2 Ready pods".into()),
-        };
-        let name = pod.name_any();
-        let age = pod
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map_or(0.0, |c| extract::secs_between(c.0, Timestamp::now()));
-        r.theoretical_min = Some(scenario::pool_theory(
-            interval,
-            min_age,
-            age,
-            self.settings.startup_period,
-        ));
-        r.evidence("pod", &name);
-        r.evidence("spared_pod", spared.name_any());
-        let since = floor_second(Timestamp::now());
-        self.crash(&pod, "mode=pool-exhaust").await?;
-        r.mark(
-            Timestamp::now(),
-            MarkKind::Fault,
-            format!("{name}: every pool connection held (pool-exhaust); /ready fails"),
-            "runner clock (POST /crash answered)",
-        );
-        progress(format!(
-            "    fault injected: {name} holds its whole pool; saturation for {} s plus failing readiness should recycle it",
-            scenario::POOL_SATURATED_FOR_SECS
-        ));
-        let deadline = Instant::now() + Duration::from_secs(240);
-        self.recycled_and_replaced(r, "pool", &name, "pool_exhausted", since, deadline)
-            .await?;
-        let still = self
-            .pods()
-            .get_opt(&spared.name_any())
-            .await
-            .map_err(|e| format!("reading {}: {e}", spared.name_any()))?;
-        r.evidence(
-            "healthy_pod_spared",
-            still.is_some_and(|p| p.uid() == spared.uid() && !extract::terminating(&p)),
-        );
-        Ok(())
-    }
-
-    // -- layer 10 -------------------------------------------------------------------------------
-
-    /// A dependency answers errors; the breaker opens (scale to 0), the dependency is fixed
-    /// while it is open, the half-open probe succeeds and the replicas come back.
-    pub(super) async fn layer_breaker(&self, r: &mut LayerReport) -> LayerResult {
-        let s = self.controller_settings(r).await?;
-        Self::require_enabled(&s, r, "CONTROLLER_CIRCUIT_BREAKERS")?;
-        let interval = Self::require_prometheus(&s, r)?;
-        let plan = BreakerPlan::new(SCRAPE_SECS);
-        r.theoretical_min = Some(plan.theory(interval, self.settings.startup_period));
-        let result = self.breaker(r, &plan).await;
-        self.finish_scenario("breaker").await;
-        result
-    }
-
-    async fn breaker(&self, r: &mut LayerReport, plan: &BreakerPlan) -> LayerResult {
-        let name = scenario::object_name(&self.cfg.release, "breaker");
-        let tweaks = Tweaks {
-            replicas: 2,
-            ..Tweaks::default()
-        };
-        let dep = self.start_scenario("breaker", &tweaks).await?;
-        let container = dep
-            .spec
-            .template
-            .spec
-            .and_then(|s| s.containers.into_iter().next())
-            .map(|c| c.name)
-            .ok_or("the scenario's pod template has no container")?;
-        self.scrape_scenario("breaker").await?;
-        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.cfg.namespace);
-        let svc: Service = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "labels": {SCENARIO_LABEL: "breaker"}},
-            "spec": {
-                // NB: a NodePort, so the callers reach it on 127.0.0.1 (`load_target_for`).
-                "type": "NodePort",
-                "selector": scenario::labels(&self.cfg.release, "breaker"),
-                "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
-            }
-        }))
-        .map_err(|e| format!("Service object: {e}"))?;
-        services
-            .create(&PostParams::default(), &svc)
-            .await
-            .map_err(|e| format!("creating Service {name}: {e}"))?;
-        let target = self
-            .load_target_for(&name)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let callers = tokio::spawn(load::run(
-            target,
-            LoadConfig {
-                concurrency: 2,
-                rate: Some(10.0),
-                limit: Limit::UntilStopped,
-                timeout: Duration::from_secs(2),
-                fresh_connections: true,
-            },
-            Recorder::default(),
-            stop_rx,
-        ));
-        progress(format!("    callers: GET {name} at 10/s (its own Service)"));
-        self.apply(
-            &circuit_breakers(),
-            "breaker",
-            plan.breaker_spec(&self.cfg.namespace, &self.cfg.release),
-        )
-        .await?;
-        let result = self.breaker_cycle(r, &name, &container).await;
-        let _ = stop_tx.send(true);
-        if let Ok(run) = callers.await {
-            r.evidence("caller_requests", run.samples.len());
-        }
-        result
-    }
-
-    async fn breaker_cycle(&self, r: &mut LayerReport, name: &str, container: &str) -> LayerResult {
-        let deadline = Instant::now() + Duration::from_secs(420);
-        let deployments: Api<Deployment> =
-            Api::namespaced(self.client.clone(), &self.cfg.namespace);
-        let since = floor_second(Timestamp::now());
-        // Every pod, and every pod the breaker brings back, fails until the template is fixed.
-        let at = self
-            .set_app_env(
-                name,
-                container,
-                &[
-                    ("APP_FAULT_PROFILE", "errors"),
-                    ("APP_FAULT_ERROR_PERCENT", "100"),
-                ],
-            )
-            .await?;
-        r.mark(
-            at,
-            MarkKind::Fault,
-            format!("{name}: a bad rollout, every answer a 500 (faultProfile errors)"),
-            "runner clock (Deployment patched)",
-        );
-        progress(format!(
-            "    fault injected: {name} answers 500; the breaker should open and scale it to 0"
-        ));
-        let opened = self
-            .detected_by(
-                r,
-                "CircuitOpened",
-                name,
-                "",
-                since,
-                deadline,
-                "opened_event",
-            )
-            .await?;
-        // The dependency is fixed while the breaker keeps callers off it.
-        let at = self
-            .set_app_env(name, container, &[("APP_FAULT_PROFILE", "none")])
-            .await?;
-        r.mark(
-            at,
-            MarkKind::Info,
-            format!("{name} fixed (faultProfile none) while the circuit is open"),
-            "runner clock (Deployment patched)",
-        );
-        progress("    the dependency is fixed; the half-open probe should now succeed");
-        let half = self
-            .wait_event("CircuitHalfOpened", Some(name), "", opened.at, deadline)
-            .await?;
-        r.mark(
-            half.at,
-            MarkKind::Info,
-            format!("selfheal-controller: {}", half.message),
-            "Event CircuitHalfOpened (selfheal-controller)",
-        );
-        progress(format!("    half-open: {}", half.message));
-        let closed = self
-            .wait_event("CircuitClosed", Some(name), "", half.at, deadline)
-            .await?;
-        r.evidence("closed_event", &closed.message);
-        progress(format!("    closed: {}", closed.message));
-        let (ready_at, ready) = wait_for(
-            deployments,
-            watcher::Config::default().fields(&format!("metadata.name={name}")),
-            "the remembered replicas to be Ready",
-            deadline,
-            |ds| {
-                let d = ds.first()?;
-                let want = d.spec.replicas?;
-                let ready = d.status.as_ref()?.ready_replicas.unwrap_or(0);
-                (want >= 2 && ready >= want).then(|| (Timestamp::now(), ready))
-            },
-        )
-        .await?;
-        r.mark(
-            ready_at.max(closed.at),
-            MarkKind::Healed,
-            format!(
-                "circuit closed, {ready} replicas Ready again: {}",
-                closed.message
-            ),
-            "Event CircuitClosed + Deployment readyReplicas",
-        );
-        r.evidence("replicas_restored", ready);
-        Ok(())
-    }
-
-    /// Set environment variables of the app container in Deployment `name`'s template (a
-    /// rollout); when the API accepted it.
-    async fn set_app_env(
-        &self,
-        name: &str,
-        container: &str,
-        env: &[(&str, &str)],
-    ) -> Result<Timestamp, String> {
-        let env: Vec<_> = env
-            .iter()
-            .map(|(k, v)| serde_json::json!({"name": k, "value": v}))
-            .collect();
-        let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [{
-            "name": container,
-            "env": env,
-        }]}}}});
-        Api::<Deployment>::namespaced(self.client.clone(), &self.cfg.namespace)
-            .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
-            .await
-            .map_err(|e| format!("patching the environment of {name}: {e}"))?;
-        Ok(Timestamp::now())
-    }
-
     /// The release's Deployment, read afresh (layers before may have changed it).
     async fn release_deployment(&self) -> Result<Deployment, String> {
         Api::<Deployment>::namespaced(self.client.clone(), &self.cfg.namespace)
@@ -729,119 +362,66 @@ impl Runner {
             .await
             .map_err(|e| format!("reading the release Deployment: {e}"))
     }
+}
 
-    // -- layer 11 -------------------------------------------------------------------------------
+#[cfg(test)]
+mod tests {
+    use super::ControllerSettings;
 
-    /// A pod on a node that is gone stays Terminating forever (no kubelet confirms the stop);
-    /// the reaper force-deletes it after `--zombie-after-secs`.
-    pub(super) async fn layer_zombie(&self, r: &mut LayerReport) -> LayerResult {
-        let s = self.controller_settings(r).await?;
-        let after = s.number("CONTROLLER_ZOMBIE_AFTER_SECS", 300.0);
-        if after <= 0.0 {
-            r.status = Status::NotAvailable;
-            return Err(
-                "the controller runs with CONTROLLER_ZOMBIE_AFTER_SECS=0 (reaper off)".into(),
-            );
+    fn settings(env: &[(&str, &str)]) -> ControllerSettings {
+        ControllerSettings {
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         }
-        let node = format!("{}-lost-node", self.cfg.namespace);
-        let result = self.zombie(r, &node, after).await;
-        if self.cfg.keep {
-            progress(format!("    --keep: Node {node} stays"));
-        } else {
-            let nodes: Api<Node> = Api::all(self.client.clone());
-            if let Err(e) = nodes.delete(&node, &DeleteParams::default()).await
-                && !is_status(&e, 404)
-            {
-                tracing::warn!(error = %e, node, "deleting the lost node");
-            }
-        }
-        result
     }
 
-    async fn zombie(&self, r: &mut LayerReport, node: &str, after: f64) -> LayerResult {
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        // A Node object no kubelet answers for: exactly what a machine that died leaves.
-        // Unschedulable, so nothing else lands there while it exists.
-        let lost: Node = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": node, "labels": {SCENARIO_LABEL: "zombie"}},
-            "spec": {"unschedulable": true},
-        }))
-        .map_err(|e| format!("Node object: {e}"))?;
-        match nodes.create(&PostParams::default(), &lost).await {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 409) => {}
-            Err(e) => return Err(format!("creating Node {node}: {e}")),
-        }
-        progress(format!(
-            "    Node {node} created: no kubelet, never Ready (a machine that died)"
-        ));
-        let release = self.release_deployment().await?;
-        let mut spec = release
-            .spec
-            .template
-            .spec
-            .ok_or("the release Deployment has no pod template")?;
-        spec.node_name = Some(node.to_owned());
-        let grace = spec.termination_grace_period_seconds.unwrap_or(30) as f64;
-        r.theoretical_min = Some(scenario::zombie_theory(grace, after));
-        let name = scenario::object_name(&self.cfg.release, "zombie");
-        let pod = Pod {
-            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                name: Some(name.clone()),
-                labels: Some(scenario::labels(&self.cfg.release, "zombie")),
-                ..Default::default()
-            },
-            spec: Some(spec),
-            status: None,
-        };
-        let pods = self.pods();
-        if let Err(e) = pods.create(&PostParams::default(), &pod).await
-            && !is_status(&e, 409)
-        {
-            return Err(format!("creating pod {name} on {node}: {e}"));
-        }
-        r.evidence("pod", &name);
-        r.evidence("node", node);
-        pods.delete(&name, &DeleteParams::default())
-            .await
-            .map_err(|e| format!("deleting pod {name}: {e}"))?;
-        let since = floor_second(Timestamp::now());
-        r.mark(
-            Timestamp::now(),
-            MarkKind::Fault,
-            format!("{name} deleted on {node}: Terminating, and no kubelet will ever confirm it"),
-            "runner clock (DELETE answered)",
+    #[test]
+    fn text_is_the_first_non_empty_value_by_name() {
+        let s = settings(&[
+            ("CONTROLLER_PROMETHEUS_URL", "http://prometheus:9090"),
+            ("CONTROLLER_EMPTY", ""),
+            ("CONTROLLER_TWICE", "first"),
+            ("CONTROLLER_TWICE", "second"),
+        ]);
+        assert_eq!(
+            s.text("CONTROLLER_PROMETHEUS_URL"),
+            Some("http://prometheus:9090")
         );
-        progress(format!(
-            "    fault injected: {name} is Terminating on a lost node; the reaper force-deletes it {after} s after its {grace} s grace period"
-        ));
-        let deadline = Instant::now() + Duration::from_secs_f64(grace + after + 120.0);
-        let found = self
-            .detected_by(
-                r,
-                "ForceDeleted",
-                &name,
-                "",
-                since,
-                deadline,
-                "force_deleted_event",
-            )
-            .await?;
-        let gone_at = wait_for(
-            pods,
-            watcher::Config::default().fields(&format!("metadata.name={name}")),
-            "the zombie pod to be gone",
-            deadline,
-            |ps| ps.is_empty().then(Timestamp::now),
-        )
-        .await?;
-        r.mark(
-            gone_at.max(found.at),
-            MarkKind::Healed,
-            format!("{name} gone from the API: its owner (or you) can replace it"),
-            "pod watch (object deleted)",
-        );
-        r.evidence("zombie_gone", true);
-        Ok(())
+        assert_eq!(s.text("CONTROLLER_EMPTY"), None);
+        assert_eq!(s.text("CONTROLLER_MISSING"), None);
+        assert_eq!(s.text("CONTROLLER_TWICE"), Some("first"));
+    }
+
+    #[test]
+    fn number_parses_or_falls_back_to_the_default() {
+        let s = settings(&[
+            ("CONTROLLER_ZOMBIE_AFTER_SECS", "30"),
+            ("CONTROLLER_MEMORY_SAMPLE_SECS", "2.5"),
+            ("CONTROLLER_MIN_POD_AGE_SECS", "soon"),
+            ("CONTROLLER_PROMETHEUS_INTERVAL_SECS", ""),
+        ]);
+        assert_eq!(s.number("CONTROLLER_ZOMBIE_AFTER_SECS", 300.0), 30.0);
+        assert_eq!(s.number("CONTROLLER_MEMORY_SAMPLE_SECS", 15.0), 2.5);
+        assert_eq!(s.number("CONTROLLER_MIN_POD_AGE_SECS", 60.0), 60.0);
+        assert_eq!(s.number("CONTROLLER_PROMETHEUS_INTERVAL_SECS", 30.0), 30.0);
+        assert_eq!(s.number("CONTROLLER_MISSING", 7.0), 7.0);
+    }
+
+    #[test]
+    fn enabled_unless_literally_false() {
+        let s = settings(&[
+            ("CONTROLLER_HEALING_POLICIES", "false"),
+            ("CONTROLLER_CIRCUIT_BREAKERS", "true"),
+            ("CONTROLLER_OFF_UPPERCASE", "FALSE"),
+            ("CONTROLLER_EMPTY", ""),
+        ]);
+        assert!(!s.enabled("CONTROLLER_HEALING_POLICIES"));
+        assert!(s.enabled("CONTROLLER_CIRCUIT_BREAKERS"));
+        // Anything but the exact word `false` counts as on.
+        assert!(s.enabled("CONTROLLER_OFF_UPPERCASE"));
+        assert!(s.enabled("CONTROLLER_EMPTY"));
+        assert!(s.enabled("CONTROLLER_MISSING"));
     }
 }
