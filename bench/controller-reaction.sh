@@ -5,6 +5,7 @@
 #     (controller/examples/bench_reaction.rs; baseline: the status-write round trip, same run);
 #  2. the real binary watching the same pods: RSS and CPU after the initial sync and while idle,
 #     and API requests per minute when idle (its own selfheal_controller_api_requests_total).
+# The pod healer alone (--healing-policies=false): a bare cluster has no HealingPolicy CRD.
 # Prerequisites: a running cluster (make cluster-up), cargo, curl. Creates and deletes one namespace.
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../hack/lib.sh"
@@ -47,7 +48,7 @@ util::trap_add "kubectl delete namespace '${ns}' --wait=false >/dev/null 2>&1 ||
 
 log::step "the binary watching namespace ${ns}"
 # Same allocator setting as controller/deploy/deployment.yaml.
-MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" "${RELEASE_DIR}/selfheal-controller" --leader-election=false --dry-run \
+MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}" "${RELEASE_DIR}/selfheal-controller" --leader-election=false --dry-run --healing-policies=false \
   --namespaces="${ns}" --pod-namespace=selfheal-bench --http-addr="127.0.0.1:${port}" \
   --min-pod-age-secs=0 >/dev/null 2>&1 &
 pid=$!

@@ -177,6 +177,9 @@ async fn main() -> anyhow::Result<()> {
         "--concurrency=8".into(),
         format!("--namespaces={ns}"),
         "--pod-namespace=selfheal-bench".into(),
+        // The pod healer alone: with policies on, readiness waits for the HealingPolicy CRD,
+        // which a bare cluster does not have (the bench then never started).
+        "--healing-policies=false".into(),
     ])?;
     let rss_before = rss_kib();
     let metrics = Arc::new(Metrics::new());
@@ -195,6 +198,10 @@ async fn main() -> anyhow::Result<()> {
         let _ = stop_rx.await;
     }));
     while !ready.load(Ordering::Relaxed) {
+        anyhow::ensure!(
+            synced_at.elapsed() < Duration::from_secs(300),
+            "the controller's caches did not sync in 5 min"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let sync = synced_at.elapsed();
